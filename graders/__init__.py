@@ -1,0 +1,48 @@
+"""rftkit.graders: turn a model's response into a typed object, compare it with a
+reference field by field, and combine the comparisons into one scalar reward.
+
+>>> from graders import StructuredGrader
+>>> StructuredGrader().grade('{"city": "Los Angeles"}', {"city": "Los Angeles"}).score
+1.0
+"""
+
+from ._batch import grade_batch
+from . import comparators
+from ._comparators import Comparator, ComparatorName, make_comparator, normalize_text, parse_date, parse_number
+from ._config import from_config
+from ._errors import GraderConfigError
+from ._formula import Formula
+from ._matching import Pair, assign, prf
+from ._parsing import Decoded, Extraction, Parsed, decode_json, extract_json, parse_response
+from ._result import ERROR_FLAGS, FieldDetail, Grade
+from ._structured import Aggregation, FieldSpec, ListMode, StructuredGrader
+
+__all__ = [
+    "ERROR_FLAGS",
+    "Aggregation",
+    "Comparator",
+    "ComparatorName",
+    "Decoded",
+    "Extraction",
+    "FieldDetail",
+    "FieldSpec",
+    "Formula",
+    "Grade",
+    "GraderConfigError",
+    "ListMode",
+    "Pair",
+    "Parsed",
+    "StructuredGrader",
+    "assign",
+    "comparators",
+    "decode_json",
+    "extract_json",
+    "from_config",
+    "grade_batch",
+    "make_comparator",
+    "normalize_text",
+    "parse_date",
+    "parse_number",
+    "parse_response",
+    "prf",
+]

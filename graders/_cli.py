@@ -1,0 +1,144 @@
+"""The ``rftkit`` command line: ``rftkit grade`` and ``rftkit demo``.
+
+Each subcommand's code lives in the package it belongs to; this module only
+wires them together. (``validate``, ``train`` and ``serve`` join as their issues land.)
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas import UserError
+
+from ._config import from_config
+from ._result import Grade
+
+app = typer.Typer(
+    name="rftkit",
+    help="Reinforcement fine-tuning for structured outputs: grade, validate, train.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})", code="bad_jsonl_row",
+                                hint="run `rftkit validate` on the file to see every bad row") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: a row must be a JSON object", code="bad_jsonl_row")
+            rows.append(row)
+    return rows
+
+
+def field_report(grades: list[Grade], title: str) -> Table:
+    """A table of mean score per field, with mean precision/recall for list fields."""
+    table = Table(title=title)
+    for col in ("field", "mean score", "precision", "recall", "n"):
+        table.add_column(col, justify="left" if col == "field" else "right")
+    names: dict[str, None] = {}
+    for g in grades:
+        names.update(dict.fromkeys(g.sub_scores))
+    for name in names:
+        scores = [g.sub_scores.get(name, 0.0) for g in grades]
+        ps = [g.details[name].precision for g in grades if name in g.details and g.details[name].precision is not None]
+        rs = [g.details[name].recall for g in grades if name in g.details and g.details[name].recall is not None]
+        table.add_row(name, f"{statistics.fmean(scores):.3f}", f"{statistics.fmean(ps):.3f}" if ps else "-",
+                      f"{statistics.fmean(rs):.3f}" if rs else "-", str(len(scores)))
+    overall = [g.score for g in grades]
+    table.add_row("[bold]overall[/bold]", f"[bold]{statistics.fmean(overall):.3f}[/bold]" if overall else "-", "", "", str(len(overall)))
+    return table
+
+
+@app.command()
+def grade(
+    input: Annotated[Path, typer.Argument(help="JSONL file: one row per response, with the response and its reference.")],
+    grader: Annotated[Path, typer.Option("--grader", "-g", help="Grader config (JSON), e.g. examples/resume/grader.json.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one JSON result per input row here.")] = None,
+    response_key: Annotated[str, typer.Option(help="Column holding the model's response.")] = "output",
+    reference_key: Annotated[str, typer.Option(help="Column holding the reference answer.")] = "reference",
+    workers: Annotated[int, typer.Option(help="Worker processes (1 grades in this process).", min=1)] = 1,
+) -> None:
+    """Grade every row of a JSONL file and print the per-field report.
+
+    Example: rftkit grade graders/data/resume_demo.jsonl --grader examples/resume/grader.json
+    """
+    try:
+        g = from_config(grader)
+        rows = _read_jsonl(input)
+        missing = [i for i, r in enumerate(rows, 1) if response_key not in r or reference_key not in r]
+        if missing:
+            raise UserError(f"{len(missing)} row(s) lack {response_key!r} or {reference_key!r} (first: row {missing[0]})",
+                            code="missing_column", hint="choose the columns with --response-key / --reference-key")
+        grades = g.grade_batch([r[response_key] for r in rows], [r[reference_key] for r in rows],
+                               workers=workers, progress=sys.stderr.isatty())
+    except (UserError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if output is not None:
+        with output.open("w", encoding="utf-8") as fh:
+            for row, result in zip(rows, grades):
+                fh.write(json.dumps({"id": row.get("id"), **result.to_dict()}, ensure_ascii=False) + "\n")
+    console.print(field_report(grades, f"{g.name}: {len(grades)} responses"))
+    flagged = sum(1 for x in grades if not x.ok)
+    if flagged:
+        console.print(f"{flagged} response(s) flagged (parse or schema errors); see --output for each reason.")
+
+
+@app.command()
+def demo() -> None:
+    """Grade the bundled résumé-extraction examples and print the per-field report.
+
+    Until the RL trainer lands this is rftkit's main job on its built-in default:
+    ten model outputs (clean, fenced, wrong, truncated, prose) graded field by
+    field against their references.
+    """
+    data = resources.files("graders") / "data"
+    g = from_config(json.loads((data / "resume_grader.json").read_text(encoding="utf-8")))
+    rows = [json.loads(line) for line in (data / "resume_demo.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    grades = g.grade_batch([r["output"] for r in rows], [r["reference"] for r in rows])
+
+    seed, seed_grade = rows[0], grades[0]
+    console.rule("[bold]Seed example[/bold]")
+    console.print("reference :", json.dumps(seed["reference"]))
+    console.print("prediction:", seed["output"])
+    table = Table(title=f"per-field breakdown (score {seed_grade.score:.4f})")
+    for col in ("field", "comparator", "score", "precision", "recall", "F1", "missing", "extra"):
+        table.add_column(col)
+    for name, d in seed_grade.details.items():
+        fmt = (lambda v: "-" if v is None else f"{v:.4f}")
+        table.add_row(name, d.comparator, f"{d.score:.4f}", fmt(d.precision), fmt(d.recall), fmt(d.f1),
+                      "-" if d.missing is None else json.dumps(d.missing), "-" if d.extra is None else json.dumps(d.extra))
+    console.print(table)
+
+    console.rule("[bold]All bundled examples[/bold]")
+    each = Table()
+    for col in ("id", "score", "reason"):
+        each.add_column(col)
+    for row, result in zip(rows, grades):
+        each.add_row(row["id"], f"{result.score:.3f}", result.reason)
+    console.print(each)
+    console.print(field_report(grades, "mean per field"))
+
+
+def main() -> None:
+    """Console entry point (``rftkit``)."""
+    app()

@@ -1,0 +1,13 @@
+"""Exceptions raised by :mod:`graders` (the tree is drawn in ``schemas._errors``)."""
+
+from __future__ import annotations
+
+from schemas import UserError
+
+
+class GraderConfigError(UserError):
+    """A grader config, a field option, a comparator option or a weight is wrong.
+
+    Raised at construction, never while grading, with the JSON pointer of the
+    offending part of the config and a hint.
+    """

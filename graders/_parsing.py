@@ -1,0 +1,667 @@
+"""Turning a model response into a typed object, in three explicit pure stages.
+
+::
+
+    model output (str | OpenAI-style sample dict)
+      -> extract_json   find the JSON text: bare, a ```json fence, or the last
+                        balanced object/array among prose        -> Extraction
+      -> decode_json    strict JSON; lenient repairs only on request, and
+                        always recorded by name                  -> Decoded
+      -> validate_value the schema's issues, as records          -> tuple[Issue, ...]
+    parse_response runs the three and answers with one Parsed record.
+
+A bad model output is data: :func:`parse_response` never raises on it. It
+answers with a :class:`Parsed` whose ``status`` says what went wrong (``empty``,
+``no_json``, ``invalid_json``, ``truncated``, ``schema_invalid``), a one-line
+``reason`` and one :class:`~schemas.Issue` record (``code`` = the status). Only
+misuse raises (a schema that is not a loaded :class:`~schemas.Schema`).
+
+Extraction policy
+-----------------
+
+1. **Fast path.** When the stripped text starts with ``{``/``[`` and ends with
+   ``}``/``]`` it goes straight to the decoder without any scan (the common case,
+   and the one the benchmark runs 100k times). If it does not decode, the text is
+   scanned as below.
+2. **Code fences.** A fence is a line of three or more backticks (CommonMark:
+   the closing line has at least as many backticks and no info string), so
+   backticks *inside* a JSON string never open or close one. Fences tagged
+   ``json*`` or untagged whose content starts with ``{``/``[`` are candidates,
+   the last one first: "the last one that contains JSON" wins.
+3. **Balanced scan.** A linear, iterative scanner that understands JSON strings
+   and escapes finds top-level balanced ``{...}``/``[...]`` spans. A bracket
+   opens a span only when the next non-space character can start JSON there
+   (``{`` then ``"``, ``'`` or ``}``; ``[`` then a value or ``]``), so prose like
+   "{see below}" or "[citation needed]" is not mistaken for an unclosed object.
+   **The last span wins**: models reason first and answer last, and a model
+   that corrects itself writes the correction after the mistake. Objects are
+   preferred to arrays (a trailing "[1]" citation must not replace the answer);
+   an array is used when no object decodes. Candidates that do not decode are
+   skipped in that order (at most :data:`MAX_CANDIDATES` of each kind).
+
+Truncation policy
+-----------------
+
+The output is *truncated* when the text ends inside an opened, never-closed
+object or array and no complete one precedes it, or when ``finish_reason`` is
+``"length"``. ``status == "truncated"`` is given only when nothing decodes:
+if a complete object was written before the cut, the status is ``"ok"`` and the
+reason says ``finish_reason`` was ``"length"``. With ``"length"``, a text that
+ends inside JSON is truncated even when an earlier complete object exists (the
+answer being written was cut), and a cut output with no JSON at all is
+``"truncated"`` rather than ``"no_json"``. Empty output stays ``"empty"``.
+
+Decoding policy
+---------------
+
+Strict :func:`json.loads` semantics, with ``NaN``/``Infinity`` rejected (they
+are not JSON). ``lenient=True`` allows exactly three repairs, each recorded in
+``Decoded.repairs`` so a grader can penalise it: ``trailing_comma``,
+``single_quotes`` and ``python_literals`` (``True``/``False``/``None``).
+
+The repair lexes the text with the stdlib :mod:`tokenize` module (a well-kept
+lexer whose string and number tokens are a superset of JSON's), rewrites only
+those three constructs into JSON, and hands the result back to the strict JSON
+decoder. ``ast.literal_eval`` was rejected because its semantics differ from
+JSON in ways that would silently change values: ``"\\uD83D\\uDE00"`` stays two
+lone surrogates instead of one emoji, ``"\\/"`` keeps its backslash (and warns),
+``0x10``, ``1_000`` and ``1j`` are accepted, and it yields tuples and sets. With
+the JSON decoder as the judge, every other deviation from JSON is still an
+error, and ``repairs`` is exact: a name is listed only if that construct
+occurred and was rewritten. The strict decoder is always tried first, so
+``repairs == ()`` whenever the text is already JSON.
+
+Nesting deeper than the JSON decoder's recursion limit (about 1000 levels, less
+the caller's stack) gives ``invalid_json`` with a reason, never a
+:class:`RecursionError`; the scanner itself is iterative and has no depth limit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tokenize
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from schemas import Issue, Schema, UserError
+from schemas._errors import shorten
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "Decoded",
+    "Extraction",
+    "ParseStatus",
+    "Parsed",
+    "decode_json",
+    "extract_json",
+    "parse_response",
+    "validate_value",
+]
+
+ParseStatus = Literal["ok", "empty", "no_json", "invalid_json", "truncated", "schema_invalid"]
+"""The outcome of :func:`parse_response`; every value but ``"ok"`` is a failure."""
+
+ExtractionMethod = Literal["bare", "fence", "balanced", "none"]
+
+MAX_CANDIDATES = 16
+"""How many balanced objects (and, separately, arrays) and fences are tried, the last first."""
+
+REPAIRS = ("trailing_comma", "single_quotes", "python_literals")
+"""The only lenient repairs, in the order they are reported."""
+
+
+# --------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """Where the JSON is in a model output (the result of :func:`extract_json`)."""
+
+    fragment: str | None
+    """The JSON text found (possibly cut short when ``truncated``), or None."""
+    method: ExtractionMethod
+    """How it was found: the whole text (``bare``), a code ``fence``, a ``balanced`` scan, or ``none``."""
+    truncated: bool
+    """The text ends inside an unclosed object/array and no complete one precedes it, or ``finish_reason == "length"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The result of :func:`decode_json`. JSON ``null`` is a value: test ``ok``, not ``value``."""
+
+    value: Any
+    """The decoded JSON value; None when not ``ok``."""
+    ok: bool
+    """True when the fragment decoded."""
+    repairs: tuple[str, ...]
+    """Names of the lenient repairs applied (see :data:`REPAIRS`); ``()`` when strict JSON."""
+    error: str | None
+    """One-line reason when not ``ok``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The result of :func:`parse_response`."""
+
+    status: ParseStatus
+    """``"ok"`` or the kind of failure."""
+    value: Any
+    """The decoded value when ``status`` is ``"ok"`` or ``"schema_invalid"``, else None."""
+    repairs: tuple[str, ...]
+    """Lenient repairs that were needed (empty in strict mode)."""
+    issues: tuple[Issue, ...]
+    """Schema violations, or one record for a parse failure (``code`` = the status, pointer ``""``)."""
+    method: str
+    """How the JSON was found: ``bare``, ``fence``, ``balanced``, ``output_json`` or ``none``."""
+    reason: str
+    """One line a person can read."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the output parsed and satisfied the schema."""
+        return self.status == "ok"
+
+
+# --------------------------------------------------------------------------------------
+# Extract
+
+_OPENER = re.compile(r"[{\[]")
+_STRUCTURAL = re.compile(r'[{}\[\]"]')
+_IN_STRING = re.compile(r'["\\]')
+_NON_SPACE = re.compile(r"[^ \t\r\n]")
+_FENCE_LINE = re.compile(r"^[ \t]*(`{3,})([^`\n]*)$", re.MULTILINE)
+_OBJECT_STARTS = frozenset("\"'}")
+_ARRAY_STARTS = frozenset("\"'-0123456789[{]tfnTFN")
+_CLOSER = {"{": "}", "[": "]"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    fragment: str
+    method: Literal["bare", "fence", "balanced"]
+    ends_open: bool  # the text ends inside this unclosed object/array
+    label: str  # for the reason: "a ```json fence", "prose" ...
+
+
+@dataclass(slots=True)
+class _Scan:
+    objects: deque[tuple[int, int]]
+    arrays: deque[tuple[int, int]]
+    open_at: int | None  # start of an object/array still open at the end
+
+
+def _opens_json(text: str, at: int, end: int) -> bool:
+    """True if the bracket at ``at`` is followed by something that can start JSON there."""
+    m = _NON_SPACE.search(text, at + 1, end)
+    if m is None:
+        return True  # "{" at the very end: an object cut right after it opened
+    starts = _OBJECT_STARTS if text[at] == "{" else _ARRAY_STARTS
+    return m.group() in starts
+
+
+def _scan(text: str, start: int = 0, end: int | None = None) -> _Scan:
+    """Find top-level balanced spans in ``text[start:end]``; iterative and linear.
+
+    Regex searches jump from one structural character to the next, so prose
+    without brackets costs one C-level search; a span that is valid JSON is
+    delimited by the C decoder in one call. A closer that does not match its
+    opener ends the span there (it is kept as a candidate and will fail to
+    decode, which reports the error).
+    """
+    stop = len(text) if end is None else end
+    result = _Scan(deque(maxlen=MAX_CANDIDATES), deque(maxlen=MAX_CANDIDATES), None)
+    pos = start
+    while True:
+        m = _OPENER.search(text, pos, stop)
+        if m is None:
+            return result
+        first = m.start()
+        if not _opens_json(text, first, stop):
+            pos = first + 1
+            continue
+        try:  # the common case, valid JSON, is delimited by the C decoder in one call
+            _, done = _DECODER.raw_decode(text, first)
+        except (ValueError, RecursionError):  # not valid JSON here: walk it by hand below
+            done = stop + 1
+        if done <= stop:
+            (result.objects if text[first] == "{" else result.arrays).append((first, done))
+            pos = done
+            continue
+        stack = [text[first]]
+        j = first + 1
+        while stack:
+            s = _STRUCTURAL.search(text, j, stop)
+            if s is None:
+                result.open_at = first
+                return result
+            char, k = s.group(), s.start()
+            if char == '"':  # skip the string, honouring escapes
+                p = k + 1
+                while True:
+                    q = _IN_STRING.search(text, p, stop)
+                    if q is None:
+                        result.open_at = first
+                        return result
+                    if q.group() == "\\":
+                        p = q.start() + 2
+                        continue
+                    j = q.end()
+                    break
+            elif char in "{[":
+                stack.append(char)
+                j = k + 1
+            elif char == _CLOSER[stack[-1]]:
+                stack.pop()
+                j = k + 1
+            else:  # mismatched closer: the span ends here, broken
+                stack.clear()
+                j = k + 1
+        (result.objects if text[first] == "{" else result.arrays).append((first, j))
+        pos = j
+
+
+def _fences(text: str) -> list[tuple[str, int, int, bool]]:
+    """Code blocks as (language, content start, content end, closed), in order."""
+    if "```" not in text:
+        return []
+    blocks: list[tuple[str, int, int, bool]] = []
+    opened: tuple[int, str, int] | None = None  # (backticks, language, content start)
+    for m in _FENCE_LINE.finditer(text):
+        ticks, info = len(m.group(1)), m.group(2).strip()
+        if opened is None:
+            opened = (ticks, info.split()[0].lower() if info else "", m.end() + 1)
+        elif not info and ticks >= opened[0]:
+            blocks.append((opened[1], opened[2], m.start(), True))
+            opened = None
+    if opened is not None:
+        blocks.append((opened[1], opened[2], len(text), False))
+    return blocks
+
+
+def _ends_open(scan: _Scan, finish_reason: str | None) -> bool:
+    return scan.open_at is not None and (finish_reason == "length" or not (scan.objects or scan.arrays))
+
+
+def _candidates(text: str, finish_reason: str | None) -> list[_Candidate]:
+    """Every place JSON may be, in the order it is tried (fast path excluded)."""
+    found: list[_Candidate] = []
+    for lang, start, end, closed in reversed(_fences(text)[-MAX_CANDIDATES:]):
+        if lang and not lang.startswith("json"):
+            continue
+        content = text[start:end].strip()
+        if not content or content[0] not in "{[":
+            continue
+        cut = not closed and _ends_open(_scan(text, start, end), finish_reason)
+        found.append(_Candidate(content, "fence", cut, f"a ```{lang} fence"))
+    scan = _scan(text)
+    if _ends_open(scan, finish_reason):
+        assert scan.open_at is not None  # for mypy: _ends_open checked it
+        found.append(_Candidate(text[scan.open_at:].rstrip(), "balanced", True, "prose"))
+        return found
+    for first, last in reversed(scan.objects):
+        found.append(_Candidate(text[first:last], "balanced", False, "prose"))
+    for first, last in reversed(scan.arrays):
+        found.append(_Candidate(text[first:last], "balanced", False, "prose"))
+    return found
+
+
+def _bare(text: str) -> str | None:
+    stripped = text.strip()
+    if stripped and stripped[0] in "{[" and stripped[-1] in "}]":
+        return stripped
+    return None
+
+
+def extract_json(text: str, *, finish_reason: str | None = None) -> Extraction:
+    """Find the JSON text in a model output (stage 1; see the module docstring for the policy).
+
+    >>> extract_json('  {"a": 1} ')
+    Extraction(fragment='{"a": 1}', method='bare', truncated=False)
+    >>> extract_json('Sure!\\n```json\\n{"a": 1}\\n```\\nDone.')
+    Extraction(fragment='{"a": 1}', method='fence', truncated=False)
+    >>> extract_json('First {"a": 1}, no wait: {"a": 2}.').fragment
+    '{"a": 2}'
+    >>> extract_json('Result: {"a": 1, "b": [1,')
+    Extraction(fragment='{"a": 1, "b": [1,', method='balanced', truncated=True)
+    >>> extract_json("no JSON here")
+    Extraction(fragment=None, method='none', truncated=False)
+    """
+    length = finish_reason == "length"
+    bare = _bare(text)
+    if bare is not None:
+        return Extraction(bare, "bare", length)
+    found = _candidates(text, finish_reason)
+    if not found:
+        return Extraction(None, "none", length)
+    best = found[0]
+    return Extraction(best.fragment, best.method, best.ends_open or length)
+
+
+# --------------------------------------------------------------------------------------
+# Decode
+
+
+class _NotJsonConstant(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJsonConstant(name)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_REPAIRABLE_AT = frozenset("'TFN}],")  # where a strict error points when a repair applies
+_TOO_DEEP = "JSON nested too deeply to decode (beyond Python's recursion limit)"
+_SINGLE_QUOTED_BODY = re.compile(r'\\(.)|"', re.DOTALL)
+_PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
+_SKIPPED_TOKENS = frozenset(
+    {tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+)
+_VALUE_ENDS = frozenset({tokenize.STRING, tokenize.NUMBER, tokenize.NAME})
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _loads(fragment: str) -> tuple[Decoded, int | None]:
+    """Strict JSON; every failure the decoder can raise on data becomes ``ok=False``.
+
+    The second item is where a syntax error was found (None otherwise), so the
+    lenient path can tell whether a repair could help at all.
+    """
+    try:
+        return Decoded(_DECODER.decode(fragment), True, (), None), None
+    except _NotJsonConstant as exc:
+        return Decoded(None, False, (), f"{exc} is not JSON (a JavaScript/Python constant)"), None
+    except json.JSONDecodeError as exc:
+        return Decoded(None, False, (), f"{exc.msg} at line {exc.lineno} column {exc.colno}"), exc.pos
+    except ValueError as exc:  # e.g. an integer longer than sys.get_int_max_str_digits()
+        return Decoded(None, False, (), _one_line(str(exc))), None
+    except RecursionError:
+        return Decoded(None, False, (), _TOO_DEEP), None
+
+
+def _json_string(single_quoted: str) -> str:
+    """``'it\\'s "x"'`` -> ``"it's \\"x\\""``; other escapes are left for the JSON decoder to judge."""
+
+    def fix(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return '\\"'
+        return "'" if m.group(1) == "'" else m.group(0)
+
+    return '"' + _SINGLE_QUOTED_BODY.sub(fix, single_quoted[1:-1]) + '"'
+
+
+def _repair(fragment: str) -> tuple[str, tuple[str, ...]]:
+    """Rewrite the three allowed non-JSON constructs into JSON; return (text, repairs applied)."""
+    line_starts: list[int] = []
+    cursor = 0
+
+    def readline() -> str:
+        nonlocal cursor
+        if cursor >= len(fragment):
+            return ""
+        nl = fragment.find("\n", cursor)
+        stop = len(fragment) if nl < 0 else nl + 1
+        line_starts.append(cursor)
+        line, cursor = fragment[cursor:stop], stop
+        return line
+
+    edits: list[tuple[int, int, str]] = []
+    applied: set[str] = set()
+    before_comma: tokenize.TokenInfo | None = None  # the token before a pending comma
+    comma_at: int | None = None
+    previous: tokenize.TokenInfo | None = None
+    try:
+        for tok in tokenize.generate_tokens(readline):
+            if tok.type in _SKIPPED_TOKENS:
+                continue
+            at = line_starts[tok.start[0] - 1] + tok.start[1]
+            if (
+                tok.type == tokenize.OP and tok.string in ("}", "]") and comma_at is not None
+                and before_comma is not None
+                and (before_comma.type in _VALUE_ENDS or before_comma.string in ("}", "]"))
+            ):
+                edits.append((comma_at, comma_at + 1, ""))
+                applied.add("trailing_comma")
+            elif tok.type == tokenize.NAME and tok.string in _PYTHON_LITERALS:
+                edits.append((at, at + len(tok.string), _PYTHON_LITERALS[tok.string]))
+                applied.add("python_literals")
+            elif tok.type == tokenize.STRING and tok.string[0] == "'" and not tok.string.startswith("'''"):
+                edits.append((at, at + len(tok.string), _json_string(tok.string)))
+                applied.add("single_quotes")
+            if tok.type == tokenize.OP and tok.string == ",":
+                before_comma, comma_at = previous, at
+            else:
+                before_comma, comma_at = None, None
+            previous = tok
+    except (tokenize.TokenError, SyntaxError):  # unterminated brackets/strings, bad dedent
+        return fragment, ()
+    if not edits:
+        return fragment, ()
+    edits.sort()
+    pieces: list[str] = []
+    done = 0
+    for start, stop, replacement in edits:
+        pieces += (fragment[done:start], replacement)
+        done = stop
+    pieces.append(fragment[done:])
+    return "".join(pieces), tuple(name for name in REPAIRS if name in applied)
+
+
+def decode_json(fragment: str, *, lenient: bool = False) -> Decoded:
+    """Decode one JSON fragment (stage 2): strict, or with recorded lenient repairs.
+
+    >>> decode_json('{"a": [1, 2]}')
+    Decoded(value={'a': [1, 2]}, ok=True, repairs=(), error=None)
+    >>> decode_json('{"a": 1,}').ok
+    False
+    >>> decode_json("{'a': True, 'b': [1, None,],}", lenient=True)
+    Decoded(value={'a': True, 'b': [1, None]}, ok=True, repairs=('trailing_comma', 'single_quotes', 'python_literals'), error=None)
+    >>> decode_json('[NaN]', lenient=True).error
+    'NaN is not JSON (a JavaScript/Python constant)'
+    >>> decode_json('null')
+    Decoded(value=None, ok=True, repairs=(), error=None)
+    """
+    strict, at = _loads(fragment)
+    # The text before a syntax error is valid JSON, so a repair can only help if
+    # the error sits on a repairable construct (this skips a full lexing pass on
+    # text that no repair could save, such as "Extra data" after a value).
+    if strict.ok or not lenient or at is None or fragment[at : at + 1] not in _REPAIRABLE_AT:
+        return strict
+    rewritten, repairs = _repair(fragment)
+    if not repairs:
+        return strict
+    repaired, _ = _loads(rewritten)
+    if not repaired.ok:
+        return strict  # report the error against the text the model wrote
+    return Decoded(repaired.value, True, repairs, None)
+
+
+# --------------------------------------------------------------------------------------
+# Validate
+
+
+def validate_value(value: Any, schema: Schema) -> tuple[Issue, ...]:
+    """Every way ``value`` violates ``schema`` (stage 3), as records; ``()`` when valid.
+
+    A value nested too deeply for the validator gives one ``max_depth`` issue.
+
+    >>> from schemas import load_schema
+    >>> s = load_schema({"type": "object", "required": ["a"]})
+    >>> validate_value({"a": 1}, s)
+    ()
+    >>> [(i.code, i.pointer) for i in validate_value({}, s)]
+    [('required', '')]
+    """
+    try:
+        return tuple(schema.validate(value))
+    except RecursionError:
+        return (Issue("max_depth", "", "the value is nested too deeply to validate"),)
+
+
+# --------------------------------------------------------------------------------------
+# The whole pipeline
+
+_MISSING: Any = object()
+
+
+def _read_output(output: object) -> tuple[str | None, Any, str | None, str | None]:
+    """(text, output_json or _MISSING, finish_reason found in the sample, problem)."""
+    if isinstance(output, str):
+        return output, _MISSING, None, None
+    if not isinstance(output, Mapping):
+        return None, _MISSING, None, f"cannot read a model output from a {type(output).__name__}"
+    choice: Any = None
+    choices = output.get("choices")
+    if isinstance(choices, (list, tuple)) and choices and isinstance(choices[0], Mapping):
+        choice = choices[0]
+    reason = output.get("finish_reason")
+    if reason is None and choice is not None:
+        reason = choice.get("finish_reason")
+    finish = reason if isinstance(reason, str) else None
+    if output.get("output_json") is not None:
+        return None, output["output_json"], finish, None
+    if "output_text" in output:
+        text = output["output_text"]
+        if isinstance(text, str):
+            return text, _MISSING, finish, None
+        return None, _MISSING, finish, f"the sample's output_text is a {type(text).__name__}, not text"
+    if choice is not None:
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            return content, _MISSING, finish, None
+        return None, _MISSING, finish, "the sample's choices[0].message.content is not text"
+    keys = ", ".join(sorted(str(k) for k in output)[:8]) or "none"
+    return None, _MISSING, finish, f"a sample needs output_json, output_text or choices[0].message.content (keys: {keys})"
+
+
+def _failure(status: ParseStatus, reason: str, method: str, text: Any) -> Parsed:
+    issue = Issue(code=status, pointer="", message=reason, input=shorten(text))
+    return Parsed(status, None, (), (issue,), method, reason)
+
+
+def _kind(value: Any) -> str:
+    return "object" if isinstance(value, dict) else "array" if isinstance(value, list) else "value"
+
+
+def _success(value: Any, repairs: tuple[str, ...], method: str, found: str, schema: Schema | None,
+             finish_reason: str | None) -> Parsed:
+    reason = f"parsed a JSON {_kind(value)} {found}"
+    if repairs:
+        reason += f" after lenient repairs ({', '.join(repairs)})"
+    if finish_reason == "length":
+        reason += "; finish_reason was 'length' but the JSON is complete"
+    issues = validate_value(value, schema) if schema is not None else ()
+    if not issues:
+        return Parsed("ok", value, repairs, (), method, reason)
+    first = issues[0]
+    where = first.pointer or "the top level"
+    name = f" {schema.name}" if schema is not None and schema.name else ""
+    reason = (f"{reason}, but it does not match the schema{name}: {len(issues)} issue(s), "
+              f"first at {where}: {_one_line(first.message)}")
+    return Parsed("schema_invalid", value, repairs, issues, method, reason)
+
+
+def parse_response(
+    output: str | Mapping[str, Any],
+    schema: Schema | None = None,
+    *,
+    lenient: bool = False,
+    finish_reason: str | None = None,
+) -> Parsed:
+    """Extract, decode and validate one model output; never raises on bad output.
+
+    ``output`` is the text, or an OpenAI-style sample dict: ``output_json`` (used
+    as is when not None), else ``output_text``, else
+    ``choices[0].message.content``; a ``finish_reason`` found in the sample
+    applies when none is given. ``schema`` is a :class:`~schemas.Schema`: load
+    it once with :func:`schemas.load_schema`, not per call.
+
+    >>> parse_response('Here you go:\\n```json\\n{"city": "Paris"}\\n```').value
+    {'city': 'Paris'}
+    >>> p = parse_response("The answer is 42.")
+    >>> p.status, p.reason
+    ('no_json', 'no JSON object or array found in 17 chars of text')
+    >>> parse_response('{"a": 1, "b": [1,').status
+    'truncated'
+    >>> parse_response("{'a': True,}", lenient=True).repairs
+    ('trailing_comma', 'single_quotes', 'python_literals')
+    >>> parse_response({"choices": [{"message": {"content": '{"a": 1}'}, "finish_reason": "stop"}]}).ok
+    True
+    """
+    if schema is not None and not isinstance(schema, Schema):
+        raise UserError(
+            f"schema must be a loaded schemas.Schema, not {type(schema).__name__}",
+            code="schema_not_loaded", hint="load it once with schemas.load_schema(...) and pass the result",
+        )
+    text, direct, found_reason, problem = _read_output(output)
+    if finish_reason is None:
+        finish_reason = found_reason
+    length = finish_reason == "length"
+    if direct is not _MISSING:
+        return _success(direct, (), "output_json", "from the sample's output_json", schema, None)
+    if text is None:
+        assert problem is not None  # for mypy: _read_output gives one or the other
+        keys = sorted(str(k) for k in output)[:8] if isinstance(output, Mapping) else type(output).__name__
+        return _failure("no_json", problem, "none", keys)
+    if not text.strip():
+        reason = "the output is empty" if not text else f"the output is only whitespace ({len(text)} chars)"
+        return _failure("empty", reason, "none", text)
+
+    tried: set[str] = set()
+    failed: tuple[_Candidate, Decoded] | None = None
+    bare = _bare(text)
+    if bare is not None:
+        decoded = decode_json(bare, lenient=lenient)
+        if decoded.ok:
+            return _success(decoded.value, decoded.repairs, "bare", "(the whole output)", schema, finish_reason)
+        tried.add(bare)
+        failed = (_Candidate(bare, "bare", False, "the whole output"), decoded)
+    skipped = 0
+    cut: tuple[_Candidate, Decoded] | None = None
+    for candidate in _candidates(text, finish_reason):
+        if candidate.fragment in tried:
+            continue
+        tried.add(candidate.fragment)
+        decoded = decode_json(candidate.fragment, lenient=lenient)
+        if decoded.ok:
+            if candidate.method == "fence":
+                found = f"from {candidate.label}"
+            else:
+                later = f" ({skipped} later candidate(s) did not decode)" if skipped else ""
+                found = f"found in {len(text)} chars of text{later}"
+            return _success(decoded.value, decoded.repairs, candidate.method, found, schema, finish_reason)
+        if candidate.method == "balanced" and candidate.ends_open is False:
+            skipped += 1
+        if failed is None or failed[0].method == "bare":
+            failed = (candidate, decoded)
+        if candidate.ends_open:
+            cut = (candidate, decoded)
+            if length:
+                break
+
+    if cut is not None:
+        chars = len(cut[0].fragment)
+        reason = f"the output ends inside an unclosed JSON object or array ({chars} chars from its opening)"
+        if length:
+            reason += "; finish_reason was 'length'"
+        return _failure("truncated", reason, cut[0].method, text)
+    if failed is None:
+        if length:
+            return _failure("truncated", f"the output was cut (finish_reason 'length') after {len(text)} chars, "
+                                         "before any JSON object or array", "none", text)
+        return _failure("no_json", f"no JSON object or array found in {len(text)} chars of text", "none", text)
+    candidate, decoded = failed
+    where = candidate.label if candidate.method != "balanced" else "text"
+    if length:
+        reason = f"the output was cut (finish_reason 'length') and the JSON in {where} does not decode: {decoded.error}"
+        return _failure("truncated", reason, candidate.method, text)
+    return _failure("invalid_json", f"the JSON in {where} does not decode: {decoded.error}", candidate.method, text)

@@ -1,0 +1,721 @@
+"""The structured grader: parse a response into a typed object, compare it with a
+reference field by field, and combine the comparisons into one scalar.
+
+Pipeline (each stage a pure function with its own tests)::
+
+    response -> parse_response (extract, decode, validate)  graders._parsing
+             -> compile-time plan of the schema             _compile (here)
+             -> compare field by field                      _Leaf/_List/_Object.grade
+             -> combine                                     Aggregation
+             -> Grade
+
+**Comparators are inferred from the schema** when no option is given: free text
+-> ``fuzzy``; enum -> ``enum``; boolean -> ``bool``; integer -> ``exact``; number
+-> ``number`` (relative tolerance 1e-6); ``format: date``/``date-time`` ->
+``date``; list -> set F1 with its elements' comparator (strings: fuzzy, paired at
+similarity >= 0.8); list of objects -> optimal assignment on the recursive object
+score (paired at >= 0.5); object -> recursion. Without a schema the same rules
+apply to the reference value's JSON type.
+
+**Empty values and missing fields** (one policy, everywhere): ``null``, a
+missing key, ``""`` (or only whitespace), ``[]`` and ``{}`` all mean *no value*.
+
+============================  ==========  ======================================
+reference / prediction        score       counts (micro-F1)
+============================  ==========  ======================================
+no value / no value           1 (match)   nothing
+value / no value              0           its leaves are false negatives (recall)
+no value / value              0           its leaves are false positives (precision)
+value / value                 comparator  tp += s, fp += 1 - s, fn += 1 - s
+============================  ==========  ======================================
+
+A key the prediction has that is neither in the schema nor in the reference is
+an *extra field*: it scores 0 and costs precision (``extra_fields="ignore"``
+drops it). Every field the schema declares is scored, so a field both sides
+leave empty counts as a match in the weighted mean; use ``micro_f1`` if
+agreement on absence should earn nothing.
+
+**Aggregation** (a ``Literal``; each option its own function):
+``weighted_mean`` of the top-level field scores (default), ``micro_f1`` over all
+leaf values (2TP / (2TP + FP + FN)), ``all_or_nothing`` (1 only if every weighted
+field scores 1), or a ``formula`` over the field names.
+
+Output that does not parse scores 0 with ``sample_parse_error`` (truncated
+output: ``truncated_output_error``); schema-invalid output is gated to 0 with
+``schema_validation_error`` unless ``partial_credit=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas import Schema, SchemaSource, json_pointer
+
+from ._comparators import Comparator, make_comparator
+from ._errors import GraderConfigError
+from ._formula import Formula
+from ._matching import assign, ordered_pairs, prf
+from ._parsing import parse_response
+from ._result import FieldDetail, Grade, no_errors
+
+Aggregation = Literal["weighted_mean", "micro_f1", "all_or_nothing", "formula"]
+ListMode = Literal["set", "multiset", "ordered"]
+ExtraFields = Literal["penalize", "ignore"]
+
+_NUMBER_REL_TOL = 1e-6
+_STRING_MATCH_THRESHOLD = 0.8
+_OBJECT_MATCH_THRESHOLD = 0.5
+_MAX_DEPTH = 64  # values nested deeper than this (schema-less) are compared exactly
+
+
+class FieldSpec(BaseModel):
+    """Per-field overrides, in Python or in a JSON config.
+
+    Unknown keys are comparator options (``scorer``, ``partial_credit``,
+    ``abs_tol``, ``rel_tol``, ``order``, ``case_sensitive``,
+    ``strip_punctuation``...) and are checked by the comparator itself.
+
+    >>> FieldSpec(comparator="fuzzy", scorer="token_set_ratio", weight=2).options
+    {'scorer': 'token_set_ratio'}
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    comparator: str | None = None
+    """Comparator name (``exact normalized fuzzy number date enum bool math``); for
+    a list field, the comparator of its elements. None: inferred from the schema."""
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Leaf: the fuzzy pass threshold. List: the similarity a pair needs to match."""
+    weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    """Weight in the weighted mean of the enclosing object (0 ignores the field)."""
+    required: bool = False
+    """When True, a prediction without a value for this field (while the reference
+    has one) fails the whole grade: score 0, as for schema-invalid output."""
+    mode: ListMode | None = None
+    """Lists only: ``set`` (default; duplicates collapse), ``multiset`` or ``ordered``."""
+    fields: dict[str, FieldSpec] | None = None
+    """Objects and lists of objects: overrides for their own fields."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The comparator options given alongside the known keys."""
+        return dict(self.model_extra or {})
+
+
+FieldsArg = Mapping[str, Union[FieldSpec, Mapping[str, Any]]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_empty(value: Any) -> bool:
+    """The empty-value policy: null, "" (or whitespace), [] and {} mean *no value*."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, dict)):
+        return not value
+    return False
+
+
+def _leaf_count(value: Any) -> int:
+    """How many leaf values ``value`` holds (iterative, so depth cannot overflow)."""
+    count, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif not _is_empty(v):
+            count += 1
+    return count
+
+
+class _Ctx:
+    """Counts gathered while grading one response."""
+
+    __slots__ = ("tp", "fp", "fn", "required_missed")
+
+    def __init__(self) -> None:
+        self.tp = 0.0
+        self.fp = 0.0
+        self.fn = 0.0
+        self.required_missed: list[str] = []
+
+
+def _empty_cases(pred: Any, ref: Any, label: str, ctx: _Ctx) -> tuple[float, FieldDetail] | None:
+    """Score the cases where one side (or both) has no value; None when both have one."""
+    pred_empty, ref_empty = _is_empty(pred), _is_empty(ref)
+    if pred_empty and ref_empty:
+        return 1.0, FieldDetail(label, 1.0, "both_empty", pred, ref)
+    if ref_empty:
+        ctx.fp += _leaf_count(pred)
+        return 0.0, FieldDetail(label, 0.0, "extra", pred, ref)
+    if pred_empty:
+        ctx.fn += _leaf_count(ref)
+        return 0.0, FieldDetail(label, 0.0, "missing", pred, ref)
+    return None
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+class _Node:
+    """One compiled part of the schema; ``grade`` scores a (prediction, reference) pair."""
+
+    label = "node"
+    weight = 1.0
+    required = False
+
+    def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        raise NotImplementedError
+
+    def similarity(self, pred: Any, ref: Any) -> float:
+        """The score alone, for building an assignment matrix."""
+        return self.grade(pred, ref, _Ctx(), 0)[0]
+
+
+class _Leaf(_Node):
+    __slots__ = ("label", "compare", "weight", "required")
+
+    def __init__(self, label: str, compare: Comparator, weight: float = 1.0, required: bool = False) -> None:
+        self.label, self.compare, self.weight, self.required = label, compare, weight, required
+
+    def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        empty = _empty_cases(pred, ref, self.label, ctx)
+        if empty is not None:
+            return empty
+        s = self.compare(pred, ref)
+        ctx.tp += s
+        ctx.fp += 1.0 - s
+        ctx.fn += 1.0 - s
+        return s, FieldDetail(self.label, s, "compared", pred, ref)
+
+    def similarity(self, pred: Any, ref: Any) -> float:
+        if _is_empty(pred) or _is_empty(ref):
+            return 1.0 if _is_empty(pred) and _is_empty(ref) else 0.0
+        return self.compare(pred, ref)
+
+
+def _set_key(item: Any) -> Any:
+    """A hashable identity for de-duplicating set members."""
+    if isinstance(item, (str, int, float, bool)) or item is None:
+        return (type(item).__name__ == "bool", item)
+    return json.dumps(item, sort_keys=True, default=str)
+
+
+class _List(_Node):
+    __slots__ = ("label", "element", "mode", "threshold", "weight", "required")
+
+    def __init__(self, element: _Node, mode: ListMode, threshold: float, weight: float = 1.0, required: bool = False) -> None:
+        self.element, self.mode, self.threshold = element, mode, threshold
+        self.weight, self.required = weight, required
+        self.label = f"list/{mode}"
+
+    def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        empty = _empty_cases(pred, ref, self.label, ctx)
+        if empty is not None:
+            return empty
+        if not isinstance(pred, list) or not isinstance(ref, list):
+            ctx.fp += _leaf_count(pred)
+            ctx.fn += _leaf_count(ref)
+            return 0.0, FieldDetail(self.label, 0.0, "wrong_type", pred, ref)
+        if self.mode == "set":
+            pred = list({_set_key(x): x for x in pred}.values())
+            ref = list({_set_key(x): x for x in ref}.values())
+        element = self.element
+        if isinstance(element, _Leaf):
+            return self._grade_leaves(element, pred, ref, ctx)
+        return self._grade_nodes(element, pred, ref, ctx, depth)
+
+    def _pairs(self, matrix: list[list[float]]) -> list[Any]:
+        if self.mode == "ordered":
+            n = min(len(matrix), len(matrix[0]) if matrix else 0)
+            return ordered_pairs([matrix[i][i] for i in range(n)], self.threshold)
+        return assign(matrix, self.threshold)
+
+    def _grade_leaves(self, element: _Leaf, pred: list[Any], ref: list[Any], ctx: _Ctx) -> tuple[float, FieldDetail]:
+        sim = element.similarity
+        if self.mode == "ordered":
+            matrix = [[sim(p, r) if i == j else 0.0 for j, r in enumerate(ref)] for i, p in enumerate(pred)]
+        else:
+            matrix = [[sim(p, r) for r in ref] for p in pred]
+        pairs = self._pairs(matrix)
+        matched = sum(p.score for p in pairs)
+        n_pred, n_ref = len(pred), len(ref)
+        precision, recall, f1 = prf(matched, n_pred, n_ref)
+        ctx.tp += matched
+        ctx.fp += n_pred - matched
+        ctx.fn += n_ref - matched
+        used_p = {p.pred for p in pairs}
+        used_r = {p.ref for p in pairs}
+        return f1, FieldDetail(
+            self.label, f1, "compared", pred, ref, precision, recall, f1,
+            matched=[(p.pred, p.ref, p.score) for p in pairs],
+            missing=[r for j, r in enumerate(ref) if j not in used_r],
+            extra=[x for i, x in enumerate(pred) if i not in used_p],
+        )
+
+    def _grade_nodes(self, element: _Node, pred: list[Any], ref: list[Any], ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        # Grade every pair once with its own counts; keep those of the matched pairs.
+        graded = [[self._grade_pair(element, p, r, depth) for r in ref] for p in pred]  # (P, R)
+        pairs = self._pairs([[g[0] for g in row] for row in graded])
+        matched = 0.0
+        items: list[FieldDetail] = []
+        for p in pairs:
+            score, detail, sub = graded[p.pred][p.ref]
+            matched += score
+            ctx.tp += sub.tp
+            ctx.fp += sub.fp
+            ctx.fn += sub.fn
+            items.append(detail)
+        used_p = {p.pred for p in pairs}
+        used_r = {p.ref for p in pairs}
+        missing = [r for j, r in enumerate(ref) if j not in used_r]
+        extra = [x for i, x in enumerate(pred) if i not in used_p]
+        ctx.fn += sum(_leaf_count(r) for r in missing)
+        ctx.fp += sum(_leaf_count(x) for x in extra)
+        precision, recall, f1 = prf(matched, len(pred), len(ref))
+        return f1, FieldDetail(
+            self.label, f1, "compared", pred, ref, precision, recall, f1,
+            matched=[(p.pred, p.ref, p.score) for p in pairs], missing=missing, extra=extra, items=items,
+        )
+
+    @staticmethod
+    def _grade_pair(element: _Node, pred: Any, ref: Any, depth: int) -> tuple[float, FieldDetail, _Ctx]:
+        sub = _Ctx()
+        score, detail = element.grade(pred, ref, sub, depth + 1)
+        return score, detail, sub
+
+
+class _Object(_Node):
+    __slots__ = ("label", "fields", "extra_fields", "weight", "required", "specs")
+
+    def __init__(self, fields: dict[str, _Node], extra_fields: ExtraFields, specs: Mapping[str, FieldSpec] | None = None,
+                 weight: float = 1.0, required: bool = False) -> None:
+        self.label = "object"
+        self.fields, self.extra_fields = fields, extra_fields
+        self.specs = dict(specs or {})  # overrides for keys the schema does not declare
+        self.weight, self.required = weight, required
+
+    def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        if not isinstance(pred, dict) or not isinstance(ref, dict):
+            # Two dicts always recurse (even {} vs {...}), so every field gets its own detail.
+            empty = _empty_cases(pred, ref, self.label, ctx)
+            if empty is not None:
+                return empty
+            ctx.fp += _leaf_count(pred)
+            ctx.fn += _leaf_count(ref)
+            return 0.0, FieldDetail(self.label, 0.0, "wrong_type", pred, ref)
+        details: dict[str, FieldDetail] = {}
+        total = weights = 0.0
+        for name, node in self.fields.items():
+            p, r = pred.get(name), ref.get(name)
+            score, detail = node.grade(p, r, ctx, depth + 1)
+            details[name] = detail
+            total += node.weight * score
+            weights += node.weight
+            if node.required and detail.status in ("missing", "wrong_type"):
+                ctx.required_missed.append(name)
+        for name in ref.keys() - self.fields.keys():  # reference keys the schema does not declare
+            node = _infer(ref[name], self.specs.get(name), name, self.extra_fields, depth + 1)
+            score, detail = node.grade(pred.get(name), ref[name], ctx, depth + 1)
+            details[name] = detail
+            total += node.weight * score
+            weights += node.weight
+        if self.extra_fields == "penalize":
+            for name in pred.keys() - self.fields.keys() - ref.keys():
+                if _is_empty(pred[name]):
+                    continue
+                ctx.fp += _leaf_count(pred[name])
+                details[name] = FieldDetail("extra_field", 0.0, "extra", pred[name], None)
+                weights += 1.0
+        score = total / weights if weights > 0 else 1.0
+        return score, FieldDetail(self.label, score, "compared", None, None, fields=details)
+
+
+class _Any(_Node):
+    """No schema information: infer the comparison from the reference's JSON type at grade time."""
+
+    __slots__ = ("spec", "extra_fields", "weight", "required", "name")
+    label = "inferred"
+
+    def __init__(self, spec: FieldSpec | None, extra_fields: ExtraFields, name: str) -> None:
+        self.spec, self.extra_fields, self.name = spec, extra_fields, name
+        self.weight = spec.weight if spec else 1.0
+        self.required = spec.required if spec else False
+
+    def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        sample = ref if not _is_empty(ref) or isinstance(ref, dict) else pred
+        return _infer(sample, self.spec, self.name, self.extra_fields, depth).grade(pred, ref, ctx, depth)
+
+
+# --------------------------------------------------------------------------- compiling a plan
+
+
+def _leaf(name: str, spec: FieldSpec | None, default: str, defaults: Mapping[str, Any], pointer: str, *, in_list: bool = False) -> _Leaf:
+    comparator = spec.comparator if spec and spec.comparator else default
+    options: dict[str, Any] = dict(defaults) if comparator == default else {}
+    if spec is not None:
+        options.update(spec.options)
+        partial = options.get("partial_credit", True)
+        if spec.threshold is not None and (not in_list or partial is False):
+            options["threshold"] = spec.threshold
+    compare = make_comparator(comparator, pointer=pointer, **options)
+    return _Leaf(comparator, compare, spec.weight if spec else 1.0, spec.required if spec else False)
+
+
+def _infer(value: Any, spec: FieldSpec | None, name: str, extra_fields: ExtraFields, depth: int) -> _Node:
+    """Build a node for a schema-less value from its JSON type."""
+    if depth > _MAX_DEPTH:
+        return _Leaf("exact", make_comparator("exact"))
+    pointer = f"/fields/{name}"
+    if isinstance(value, dict):
+        sub = spec.fields if spec and spec.fields else {}
+        fields = {k: _Any(sub.get(k), extra_fields, k) for k in value}
+        return _Object(fields, extra_fields, sub, spec.weight if spec else 1.0, spec.required if spec else False)
+    if isinstance(value, list):
+        first = next((v for v in value if not _is_empty(v)), None)
+        element = _infer(first, _element_spec(spec), name, extra_fields, depth + 1)
+        return _List(element, (spec.mode if spec and spec.mode else "set"), _list_threshold(spec, element),
+                     spec.weight if spec else 1.0, spec.required if spec else False)
+    if isinstance(value, bool):
+        return _leaf(name, spec, "bool", {}, pointer)
+    if isinstance(value, (int, float)):
+        return _leaf(name, spec, "number", {"rel_tol": _NUMBER_REL_TOL}, pointer)
+    return _leaf(name, spec, "fuzzy", {}, pointer)
+
+
+def _element_spec(spec: FieldSpec | None) -> FieldSpec | None:
+    """The part of a list field's spec that applies to each element."""
+    if spec is None:
+        return None
+    data = spec.model_dump(exclude={"weight", "required", "mode"}, exclude_none=True)
+    return FieldSpec(**data)
+
+
+def _list_threshold(spec: FieldSpec | None, element: _Node) -> float:
+    if spec is not None and spec.threshold is not None:
+        return spec.threshold
+    return _STRING_MATCH_THRESHOLD if isinstance(element, _Leaf) and element.label == "fuzzy" else _OBJECT_MATCH_THRESHOLD
+
+
+class _Planner:
+    """Compiles a schema plus overrides into a tree of nodes, once, at construction."""
+
+    def __init__(self, schema: Schema | None, extra_fields: ExtraFields) -> None:
+        self.schema = schema
+        self.extra_fields = extra_fields
+
+    def node(self, sn: Mapping[str, Any] | None, spec: FieldSpec | None, name: str, path: tuple[str, ...], depth: int = 0) -> _Node:
+        pointer = json_pointer(("fields",) + path)
+        if sn is None or depth > _MAX_DEPTH:
+            if spec is not None and spec.comparator and not spec.fields:
+                return _leaf(name, spec, spec.comparator, {}, pointer)
+            return _Any(spec, self.extra_fields, name)
+        assert self.schema is not None
+        sn = self.schema.resolve(sn)
+        for key in ("anyOf", "oneOf"):
+            if key in sn:
+                branches = [self.schema.resolve(b) for b in sn[key] if isinstance(b, Mapping)]
+                real = [b for b in branches if b.get("type") != "null"]
+                return self.node(real[0] if len(real) == 1 else None, spec, name, path, depth)
+        if "allOf" in sn and len(sn["allOf"]) == 1:
+            return self.node(sn["allOf"][0], spec, name, path, depth)
+        kind = sn.get("type")
+        if isinstance(kind, list):
+            real_kinds = [k for k in kind if k != "null"]
+            kind = real_kinds[0] if len(real_kinds) == 1 else None
+        weight = spec.weight if spec else 1.0
+        required = spec.required if spec else False
+        if "enum" in sn or "const" in sn:
+            return _leaf(name, spec, "enum", {}, pointer)
+        if kind == "object" or "properties" in sn:
+            props: Mapping[str, Any] = sn.get("properties", {})
+            sub = dict(spec.fields) if spec and spec.fields else {}
+            unknown = set(sub) - set(props)
+            if unknown and sn.get("additionalProperties") is False:
+                raise GraderConfigError(
+                    f"overrides name fields the schema does not declare: {sorted(unknown)}",
+                    code="unknown_field", pointer=pointer or "/fields", hint=f"declared fields: {sorted(props)}",
+                )
+            fields = {k: self.node(v, sub.get(k), k, path + (k,), depth + 1) for k, v in props.items()}
+            for k in unknown:  # overrides for fields only the data will show
+                fields[k] = self.node(None, sub[k], k, path + (k,), depth + 1)
+            return _Object(fields, self.extra_fields, sub, weight, required)
+        if kind == "array":
+            items = sn.get("items") if isinstance(sn.get("items"), Mapping) else None
+            element = self.node(items, _element_spec(spec), name, path, depth + 1)
+            if isinstance(element, _Any) and items is not None and not items:
+                element = _Any(_element_spec(spec), self.extra_fields, name)
+            mode: ListMode = spec.mode if spec and spec.mode else "set"
+            return _List(element, mode, _list_threshold(spec, element), weight, required)
+        if kind == "string":
+            fmt = sn.get("format")
+            if fmt in ("date", "date-time"):
+                return _leaf(name, spec, "date", {}, pointer)
+            return _leaf(name, spec, "fuzzy", {}, pointer)
+        if kind == "integer":
+            return _leaf(name, spec, "exact", {}, pointer)
+        if kind == "number":
+            return _leaf(name, spec, "number", {"rel_tol": _NUMBER_REL_TOL}, pointer)
+        if kind == "boolean":
+            return _leaf(name, spec, "bool", {}, pointer)
+        return self.node(None, spec, name, path, depth)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _weighted_mean(root_score: float, sub_scores: Mapping[str, float], ctx: _Ctx) -> float:
+    return root_score
+
+
+def _micro_f1(root_score: float, sub_scores: Mapping[str, float], ctx: _Ctx) -> float:
+    denominator = 2.0 * ctx.tp + ctx.fp + ctx.fn
+    return 1.0 if denominator == 0.0 else 2.0 * ctx.tp / denominator
+
+
+def _all_or_nothing(root_score: float, sub_scores: Mapping[str, float], ctx: _Ctx) -> float:
+    return 1.0 if root_score >= 1.0 - 1e-9 else 0.0
+
+
+_AGGREGATIONS: dict[str, Callable[[float, Mapping[str, float], _Ctx], float]] = {
+    "weighted_mean": _weighted_mean,
+    "micro_f1": _micro_f1,
+    "all_or_nothing": _all_or_nothing,
+}
+
+
+def _coerce_fields(fields: FieldsArg | None) -> dict[str, FieldSpec]:
+    out: dict[str, FieldSpec] = {}
+    for name, spec in (fields or {}).items():
+        if isinstance(spec, FieldSpec):
+            out[name] = spec
+            continue
+        try:
+            out[name] = FieldSpec.model_validate(spec)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise GraderConfigError(
+                f"field {name!r}: {err['msg']}", code="bad_field_option",
+                pointer=json_pointer(("fields", name, *err["loc"])),
+                hint="known keys: comparator, threshold, weight, required, mode, fields, plus comparator options",
+            ) from None
+    return _expand_dotted(out)
+
+
+def _expand_dotted(fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+    """Turn ``{"address.city": spec}`` into ``{"address": FieldSpec(fields={"city": spec})}``."""
+    plain = {k: v for k, v in fields.items() if "." not in k}
+    for dotted, spec in fields.items():
+        if "." not in dotted:
+            continue
+        head, rest = dotted.split(".", 1)
+        parent = plain.get(head, FieldSpec())
+        children = dict(parent.fields or {})
+        children.update(_expand_dotted({rest: spec}))
+        plain[head] = parent.model_copy(update={"fields": children})
+    return plain
+
+
+# --------------------------------------------------------------------------- the grader
+
+
+class StructuredGrader:
+    """Grade a model's structured answer against a reference, field by field.
+
+    ``StructuredGrader(schema=Profile)`` works with no options: comparators are
+    inferred from the schema. Every option is checked here, at construction.
+
+    >>> from pydantic import BaseModel
+    >>> class Profile(BaseModel):
+    ...     university: str
+    ...     programming_languages: list[str]
+    ...     city: str
+    ...     state: str
+    >>> grader = StructuredGrader(schema=Profile)
+    >>> ref = {"university": "University of California Berkeley",
+    ...        "programming_languages": ["python", "c++", "java"],
+    ...        "city": "Los Angeles", "state": "California"}
+    >>> out = '{"university": "University of California Berkeley", "programming_languages": ["python", "java", "rust"], "city": "Los Angeles", "state": "California"}'
+    >>> g = grader.grade(out, ref)
+    >>> round(g.sub_scores["programming_languages"], 4), round(g.score, 4)
+    (0.6667, 0.9167)
+    >>> d = g.details["programming_languages"]
+    >>> d.precision == d.recall == d.f1 == 2 / 3, d.missing, d.extra
+    (True, ['c++'], ['rust'])
+    """
+
+    def __init__(
+        self,
+        schema: SchemaSource | None = None,
+        *,
+        fields: FieldsArg | None = None,
+        aggregation: Aggregation = "weighted_mean",
+        formula: str | None = None,
+        partial_credit: bool = False,
+        lenient: bool = False,
+        repair_penalty: float = 0.0,
+        extra_fields: ExtraFields = "penalize",
+        name: str = "structured",
+    ) -> None:
+        """
+        Args:
+            schema: a pydantic model, JSON Schema dict or file, or OpenAI ``response_format``; None grades by the reference's shape.
+            fields: per-field overrides (``FieldSpec`` or dicts); dotted names reach nested fields (``"address.city"``).
+            aggregation: how field scores become one scalar; ``formula`` needs ``formula=``.
+            formula: an expression over top-level field names, e.g. ``"0.5*city + 0.5*state"``.
+            partial_credit: grade schema-invalid output anyway instead of gating it to 0.
+            lenient: accept trailing commas, single quotes and Python literals (recorded in ``Grade.repairs``).
+            repair_penalty: the score is multiplied by ``1 - repair_penalty`` when a repair was needed.
+            extra_fields: ``penalize`` (default) counts keys the reference lacks as false positives; ``ignore`` drops them.
+            name: the grader's name, used in log keys (``reward/<name>/<field>``).
+        """
+        if aggregation not in ("weighted_mean", "micro_f1", "all_or_nothing", "formula"):
+            raise GraderConfigError(f"unknown aggregation {aggregation!r}", code="bad_aggregation", pointer="/aggregation",
+                                    hint="one of weighted_mean, micro_f1, all_or_nothing, formula")
+        if (aggregation == "formula") != (formula is not None):
+            raise GraderConfigError("aggregation 'formula' and the formula option go together", code="bad_aggregation",
+                                    pointer="/formula", hint='pass aggregation="formula", formula="0.5*a + 0.5*b"')
+        if not (0.0 <= repair_penalty <= 1.0):
+            raise GraderConfigError(f"repair_penalty must be in [0, 1], got {repair_penalty}", code="bad_option", pointer="/repair_penalty")
+        if extra_fields not in ("penalize", "ignore"):
+            raise GraderConfigError(f"extra_fields must be 'penalize' or 'ignore', got {extra_fields!r}", code="bad_option", pointer="/extra_fields")
+        self.schema: Schema | None = Schema.load(schema) if schema is not None else None
+        self.fields = _coerce_fields(fields)
+        self.aggregation: Aggregation = aggregation
+        self.partial_credit = partial_credit
+        self.lenient = lenient
+        self.repair_penalty = repair_penalty
+        self.extra_fields: ExtraFields = extra_fields
+        self.name = name
+        root_schema = self.schema.json_schema if self.schema is not None else None
+        planner = _Planner(self.schema, extra_fields)
+        root_spec = FieldSpec(fields=self.fields) if self.fields else None
+        self._root = planner.node(root_schema, root_spec, "", ())
+        if root_schema is None and not isinstance(self._root, _Any):
+            raise AssertionError("schema-less grading must infer at grade time")
+        self.formula: Formula | None = None
+        if formula is not None:
+            declared = frozenset(self._root.fields) if isinstance(self._root, _Object) else None
+            self.formula = Formula(formula, allowed_names=declared, pointer="/formula")
+        self._combine = _AGGREGATIONS.get(aggregation)
+
+    # -- grading -----------------------------------------------------------------------
+
+    def grade(self, response: str | Mapping[str, Any], reference: Any, *, finish_reason: str | None = None) -> Grade:
+        """Grade one response (a string or an OpenAI-style sample dict) against its reference.
+
+        Never raises on a bad response: it scores 0 with an error flag and a reason.
+        A reference given as a JSON string is decoded first.
+        """
+        if isinstance(reference, str) and isinstance(self._root, (_Object, _List, _Any)) and reference.lstrip()[:1] in ("{", "["):
+            try:
+                reference = json.loads(reference)
+            except json.JSONDecodeError as exc:
+                raise GraderConfigError(f"reference is not valid JSON: {exc}", code="bad_reference",
+                                        hint="references are JSON objects or strings of one") from None
+        parsed = parse_response(response, self.schema, lenient=self.lenient, finish_reason=finish_reason)
+        if parsed.status not in ("ok", "schema_invalid") or (parsed.status == "schema_invalid" and not self.partial_credit):
+            errors = no_errors()
+            flag = {"truncated": "truncated_output_error", "schema_invalid": "schema_validation_error"}.get(parsed.status, "sample_parse_error")
+            errors[flag] = True
+            reason = parsed.reason if parsed.status != "schema_invalid" else (
+                f"output violates the schema ({len(parsed.issues)} issue(s); first: {parsed.issues[0].pointer or '/'} "
+                f"{parsed.issues[0].message}); gated to 0")
+            return Grade(0.0, {}, {}, errors, reason, parsed.repairs, parsed.issues)
+        return self.compare(parsed.value, reference, repairs=parsed.repairs, issues=parsed.issues)
+
+    def compare(self, prediction: Any, reference: Any, *, repairs: tuple[str, ...] = (), issues: Sequence[Any] = ()) -> Grade:
+        """Compare an already-decoded prediction with the reference (the compare + combine stages)."""
+        ctx = _Ctx()
+        root_score, root_detail = self._root.grade(prediction, reference, ctx, 0)
+        details = root_detail.fields if root_detail.fields is not None else {"": root_detail}
+        sub_scores = {name: d.score for name, d in details.items()}
+        if self.formula is not None:
+            values = {n: sub_scores.get(n, 1.0) for n in self.formula.names}
+            score = self.formula(values)
+        else:
+            assert self._combine is not None
+            score = self._combine(root_score, sub_scores, ctx)
+        errors = no_errors()
+        if issues:
+            errors["schema_validation_error"] = True
+        if not math.isfinite(score):
+            errors["formula_parse_error"] = True
+            return Grade(0.0, sub_scores, details, errors, f"formula {self.formula!r} gave {score}; scored 0",
+                         repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn))
+        score = min(1.0, max(0.0, score))
+        if ctx.required_missed:
+            score = 0.0
+        if repairs and self.repair_penalty:
+            score *= 1.0 - self.repair_penalty
+        reason = self._reason(score, sub_scores, ctx, repairs, issues)
+        return Grade(score, sub_scores, details, errors, reason, repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn))
+
+    def _reason(self, score: float, sub_scores: Mapping[str, float], ctx: _Ctx, repairs: Sequence[str], issues: Sequence[Any]) -> str:
+        if ctx.required_missed:
+            return f"required field(s) {', '.join(ctx.required_missed)} missing; scored 0"
+        imperfect = [f"{k or 'value'} {v:.2f}" for k, v in sub_scores.items() if v < 1.0]
+        head = f"{score:.3f} by {self.aggregation}"
+        tail = "; ".join(part for part in (
+            "all fields match" if not imperfect else "below 1: " + ", ".join(imperfect),
+            f"repaired ({', '.join(repairs)})" if repairs else "",
+            f"{len(issues)} schema issue(s), partial credit" if issues else "",
+        ) if part)
+        return f"{head}: {tail}"
+
+    def grade_batch(self, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *, workers: int = 1,
+                    progress: bool = False) -> list[Grade]:
+        """Grade many responses, in parallel processes when ``workers > 1``; results keep input order."""
+        from ._batch import grade_batch
+
+        return grade_batch(self, responses, references, workers=workers, progress=progress)
+
+    # -- pickling: rebuild from the config, not from compiled closures -----------------
+
+    def config(self) -> dict[str, Any]:
+        """The grader as a ``{"type": "structured", ...}`` config (what ``from_config`` reads)."""
+        out: dict[str, Any] = {"type": "structured", "name": self.name}
+        if self.schema is not None:
+            out["schema"] = self.schema.json_schema
+        if self.fields:
+            out["fields"] = {k: v.model_dump(exclude_defaults=True) for k, v in self.fields.items()}
+        out.update(aggregation=self.aggregation, partial_credit=self.partial_credit, lenient=self.lenient,
+                   repair_penalty=self.repair_penalty, extra_fields=self.extra_fields)
+        if self.formula is not None:
+            out["formula"] = self.formula.source
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_from_structured_config, (self.config(),))
+
+    def __repr__(self) -> str:
+        return f"StructuredGrader(schema={self.schema!r}, aggregation={self.aggregation!r}, fields={sorted(self.fields)})"
+
+
+_STRUCTURED_KEYS = frozenset({"type", "name", "schema", "fields", "aggregation", "formula", "partial_credit", "lenient",
+                              "repair_penalty", "extra_fields"})
+
+
+def _from_structured_config(config: Mapping[str, Any]) -> StructuredGrader:
+    """Build a StructuredGrader from ``{"type": "structured", ...}``; bad keys raise with their pointer."""
+    unknown = set(config) - _STRUCTURED_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise GraderConfigError(f"unknown key {key!r} in a structured grader config", code="unknown_key", pointer=f"/{key}",
+                                hint=f"known keys: {sorted(_STRUCTURED_KEYS)}")
+    schema = config.get("schema")
+    if isinstance(schema, str) and not Path(schema).suffix:
+        raise GraderConfigError(f"schema {schema!r} is neither a file path nor an object", code="bad_schema", pointer="/schema")
+    kwargs = {k: v for k, v in config.items() if k not in ("type", "schema")}
+    return StructuredGrader(schema, **kwargs)
