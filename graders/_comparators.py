@@ -717,7 +717,7 @@ def boolean(prediction: Any, reference: Any) -> float:
 
 # --------------------------------------------------------------------------- math
 
-_MATH_MAX_CHARS: Final = 1000
+_MATH_MAX_CHARS: Final = 256
 """Longer answers are not parsed: math-verify runs here without a timeout."""
 
 
@@ -743,7 +743,7 @@ def math(prediction: Any, reference: Any) -> float:
     strings nor numbers fall back to :func:`exact`.
 
     math-verify's signal-based timeouts are turned off (they fail outside the
-    main thread), so answers longer than 1000 characters score 0 unparsed; run
+    main thread), so answers longer than 256 characters score 0 unparsed; run
     the grader under a process-level time limit if outputs are adversarial.
 
     >>> math("1/2", "0.5"), math("\\\\frac{1}{2}", 0.5), math("(x+1)^2", "x^2+2x+1"), math("3", "4")

@@ -22,18 +22,13 @@ Two empty lists agree completely (precision = recall = F1 = 1).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
-
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 
-class Pair(NamedTuple):
-    """One matched pair: index into the prediction, index into the reference, similarity."""
-
-    pred: int
-    ref: int
-    score: float
+Pair = tuple[int, int, float]
+"""One matched pair: (index into the prediction, index into the reference, similarity).
+A plain tuple: a million grades build millions of them."""
 
 
 def assign(matrix: Sequence[Sequence[float]], threshold: float = 0.0) -> list[Pair]:
@@ -43,7 +38,7 @@ def assign(matrix: Sequence[Sequence[float]], threshold: float = 0.0) -> list[Pa
     sorted by prediction index.
 
     >>> assign([[0.9, 0.8], [0.85, 0.1]])
-    [Pair(pred=0, ref=1, score=0.8), Pair(pred=1, ref=0, score=0.85)]
+    [(0, 1, 0.8), (1, 0, 0.85)]
     >>> assign([[0.3]], threshold=0.5)
     []
     """
@@ -54,25 +49,25 @@ def assign(matrix: Sequence[Sequence[float]], threshold: float = 0.0) -> list[Pa
         row = matrix[0]
         j = max(range(len(row)), key=row.__getitem__)
         s = row[j]
-        return [Pair(0, j, s)] if s > 0.0 and s >= threshold else []
+        return [(0, j, float(s))] if s > 0.0 and s >= threshold else []
     if len(matrix[0]) == 1:  # one column: the best row is the optimum
         i = max(range(n_pred), key=lambda k: matrix[k][0])
         s = matrix[i][0]
-        return [Pair(i, 0, s)] if s > 0.0 and s >= threshold else []
+        return [(i, 0, float(s))] if s > 0.0 and s >= threshold else []
     m = np.asarray(matrix, dtype=np.float64)  # (P, R)
     if threshold > 0.0:
         m = np.where(m >= threshold, m, 0.0)
     rows, cols = linear_sum_assignment(m, maximize=True)
-    return [Pair(int(i), int(j), float(m[i, j])) for i, j in zip(rows.tolist(), cols.tolist()) if m[i, j] > 0.0]
+    return [(i, j, float(m[i, j])) for i, j in zip(rows.tolist(), cols.tolist()) if m[i, j] > 0.0]
 
 
 def ordered_pairs(scores: Sequence[float], threshold: float = 0.0) -> list[Pair]:
     """Pairs for an ordered comparison: item ``i`` against item ``i`` only.
 
     >>> ordered_pairs([1.0, 0.2, 0.9], threshold=0.5)
-    [Pair(pred=0, ref=0, score=1.0), Pair(pred=2, ref=2, score=0.9)]
+    [(0, 0, 1.0), (2, 2, 0.9)]
     """
-    return [Pair(i, i, s) for i, s in enumerate(scores) if s > 0.0 and s >= threshold]
+    return [(i, i, s) for i, s in enumerate(scores) if s > 0.0 and s >= threshold]
 
 
 def prf(matched: float, n_pred: int, n_ref: int) -> tuple[float, float, float]:

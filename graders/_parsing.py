@@ -94,8 +94,10 @@ __all__ = [
     "MAX_CANDIDATES",
     "Decoded",
     "Extraction",
+    "ExtractionMethod",
     "ParseStatus",
     "Parsed",
+    "REPAIRS",
     "decode_json",
     "extract_json",
     "parse_response",
@@ -106,6 +108,7 @@ ParseStatus = Literal["ok", "empty", "no_json", "invalid_json", "truncated", "sc
 """The outcome of :func:`parse_response`; every value but ``"ok"`` is a failure."""
 
 ExtractionMethod = Literal["bare", "fence", "balanced", "none"]
+"""How :func:`extract_json` found the JSON (``none``: it did not)."""
 
 MAX_CANDIDATES = 16
 """How many balanced objects (and, separately, arrays) and fences are tried, the last first."""

@@ -8,7 +8,7 @@ rftkit's own; ``reason`` is one line a person can read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from schemas import Issue
@@ -84,26 +84,62 @@ def no_errors() -> dict[str, bool]:
     return dict.fromkeys(ERROR_FLAGS, False)
 
 
-@dataclass(slots=True)
 class Grade:
     """The result of grading one response.
 
-    >>> g = Grade(score=0.5, sub_scores={"city": 1.0, "state": 0.0}, reason="half right")
-    >>> g.ok, g.to_dict()["errors"]["sample_parse_error"]
-    (True, False)
+    ``reason`` may be given, or is written on first access from the scores (so a
+    batch of a million grades does not format a million strings nobody reads).
+
+    >>> g = Grade(0.5, {"city": 1.0, "state": 0.0})
+    >>> g.ok, g.reason, g.to_dict()["errors"]["sample_parse_error"]
+    (True, '0.500: below 1: state 0.00', False)
     """
 
-    score: float
-    sub_scores: dict[str, float] = field(default_factory=dict)
-    details: dict[str, FieldDetail] = field(default_factory=dict)
-    errors: dict[str, bool] = field(default_factory=no_errors)
-    reason: str = ""
-    repairs: tuple[str, ...] = ()
-    """Lenient JSON repairs that were needed to read the response (penalise them if you like)."""
-    issues: tuple[Issue, ...] = ()
-    """Parse failures and schema violations, as records."""
-    counts: tuple[float, float, float] | None = None
-    """(true positives, false positives, false negatives) over leaf fields, for micro-F1."""
+    __slots__ = ("score", "sub_scores", "details", "errors", "repairs", "issues", "counts", "how", "_reason")
+
+    def __init__(
+        self,
+        score: float,
+        sub_scores: dict[str, float] | None = None,
+        details: dict[str, FieldDetail] | None = None,
+        errors: dict[str, bool] | None = None,
+        reason: str | None = None,
+        repairs: tuple[str, ...] = (),
+        issues: tuple[Issue, ...] = (),
+        counts: tuple[float, float, float] | None = None,
+        how: str = "",
+    ) -> None:
+        self.score = score
+        """The reward: a finite float in [0, 1]."""
+        self.sub_scores: dict[str, float] = sub_scores if sub_scores is not None else {}
+        """One score per field (or per sub-grader)."""
+        self.details: dict[str, FieldDetail] = details if details is not None else {}
+        """Per field: what was compared and how it scored."""
+        self.errors: dict[str, bool] = errors if errors is not None else no_errors()
+        """OpenAI's error flags plus rftkit's own; all False on success."""
+        self.repairs = repairs
+        """Lenient JSON repairs that were needed to read the response (penalise them if you like)."""
+        self.issues = issues
+        """Parse failures and schema violations, as records."""
+        self.counts = counts
+        """(true positives, false positives, false negatives) over leaf values, for micro-F1."""
+        self.how = how
+        """How the fields were combined (``weighted_mean`` ...), for the reason line."""
+        self._reason = reason
+
+    @property
+    def reason(self) -> str:
+        """One line a person can read."""
+        if self._reason is None:
+            imperfect = [f"{k or 'value'} {v:.2f}" for k, v in self.sub_scores.items() if v < 1.0]
+            head = f"{self.score:.3f}" + (f" by {self.how}" if self.how else "")
+            tail = "all fields match" if not imperfect else "below 1: " + ", ".join(imperfect)
+            if self.repairs:
+                tail += f"; repaired ({', '.join(self.repairs)})"
+            if self.issues:
+                tail += f"; {len(self.issues)} schema issue(s), partial credit"
+            self._reason = f"{head}: {tail}"
+        return self._reason
 
     @property
     def ok(self) -> bool:
@@ -121,3 +157,10 @@ class Grade:
             "repairs": list(self.repairs),
             "issues": [i.to_dict() for i in self.issues],
         }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Grade, (self.score, self.sub_scores, self.details, self.errors, self.reason, self.repairs, self.issues,
+                        self.counts, self.how))
+
+    def __repr__(self) -> str:
+        return f"Grade(score={self.score!r}, sub_scores={self.sub_scores!r}, reason={self.reason!r})"

@@ -60,7 +60,7 @@ from schemas import Schema, SchemaSource, json_pointer
 from ._comparators import Comparator, make_comparator
 from ._errors import GraderConfigError
 from ._formula import Formula
-from ._matching import assign, ordered_pairs, prf
+from ._matching import Pair, assign, ordered_pairs, prf
 from ._parsing import parse_response
 from ._result import FieldDetail, Grade, no_errors
 
@@ -118,8 +118,8 @@ def _is_empty(value: Any) -> bool:
     """The empty-value policy: null, "" (or whitespace), [] and {} mean *no value*."""
     if value is None:
         return True
-    if isinstance(value, str):
-        return not value.strip()
+    if type(value) is str:
+        return not value or value.isspace()
     if isinstance(value, (list, dict)):
         return not value
     return False
@@ -204,6 +204,38 @@ class _Leaf(_Node):
             return 1.0 if _is_empty(pred) and _is_empty(ref) else 0.0
         return self.compare(pred, ref)
 
+    def matrix(self, preds: list[Any], refs: list[Any]) -> list[list[float]]:
+        """Similarity of every (prediction, reference) pair, shape (P, R).
+
+        Comparators that can (fuzzy, normalized) prepare each string once
+        instead of once per pair; the result equals ``similarity`` pair by pair.
+        """
+        fast = getattr(self.compare, "matrix", None)
+        if fast is not None:
+            result: list[list[float]] | None = fast(preds, refs)
+            if result is not None:
+                return result
+        sim = self.similarity
+        return [[sim(p, r) for r in refs] for p in preds]
+
+
+def _same_strings(pred: list[Any], ref: list[Any]) -> bool:
+    """True when both lists hold the same distinct strings (in any order)."""
+    for x in pred:
+        if type(x) is not str:
+            return False
+    for x in ref:
+        if type(x) is not str:
+            return False
+    return len(set(pred)) == len(pred) and set(pred) == set(ref)
+
+
+def _dedupe(items: list[Any]) -> list[Any]:
+    """Set semantics: drop exact duplicates, keep first occurrences in order."""
+    if all(type(x) is str for x in items):
+        return list(dict.fromkeys(items))
+    return list({_set_key(x): x for x in items}.values())
+
 
 def _set_key(item: Any) -> Any:
     """A hashable identity for de-duplicating set members."""
@@ -229,8 +261,8 @@ class _List(_Node):
             ctx.fn += _leaf_count(ref)
             return 0.0, FieldDetail(self.label, 0.0, "wrong_type", pred, ref)
         if self.mode == "set":
-            pred = list({_set_key(x): x for x in pred}.values())
-            ref = list({_set_key(x): x for x in ref}.values())
+            pred = _dedupe(pred)
+            ref = _dedupe(ref)
         element = self.element
         if isinstance(element, _Leaf):
             return self._grade_leaves(element, pred, ref, ctx)
@@ -243,26 +275,32 @@ class _List(_Node):
         return assign(matrix, self.threshold)
 
     def _grade_leaves(self, element: _Leaf, pred: list[Any], ref: list[Any], ctx: _Ctx) -> tuple[float, FieldDetail]:
-        sim = element.similarity
-        if self.mode == "ordered":
-            matrix = [[sim(p, r) if i == j else 0.0 for j, r in enumerate(ref)] for i, p in enumerate(pred)]
-        else:
-            matrix = [[sim(p, r) for r in ref] for p in pred]
-        pairs = self._pairs(matrix)
-        matched = sum(p.score for p in pairs)
         n_pred, n_ref = len(pred), len(ref)
+        if self.mode == "ordered":
+            sim = element.similarity
+            matrix = [[sim(p, r) if i == j else 0.0 for j, r in enumerate(ref)] for i, p in enumerate(pred)]
+            pairs = self._pairs(matrix)
+        elif n_pred == n_ref and _same_strings(pred, ref):
+            # The same strings in another order: pairing equal values scores n, the maximum,
+            # because every comparator scores a value against itself 1 and nothing above 1.
+            where = {r: j for j, r in enumerate(ref)}
+            pairs = [(i, where[p], 1.0) for i, p in enumerate(pred)]
+        else:
+            pairs = self._pairs(element.matrix(pred, ref))
+        matched = sum(p[2] for p in pairs)
         precision, recall, f1 = prf(matched, n_pred, n_ref)
         ctx.tp += matched
         ctx.fp += n_pred - matched
         ctx.fn += n_ref - matched
-        used_p = {p.pred for p in pairs}
-        used_r = {p.ref for p in pairs}
-        return f1, FieldDetail(
-            self.label, f1, "compared", pred, ref, precision, recall, f1,
-            matched=[(p.pred, p.ref, p.score) for p in pairs],
-            missing=[r for j, r in enumerate(ref) if j not in used_r],
-            extra=[x for i, x in enumerate(pred) if i not in used_p],
-        )
+        if len(pairs) == n_pred == n_ref:
+            missing: list[Any] = []
+            extra: list[Any] = []
+        else:
+            used_p = {p[0] for p in pairs}
+            used_r = {p[1] for p in pairs}
+            missing = [r for j, r in enumerate(ref) if j not in used_r]
+            extra = [x for i, x in enumerate(pred) if i not in used_p]
+        return f1, FieldDetail(self.label, f1, "compared", pred, ref, precision, recall, f1, pairs, missing, extra)
 
     def _grade_nodes(self, element: _Node, pred: list[Any], ref: list[Any], ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         # Grade every pair once with its own counts; keep those of the matched pairs.
@@ -270,15 +308,15 @@ class _List(_Node):
         pairs = self._pairs([[g[0] for g in row] for row in graded])
         matched = 0.0
         items: list[FieldDetail] = []
-        for p in pairs:
-            score, detail, sub = graded[p.pred][p.ref]
+        for i, j, _ in pairs:
+            score, detail, sub = graded[i][j]
             matched += score
             ctx.tp += sub.tp
             ctx.fp += sub.fp
             ctx.fn += sub.fn
             items.append(detail)
-        used_p = {p.pred for p in pairs}
-        used_r = {p.ref for p in pairs}
+        used_p = {p[0] for p in pairs}
+        used_r = {p[1] for p in pairs}
         missing = [r for j, r in enumerate(ref) if j not in used_r]
         extra = [x for i, x in enumerate(pred) if i not in used_p]
         ctx.fn += sum(_leaf_count(r) for r in missing)
@@ -286,7 +324,7 @@ class _List(_Node):
         precision, recall, f1 = prf(matched, len(pred), len(ref))
         return f1, FieldDetail(
             self.label, f1, "compared", pred, ref, precision, recall, f1,
-            matched=[(p.pred, p.ref, p.score) for p in pairs], missing=missing, extra=extra, items=items,
+            matched=pairs, missing=missing, extra=extra, items=items,
         )
 
     @staticmethod
@@ -656,23 +694,11 @@ class StructuredGrader:
                          repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn))
         score = min(1.0, max(0.0, score))
         if ctx.required_missed:
-            score = 0.0
+            return Grade(0.0, sub_scores, details, errors, f"required field(s) {', '.join(ctx.required_missed)} missing; scored 0",
+                         repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
         if repairs and self.repair_penalty:
             score *= 1.0 - self.repair_penalty
-        reason = self._reason(score, sub_scores, ctx, repairs, issues)
-        return Grade(score, sub_scores, details, errors, reason, repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn))
-
-    def _reason(self, score: float, sub_scores: Mapping[str, float], ctx: _Ctx, repairs: Sequence[str], issues: Sequence[Any]) -> str:
-        if ctx.required_missed:
-            return f"required field(s) {', '.join(ctx.required_missed)} missing; scored 0"
-        imperfect = [f"{k or 'value'} {v:.2f}" for k, v in sub_scores.items() if v < 1.0]
-        head = f"{score:.3f} by {self.aggregation}"
-        tail = "; ".join(part for part in (
-            "all fields match" if not imperfect else "below 1: " + ", ".join(imperfect),
-            f"repaired ({', '.join(repairs)})" if repairs else "",
-            f"{len(issues)} schema issue(s), partial credit" if issues else "",
-        ) if part)
-        return f"{head}: {tail}"
+        return Grade(score, sub_scores, details, errors, None, repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
 
     def grade_batch(self, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *, workers: int = 1,
                     progress: bool = False) -> list[Grade]:

@@ -87,7 +87,7 @@ def test_config_overrides_change_the_comparator() -> None:
 
 def test_assignment_is_optimal_not_greedy() -> None:
     pairs = assign([[0.9, 0.8], [0.85, 0.1]])
-    assert sum(p.score for p in pairs) == pytest.approx(1.65)
+    assert sum(p[2] for p in pairs) == pytest.approx(1.65)
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -102,8 +102,8 @@ def test_assignment_matches_brute_force(seed: int) -> None:
         for cols in itertools.permutations(range(n_ref), k):
             best = max(best, sum(matrix[i][j] for i, j in zip(rows, cols) if matrix[i][j] >= threshold))
     got = assign(matrix, threshold)
-    assert sum(p.score for p in got) == pytest.approx(best)
-    assert len({p.pred for p in got}) == len(got) == len({p.ref for p in got})
+    assert sum(s for _, _, s in got) == pytest.approx(best)
+    assert len({i for i, _, _ in got}) == len(got) == len({j for _, j, _ in got})
 
 
 def test_fuzzy_list_elements_get_partial_credit_and_threshold() -> None:

@@ -1,0 +1,139 @@
+"""Grader throughput: rftkit's StructuredGrader vs anls_star vs a minimal hand-written grader.
+
+All three grade the same N (prediction, reference) pairs of the seed example's
+shape (university, programming_languages, city, state), with varied values and
+realistic mistakes (typos, dropped / extra / reordered languages, wrong city), in
+one process. Each includes decoding the prediction's JSON text.
+
+* rftkit: ``StructuredGrader(schema=Profile)`` with no options -- fuzzy string
+  fields, set F1 over the languages with fuzzy elements paired by optimal
+  assignment, schema validation, and per-field details for every sample.
+* minimal: ``json.loads`` + rapidfuzz ratio on lower-cased strings + exact set
+  F1 on the languages + mean. No validation, no details: the floor.
+* anls_star: ``anls_score(reference, prediction_dict)`` from the anls_star package.
+
+Run:  .venv/bin/python benchmarks/grader_throughput.py [--n 100000] [--anls-n 100000]
+Targets: rftkit >= 100x faster than anls_star, <= 2x the minimal grader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+from rapidfuzz import fuzz
+
+from graders import StructuredGrader
+
+
+class Profile(BaseModel):
+    university: str
+    programming_languages: list[str]
+    city: str
+    state: str
+
+
+UNIVERSITIES = ["University of California Berkeley", "Stanford University", "Massachusetts Institute of Technology",
+                "Carnegie Mellon University", "University of Texas at Austin", "Georgia Institute of Technology",
+                "University of Washington", "Cornell University", "University of Michigan", "Princeton University"]
+LANGUAGES = ["python", "c++", "java", "rust", "go", "typescript", "javascript", "c#", "kotlin", "swift", "scala",
+             "haskell", "ruby", "sql", "r", "c", "f#", "julia"]
+PLACES = [("Los Angeles", "California"), ("Austin", "Texas"), ("Seattle", "Washington"), ("Boston", "Massachusetts"),
+          ("Atlanta", "Georgia"), ("Ann Arbor", "Michigan"), ("Pittsburgh", "Pennsylvania"), ("New York", "New York")]
+
+
+def typo(rng: random.Random, text: str) -> str:
+    if len(text) < 3:
+        return text
+    i = rng.randrange(len(text) - 1)
+    return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+
+
+def make_pairs(n: int, seed: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        city, state = rng.choice(PLACES)
+        ref = {"university": rng.choice(UNIVERSITIES), "programming_languages": rng.sample(LANGUAGES, rng.randint(1, 5)),
+               "city": city, "state": state}
+        pred = json.loads(json.dumps(ref))
+        if rng.random() < 0.3:
+            pred["university"] = typo(rng, pred["university"])
+        if rng.random() < 0.4:
+            langs = pred["programming_languages"]
+            if langs and rng.random() < 0.5:
+                langs.pop(rng.randrange(len(langs)))
+            langs.append(rng.choice(LANGUAGES))
+            rng.shuffle(langs)
+        if rng.random() < 0.2:
+            pred["city"], pred["state"] = rng.choice(PLACES)
+        if rng.random() < 0.1:
+            pred["state"] = pred["state"].lower()
+        pairs.append((json.dumps(pred), ref))
+    return pairs
+
+
+def minimal_grade(output: str, ref: dict[str, Any]) -> dict[str, float]:
+    """The floor: the same four fields, no validation, no details."""
+    pred = json.loads(output)
+    scores = {}
+    for key in ("university", "city", "state"):
+        scores[key] = fuzz.ratio(str(pred.get(key, "")).lower(), ref[key].lower()) / 100.0
+    p = {x.lower() for x in pred.get("programming_languages", [])}
+    r = {x.lower() for x in ref["programming_languages"]}
+    hit = len(p & r)
+    scores["programming_languages"] = 2 * hit / (len(p) + len(r)) if p or r else 1.0
+    scores["score"] = sum(scores.values()) / 4
+    return scores
+
+
+def timed(name: str, fn: Callable[[str, dict[str, Any]], Any], pairs: list[tuple[str, dict[str, Any]]]) -> tuple[float, list[Any]]:
+    gc.collect()
+    out = []
+    start = time.perf_counter()
+    for output, ref in pairs:
+        out.append(fn(output, ref))
+    elapsed = time.perf_counter() - start
+    per = elapsed / len(pairs) * 1e6
+    print(f"{name:<10} {len(pairs):>8} pairs  {elapsed:8.2f} s  {per:9.2f} us/sample", flush=True)
+    return per, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000, help="pairs graded by rftkit and the minimal grader")
+    parser.add_argument("--anls-n", type=int, default=100_000, help="pairs graded by anls_star (slow: ~1 ms each)")
+    args = parser.parse_args()
+    pairs = make_pairs(args.n)
+    grader = StructuredGrader(schema=Profile)
+    print(f"python {sys.version.split()[0]}; {args.n} pairs of the seed example's shape")
+    for output, ref in pairs[:2000]:  # warm caches and the comparators on a prefix, for all graders alike
+        grader.grade(output, ref)
+        minimal_grade(output, ref)
+    rft_us, rft = timed("rftkit", grader.grade, pairs)
+    min_us, mins = timed("minimal", minimal_grade, pairs)
+    assert all(g.details and g.ok for g in rft), "every sample must be graded with per-field details"
+    try:
+        from anls_star import anls_score
+    except ImportError:
+        print("anls_star not installed: pip install anls-star")
+        return
+    anls_pairs = pairs[: args.anls_n]
+    anls_us, anls = timed("anls_star", lambda o, r: anls_score(r, json.loads(o)), anls_pairs)
+    print()
+    print(f"mean score   rftkit {statistics.fmean(g.score for g in rft):.4f}   minimal {statistics.fmean(m['score'] for m in mins):.4f}"
+          f"   anls_star {statistics.fmean(anls):.4f}")
+    print(f"anls_star / rftkit = {anls_us / rft_us:7.1f}x   (target >= 100x)")
+    print(f"rftkit / minimal   = {rft_us / min_us:7.2f}x   (target <= 2x)")
+
+
+if __name__ == "__main__":
+    main()
