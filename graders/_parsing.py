@@ -59,17 +59,23 @@ are not JSON). ``lenient=True`` allows exactly three repairs, each recorded in
 ``Decoded.repairs`` so a grader can penalise it: ``trailing_comma``,
 ``single_quotes`` and ``python_literals`` (``True``/``False``/``None``).
 
-The repair lexes the text with the stdlib :mod:`tokenize` module (a well-kept
-lexer whose string and number tokens are a superset of JSON's), rewrites only
-those three constructs into JSON, and hands the result back to the strict JSON
-decoder. ``ast.literal_eval`` was rejected because its semantics differ from
-JSON in ways that would silently change values: ``"\\uD83D\\uDE00"`` stays two
-lone surrogates instead of one emoji, ``"\\/"`` keeps its backslash (and warns),
-``0x10``, ``1_000`` and ``1j`` are accepted, and it yields tuples and sets. With
-the JSON decoder as the judge, every other deviation from JSON is still an
-error, and ``repairs`` is exact: a name is listed only if that construct
-occurred and was rewritten. The strict decoder is always tried first, so
-``repairs == ()`` whenever the text is already JSON.
+The repair is one left-to-right pass of a four-alternative regex lexer
+(double-quoted string, single-quoted string, Python literal, trailing comma)
+that rewrites only those three constructs, and the result goes back to the
+strict JSON decoder, which stays the judge of everything else: any other
+deviation from JSON is still an error, and ``repairs`` is exact (a name is
+listed only if that construct occurred and was rewritten, and the strict decoder
+is tried first, so ``repairs == ()`` whenever the text is already JSON).
+
+Why not a ready-made parser: ``ast.literal_eval`` (which accepts all three
+constructs) differs from JSON in ways that silently change values:
+``"\\uD83D\\uDE00"`` stays two lone surrogates instead of one emoji, ``"\\/"``
+keeps its backslash (and warns), ``0x10``, ``1_000`` and ``1j`` are accepted,
+and it yields tuples and sets. The stdlib :mod:`tokenize` lexer has JSON-
+compatible string tokens but is pure Python (seconds on a few MB) and changed
+behaviour in 3.12. The JSON decoder keeps JSON's exact semantics for strings
+and numbers; the lexer only has to find the three constructs. The repair runs
+only when the strict error points at a repairable character.
 
 Nesting deeper than the JSON decoder's recursion limit (about 1000 levels, less
 the caller's stack) gives ``invalid_json`` with a reason, never a
@@ -78,10 +84,8 @@ the caller's stack) gives ``invalid_json`` with a reason, never a
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tokenize
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -174,8 +178,8 @@ class Parsed:
 # Extract
 
 _OPENER = re.compile(r"[{\[]")
-_STRUCTURAL = re.compile(r'[{}\[\]"]')
-_IN_STRING = re.compile(r'["\\]')
+# A whole JSON string (unrolled loop: linear, no backtracking), a bracket, or a lone quote.
+_SPAN_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]"]', re.DOTALL)
 _NON_SPACE = re.compile(r"[^ \t\r\n]")
 _FENCE_LINE = re.compile(r"^[ \t]*(`{3,})([^`\n]*)$", re.MULTILINE)
 _OBJECT_STARTS = frozenset("\"'}")
@@ -210,11 +214,12 @@ def _opens_json(text: str, at: int, end: int) -> bool:
 def _scan(text: str, start: int = 0, end: int | None = None) -> _Scan:
     """Find top-level balanced spans in ``text[start:end]``; iterative and linear.
 
-    Regex searches jump from one structural character to the next, so prose
-    without brackets costs one C-level search; a span that is valid JSON is
-    delimited by the C decoder in one call. A closer that does not match its
-    opener ends the span there (it is kept as a candidate and will fail to
-    decode, which reports the error).
+    Outside a span, one regex search jumps to the next bracket, so prose without
+    brackets costs one C-level search. Inside a span, one ``finditer`` walks the
+    tokens that matter: a whole JSON string (escapes honoured) or a bracket. A
+    lone ``"`` means a string that never closes. A closer that does not match
+    its opener ends the span there: the span is kept as a candidate and fails to
+    decode, which reports the error.
     """
     stop = len(text) if end is None else end
     result = _Scan(deque(maxlen=MAX_CANDIDATES), deque(maxlen=MAX_CANDIDATES), None)
@@ -227,45 +232,27 @@ def _scan(text: str, start: int = 0, end: int | None = None) -> _Scan:
         if not _opens_json(text, first, stop):
             pos = first + 1
             continue
-        try:  # the common case, valid JSON, is delimited by the C decoder in one call
-            _, done = _DECODER.raw_decode(text, first)
-        except (ValueError, RecursionError):  # not valid JSON here: walk it by hand below
-            done = stop + 1
-        if done <= stop:
-            (result.objects if text[first] == "{" else result.arrays).append((first, done))
-            pos = done
-            continue
         stack = [text[first]]
-        j = first + 1
-        while stack:
-            s = _STRUCTURAL.search(text, j, stop)
-            if s is None:
-                result.open_at = first
-                return result
-            char, k = s.group(), s.start()
-            if char == '"':  # skip the string, honouring escapes
-                p = k + 1
-                while True:
-                    q = _IN_STRING.search(text, p, stop)
-                    if q is None:
-                        result.open_at = first
-                        return result
-                    if q.group() == "\\":
-                        p = q.start() + 2
-                        continue
-                    j = q.end()
+        for tok in _SPAN_TOKEN.finditer(text, first + 1, stop):
+            at = tok.start()
+            char = text[at]
+            if char == '"':
+                if tok.end() == at + 1:  # the string alternative failed: it never closes
                     break
             elif char in "{[":
                 stack.append(char)
-                j = k + 1
-            elif char == _CLOSER[stack[-1]]:
-                stack.pop()
-                j = k + 1
-            else:  # mismatched closer: the span ends here, broken
-                stack.clear()
-                j = k + 1
-        (result.objects if text[first] == "{" else result.arrays).append((first, j))
-        pos = j
+            else:
+                if char == _CLOSER[stack[-1]]:
+                    stack.pop()
+                else:  # mismatched closer
+                    stack.clear()
+                if not stack:
+                    pos = tok.end()
+                    break
+        if stack:
+            result.open_at = first
+            return result
+        (result.objects if text[first] == "{" else result.arrays).append((first, pos))
 
 
 def _fences(text: str) -> list[tuple[str, int, int, bool]]:
@@ -362,10 +349,16 @@ _REPAIRABLE_AT = frozenset("'TFN}],")  # where a strict error points when a repa
 _TOO_DEEP = "JSON nested too deeply to decode (beyond Python's recursion limit)"
 _SINGLE_QUOTED_BODY = re.compile(r'\\(.)|"', re.DOTALL)
 _PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
-_SKIPPED_TOKENS = frozenset(
-    {tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+# The lexer of the lenient pass. Strings follow JSON's rules (no raw newline; a
+# backslash escapes one character); both use the unrolled-loop form, so matching
+# is linear with no catastrophic backtracking.
+_LENIENT_TOKEN = re.compile(
+    r'(?P<double>"[^"\\\n]*(?:\\.[^"\\\n]*)*")'
+    r"|(?P<single>'[^'\\\n]*(?:\\.[^'\\\n]*)*')"
+    r"|(?P<literal>(?<![\w.])(?:True|False|None)(?![\w.]))"
+    r"|(?P<comma>,(?=[ \t\r\n]*[}\]]))"
+    r"|(?P<unclosed>[\"'])"  # a quote whose string never closes on its line: not repairable
 )
-_VALUE_ENDS = frozenset({tokenize.STRING, tokenize.NUMBER, tokenize.NAME})
 
 
 def _one_line(message: str) -> str:
@@ -402,58 +395,39 @@ def _json_string(single_quoted: str) -> str:
 
 
 def _repair(fragment: str) -> tuple[str, tuple[str, ...]]:
-    """Rewrite the three allowed non-JSON constructs into JSON; return (text, repairs applied)."""
-    line_starts: list[int] = []
-    cursor = 0
+    """Rewrite the three allowed non-JSON constructs into JSON; return (text, repairs applied).
 
-    def readline() -> str:
-        nonlocal cursor
-        if cursor >= len(fragment):
-            return ""
-        nl = fragment.find("\n", cursor)
-        stop = len(fragment) if nl < 0 else nl + 1
-        line_starts.append(cursor)
-        line, cursor = fragment[cursor:stop], stop
-        return line
-
-    edits: list[tuple[int, int, str]] = []
-    applied: set[str] = set()
-    before_comma: tokenize.TokenInfo | None = None  # the token before a pending comma
-    comma_at: int | None = None
-    previous: tokenize.TokenInfo | None = None
-    try:
-        for tok in tokenize.generate_tokens(readline):
-            if tok.type in _SKIPPED_TOKENS:
-                continue
-            at = line_starts[tok.start[0] - 1] + tok.start[1]
-            if (
-                tok.type == tokenize.OP and tok.string in ("}", "]") and comma_at is not None
-                and before_comma is not None
-                and (before_comma.type in _VALUE_ENDS or before_comma.string in ("}", "]"))
-            ):
-                edits.append((comma_at, comma_at + 1, ""))
-                applied.add("trailing_comma")
-            elif tok.type == tokenize.NAME and tok.string in _PYTHON_LITERALS:
-                edits.append((at, at + len(tok.string), _PYTHON_LITERALS[tok.string]))
-                applied.add("python_literals")
-            elif tok.type == tokenize.STRING and tok.string[0] == "'" and not tok.string.startswith("'''"):
-                edits.append((at, at + len(tok.string), _json_string(tok.string)))
-                applied.add("single_quotes")
-            if tok.type == tokenize.OP and tok.string == ",":
-                before_comma, comma_at = previous, at
-            else:
-                before_comma, comma_at = None, None
-            previous = tok
-    except (tokenize.TokenError, SyntaxError):  # unterminated brackets/strings, bad dedent
-        return fragment, ()
-    if not edits:
-        return fragment, ()
-    edits.sort()
+    One left-to-right pass of :data:`_LENIENT_TOKEN`: double-quoted strings are
+    consumed whole (so nothing inside a string is touched), single-quoted strings
+    are re-quoted, ``True``/``False``/``None`` become JSON literals, and a comma
+    that follows a value and precedes ``}``/``]`` is dropped. Everything else is
+    left for the strict decoder to judge.
+    """
     pieces: list[str] = []
+    applied: set[str] = set()
     done = 0
-    for start, stop, replacement in edits:
-        pieces += (fragment[done:start], replacement)
-        done = stop
+    for m in _LENIENT_TOKEN.finditer(fragment):
+        kind = m.lastgroup
+        if kind == "double":
+            continue
+        if kind == "unclosed":  # stop at once: JSON rejects it anyway, and rescanning would be quadratic
+            return fragment, ()
+        if kind == "comma":
+            before = m.start() - 1
+            while before >= 0 and fragment[before] in " \t\r\n":
+                before -= 1
+            if before < 0 or fragment[before] in "[{,:":  # "[,]" is not a trailing comma
+                continue
+            replacement, name = "", "trailing_comma"
+        elif kind == "single":
+            replacement, name = _json_string(m.group()), "single_quotes"
+        else:
+            replacement, name = _PYTHON_LITERALS[m.group()], "python_literals"
+        pieces += (fragment[done : m.start()], replacement)
+        done = m.end()
+        applied.add(name)
+    if not applied:
+        return fragment, ()
     pieces.append(fragment[done:])
     return "".join(pieces), tuple(name for name in REPAIRS if name in applied)
 

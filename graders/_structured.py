@@ -253,20 +253,29 @@ class _List(_Node):
         self.label = f"list/{mode}"
 
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
-        empty = _empty_cases(pred, ref, self.label, ctx)
-        if empty is not None:
-            return empty
-        if not isinstance(pred, list) or not isinstance(ref, list):
+        # An empty value (null, "", missing) on either side is the empty list, so a list
+        # field always reports precision, recall and F1.
+        pred_list = pred if type(pred) is list else ([] if _is_empty(pred) else None)
+        ref_list = ref if type(ref) is list else ([] if _is_empty(ref) else None)
+        if pred_list is None or ref_list is None:
             ctx.fp += _leaf_count(pred)
             ctx.fn += _leaf_count(ref)
             return 0.0, FieldDetail(self.label, 0.0, "wrong_type", pred, ref)
+        if not pred_list and not ref_list:
+            return 1.0, FieldDetail(self.label, 1.0, "both_empty", pred, ref, 1.0, 1.0, 1.0, [], [], [])
         if self.mode == "set":
-            pred = _dedupe(pred)
-            ref = _dedupe(ref)
+            pred_list = _dedupe(pred_list)
+            ref_list = _dedupe(ref_list)
         element = self.element
         if isinstance(element, _Leaf):
-            return self._grade_leaves(element, pred, ref, ctx)
-        return self._grade_nodes(element, pred, ref, ctx, depth)
+            score, detail = self._grade_leaves(element, pred_list, ref_list, ctx)
+        else:
+            score, detail = self._grade_nodes(element, pred_list, ref_list, ctx, depth)
+        if not ref_list:
+            detail.status = "extra"
+        elif not pred_list:
+            detail.status = "missing"
+        return score, detail
 
     def _pairs(self, matrix: list[list[float]]) -> list[Any]:
         if self.mode == "ordered":

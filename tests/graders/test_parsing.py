@@ -159,7 +159,7 @@ class TestDecode:
     @pytest.mark.parametrize(
         "text",
         ["{a: 1}", "[1,,]", "[,]", "{'a': 0x10}", "[1_000]", "[1j]", "(1, 2)", "{1, 2}", "[b'x']", "['\\x41']",
-         "[u'x']", "['''x''']", "['a' 'b']", "[1, # comment\n]", "{'a': 1", "[1] [2]"],
+         "[u'x']", "['''x''']", "['a' 'b']", "[1, # comment\n]", "{'a': 1", "[1] [2]", "[True, 'open]", '[None, "open\n]'],
     )
     def test_lenient_allows_nothing_else(self, text: str) -> None:
         d = decode_json(text, lenient=True)
@@ -354,7 +354,8 @@ json_dicts = st.dictionaries(st.text(), json_values, max_size=5)
 @given(st.text(), st.booleans())
 def test_never_raises_on_any_text(text: str, lenient: bool) -> None:
     p = parse_response(text, lenient=lenient)
-    assert p.reason and (p.status in ("ok", "schema_invalid")) == (p.issues == () or p.status == "schema_invalid")
+    assert p.reason and "\n" not in p.reason
+    assert (p.issues == ()) == (p.status == "ok")
 
 
 @settings(max_examples=200, deadline=None, database=None, derandomize=True)
@@ -364,7 +365,7 @@ def test_never_raises_on_bracket_soup(prefix: str, text: str) -> None:
         assert isinstance(parse_response(prefix + text, lenient=lenient), Parsed)
 
 
-@settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@settings(max_examples=100, deadline=None, database=None, derandomize=True)
 @given(json_dicts, st.sampled_from(["bare", "indent", "prose", "fence"]))
 def test_round_trip(d: dict[str, Any], wrap: str) -> None:
     text = json.dumps(d, indent=2 if wrap == "indent" else None)
@@ -376,7 +377,7 @@ def test_round_trip(d: dict[str, Any], wrap: str) -> None:
     assert (p.status, p.value, p.repairs) == ("ok", d, ())
 
 
-@settings(max_examples=100, deadline=None, database=None, derandomize=True)
+@settings(max_examples=50, deadline=None, database=None, derandomize=True)
 @given(json_dicts)
 def test_round_trip_lenient_is_unrepaired(d: dict[str, Any]) -> None:
     assert parse_response(json.dumps(d), lenient=True).repairs == ()
