@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from schemas import UserError
@@ -91,7 +92,7 @@ def grade(
         grades = g.grade_batch([r[response_key] for r in rows], [r[reference_key] for r in rows],
                                workers=workers, progress=sys.stderr.isatty())
     except (UserError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if output is not None:
         with output.open("w", encoding="utf-8") as fh:

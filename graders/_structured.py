@@ -190,9 +190,10 @@ class _Leaf(_Node):
         self.label, self.compare, self.weight, self.required = label, compare, weight, required
 
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
-        empty = _empty_cases(pred, ref, self.label, ctx)
-        if empty is not None:
-            return empty
+        if not (type(pred) is str and type(ref) is str and pred and ref and not pred.isspace() and not ref.isspace()):
+            empty = _empty_cases(pred, ref, self.label, ctx)  # the fast test above covers two non-blank strings
+            if empty is not None:
+                return empty
         s = self.compare(pred, ref)
         ctx.tp += s
         ctx.fp += 1.0 - s
