@@ -62,7 +62,7 @@ def field_report(grades: list[Grade], title: str) -> Table:
         scores = [g.sub_scores.get(name, 0.0) for g in grades]
         ps = [g.details[name].precision for g in grades if name in g.details and g.details[name].precision is not None]
         rs = [g.details[name].recall for g in grades if name in g.details and g.details[name].recall is not None]
-        table.add_row(name, f"{statistics.fmean(scores):.3f}", f"{statistics.fmean(ps):.3f}" if ps else "-",
+        table.add_row(escape(name), f"{statistics.fmean(scores):.3f}", f"{statistics.fmean(ps):.3f}" if ps else "-",
                       f"{statistics.fmean(rs):.3f}" if rs else "-", str(len(scores)))
     overall = [g.score for g in grades]
     table.add_row("[bold]overall[/bold]", f"[bold]{statistics.fmean(overall):.3f}[/bold]" if overall else "-", "", "", str(len(overall)))
@@ -127,7 +127,8 @@ def demo() -> None:
     for name, d in seed_grade.details.items():
         fmt = (lambda v: "-" if v is None else f"{v:.4f}")
         table.add_row(name, d.comparator, f"{d.score:.4f}", fmt(d.precision), fmt(d.recall), fmt(d.f1),
-                      "-" if d.missing is None else json.dumps(d.missing), "-" if d.extra is None else json.dumps(d.extra))
+                      "-" if d.missing is None else escape(json.dumps(d.missing)),
+                      "-" if d.extra is None else escape(json.dumps(d.extra)))
     console.print(table)
 
     console.rule("[bold]All bundled examples[/bold]")
@@ -135,7 +136,7 @@ def demo() -> None:
     for col in ("id", "score", "reason"):
         each.add_column(col)
     for row, result in zip(rows, grades):
-        each.add_row(row["id"], f"{result.score:.3f}", result.reason)
+        each.add_row(escape(row["id"]), f"{result.score:.3f}", escape(result.reason))
     console.print(each)
     console.print(field_report(grades, "mean per field"))
 
