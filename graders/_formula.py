@@ -49,8 +49,8 @@ class Formula:
     """A compiled formula over named scores.
 
     >>> f = Formula("0.5 * a + 0.5 * min(b, 1) ^ 2")
-    >>> f.names
-    frozenset({'a', 'b'})
+    >>> sorted(f.names)
+    ['a', 'b']
     >>> f({"a": 1.0, "b": 0.5})
     0.625
     >>> Formula("log(a)")({"a": 0.0})
