@@ -278,6 +278,24 @@ def _make_normalized(*, strip_punctuation: bool = False) -> Comparator:
             return 1.0 if a == b else 0.0
         return exact(prediction, reference)
 
+    def matrix(predictions: list[Any], references: list[Any]) -> list[list[float]] | None:
+        """``compare_normalized`` for every pair, shape (P, R), normalising each string once.
+
+        None unless every item is a non-blank string (the caller then goes pair by pair).
+        """
+        for x in predictions:
+            if type(x) is not str:
+                return None
+        for x in references:
+            if type(x) is not str:
+                return None
+        left = [cache.get(x) or _norm(x, strip_punctuation) for x in predictions]
+        right = [cache.get(x) or _norm(x, strip_punctuation) for x in references]
+        if not all(left) or not all(right):
+            return None
+        return [[1.0 if a == b else 0.0 for b in right] for a in left]
+
+    compare_normalized.matrix = matrix  # type: ignore[attr-defined]  # read by the structured grader's list pairing
     return compare_normalized
 
 
@@ -368,6 +386,40 @@ def _make_fuzzy(
             return 0.0
         return s if partial_credit else 1.0
 
+    def matrix(predictions: list[Any], references: list[Any]) -> list[list[float]] | None:
+        """``compare_fuzzy`` for every pair, shape (P, R), normalising each string once.
+
+        Answers None unless every item is a non-blank string; the caller then
+        compares pair by pair. Each entry equals ``compare_fuzzy(p, r)``.
+        """
+        for x in predictions:
+            if type(x) is not str:
+                return None
+        for x in references:
+            if type(x) is not str:
+                return None
+        if normalize:
+            left = [cache.get(x) or _norm(x, False) for x in predictions]
+            right = [cache.get(x) or _norm(x, False) for x in references]
+        else:
+            left, right = predictions, references
+        if not all(left) or not all(right):
+            return None
+        rows = []
+        for a in left:
+            row = []
+            for b in right:
+                if a == b:
+                    row.append(1.0)
+                    continue
+                s = score_fn(a, b, score_cutoff=cutoff) / scale
+                if s > 1.0:
+                    s = 1.0
+                row.append(0.0 if s < threshold else (s if partial_credit else 1.0))
+            rows.append(row)
+        return rows
+
+    compare_fuzzy.matrix = matrix  # type: ignore[attr-defined]  # read by the structured grader's list pairing
     return compare_fuzzy
 
 

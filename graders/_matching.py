@@ -35,30 +35,42 @@ def assign(matrix: Sequence[Sequence[float]], threshold: float = 0.0) -> list[Pa
     """Optimal one-to-one pairing of rows (predictions) and columns (references).
 
     Entries below ``threshold`` (and zeros) never form a pair. The result is
-    sorted by prediction index.
+    sorted by prediction index. When every row has at most one candidate and
+    no two rows want the same column, that pairing is the optimum and scipy is
+    skipped (the common case of exact matches plus misses).
 
     >>> assign([[0.9, 0.8], [0.85, 0.1]])
     [(0, 1, 0.8), (1, 0, 0.85)]
     >>> assign([[0.3]], threshold=0.5)
     []
+    >>> assign([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.2]], threshold=0.5)
+    [(0, 0, 1.0), (2, 1, 1.0)]
     """
-    n_pred = len(matrix)
-    if n_pred == 0 or len(matrix[0]) == 0:
+    if not matrix or len(matrix[0]) == 0:
         return []
-    if n_pred == 1:  # one row: the best column is the optimum
-        row = matrix[0]
-        j = max(range(len(row)), key=row.__getitem__)
-        s = row[j]
-        return [(0, j, float(s))] if s > 0.0 and s >= threshold else []
-    if len(matrix[0]) == 1:  # one column: the best row is the optimum
-        i = max(range(n_pred), key=lambda k: matrix[k][0])
-        s = matrix[i][0]
-        return [(i, 0, float(s))] if s > 0.0 and s >= threshold else []
+    pairs: list[Pair] = []
+    taken: set[int] = set()
+    for i, row in enumerate(matrix):
+        hit = -1
+        for j, v in enumerate(row):
+            if v > 0.0 and v >= threshold:
+                if hit >= 0:
+                    break  # two candidates in one row: a real choice
+                hit = j
+        else:
+            if hit < 0:
+                continue
+            if hit not in taken:
+                taken.add(hit)
+                pairs.append((i, hit, float(row[hit])))
+                continue
+        break  # a real choice to make: solve it properly below
+    else:
+        return pairs
     m = np.asarray(matrix, dtype=np.float64)  # (P, R)
-    if threshold > 0.0:
-        m = np.where(m >= threshold, m, 0.0)
-    rows, cols = linear_sum_assignment(m, maximize=True)
-    return [(i, j, float(m[i, j])) for i, j in zip(rows.tolist(), cols.tolist()) if m[i, j] > 0.0]
+    m = np.where((m >= threshold) & (m > 0.0), m, 0.0)
+    picked_rows, picked_cols = linear_sum_assignment(m, maximize=True)
+    return [(i, j, float(m[i, j])) for i, j in zip(picked_rows.tolist(), picked_cols.tolist()) if m[i, j] > 0.0]
 
 
 def ordered_pairs(scores: Sequence[float], threshold: float = 0.0) -> list[Pair]:

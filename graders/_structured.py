@@ -55,7 +55,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas import Schema, SchemaSource, json_pointer
+from schemas import Issue, Schema, SchemaSource, json_pointer
 
 from ._comparators import Comparator, make_comparator
 from ._errors import GraderConfigError
@@ -184,10 +184,11 @@ class _Node:
 
 
 class _Leaf(_Node):
-    __slots__ = ("label", "compare", "weight", "required")
+    __slots__ = ("label", "compare", "weight", "required", "_matrix")
 
     def __init__(self, label: str, compare: Comparator, weight: float = 1.0, required: bool = False) -> None:
         self.label, self.compare, self.weight, self.required = label, compare, weight, required
+        self._matrix: Callable[[list[Any], list[Any]], list[list[float]] | None] | None = getattr(compare, "matrix", None)
 
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         if not (type(pred) is str and type(ref) is str and pred and ref and not pred.isspace() and not ref.isspace()):
@@ -211,29 +212,24 @@ class _Leaf(_Node):
         Comparators that can (fuzzy, normalized) prepare each string once
         instead of once per pair; the result equals ``similarity`` pair by pair.
         """
-        fast = getattr(self.compare, "matrix", None)
-        if fast is not None:
-            result: list[list[float]] | None = fast(preds, refs)
+        if self._matrix is not None:
+            result = self._matrix(preds, refs)
             if result is not None:
                 return result
         sim = self.similarity
         return [[sim(p, r) for r in refs] for p in preds]
 
 
-def _same_strings(pred: list[Any], ref: list[Any]) -> bool:
-    """True when both lists hold the same distinct strings (in any order)."""
-    for x in pred:
+def _all_str(items: list[Any]) -> bool:
+    for x in items:
         if type(x) is not str:
             return False
-    for x in ref:
-        if type(x) is not str:
-            return False
-    return len(set(pred)) == len(pred) and set(pred) == set(ref)
+    return True
 
 
 def _dedupe(items: list[Any]) -> list[Any]:
     """Set semantics: drop exact duplicates, keep first occurrences in order."""
-    if all(type(x) is str for x in items):
+    if _all_str(items):
         return list(dict.fromkeys(items))
     return list({_set_key(x): x for x in items}.values())
 
@@ -265,8 +261,22 @@ class _List(_Node):
         if not pred_list and not ref_list:
             return 1.0, FieldDetail(self.label, 1.0, "both_empty", pred, ref, 1.0, 1.0, 1.0, [], [], [])
         if self.mode == "set":
-            pred_list = _dedupe(pred_list)
-            ref_list = _dedupe(ref_list)
+            if _all_str(pred_list) and _all_str(ref_list):
+                pred_keys, ref_keys = dict.fromkeys(pred_list), dict.fromkeys(ref_list)
+                if len(pred_keys) != len(pred_list):
+                    pred_list = list(pred_keys)
+                if len(ref_keys) != len(ref_list):
+                    ref_list = list(ref_keys)
+                if pred_keys.keys() == ref_keys.keys():
+                    # The same distinct strings in any order: pairing equal values scores n, the
+                    # maximum, because every comparator scores a value against itself 1 and nothing above 1.
+                    where = {r: j for j, r in enumerate(ref_list)}
+                    ctx.tp += len(ref_list)
+                    return 1.0, FieldDetail(self.label, 1.0, "compared", pred_list, ref_list, 1.0, 1.0, 1.0,
+                                            [(i, where[p], 1.0) for i, p in enumerate(pred_list)], [], [])
+            else:
+                pred_list = _dedupe(pred_list)
+                ref_list = _dedupe(ref_list)
         element = self.element
         if isinstance(element, _Leaf):
             score, detail = self._grade_leaves(element, pred_list, ref_list, ctx)
@@ -290,26 +300,21 @@ class _List(_Node):
             sim = element.similarity
             matrix = [[sim(p, r) if i == j else 0.0 for j, r in enumerate(ref)] for i, p in enumerate(pred)]
             pairs = self._pairs(matrix)
-        elif n_pred == n_ref and _same_strings(pred, ref):
-            # The same strings in another order: pairing equal values scores n, the maximum,
-            # because every comparator scores a value against itself 1 and nothing above 1.
-            where = {r: j for j, r in enumerate(ref)}
-            pairs = [(i, where[p], 1.0) for i, p in enumerate(pred)]
         else:
             pairs = self._pairs(element.matrix(pred, ref))
-        matched = sum(p[2] for p in pairs)
+        matched = 0.0
+        used_p: set[int] = set()
+        used_r: set[int] = set()
+        for i, j, score in pairs:
+            matched += score
+            used_p.add(i)
+            used_r.add(j)
         precision, recall, f1 = prf(matched, n_pred, n_ref)
         ctx.tp += matched
         ctx.fp += n_pred - matched
         ctx.fn += n_ref - matched
-        if len(pairs) == n_pred == n_ref:
-            missing: list[Any] = []
-            extra: list[Any] = []
-        else:
-            used_p = {p[0] for p in pairs}
-            used_r = {p[1] for p in pairs}
-            missing = [r for j, r in enumerate(ref) if j not in used_r]
-            extra = [x for i, x in enumerate(pred) if i not in used_p]
+        missing = [r for j, r in enumerate(ref) if j not in used_r] if len(used_r) < n_ref else []
+        extra = [x for i, x in enumerate(pred) if i not in used_p] if len(used_p) < n_pred else []
         return f1, FieldDetail(self.label, f1, "compared", pred, ref, precision, recall, f1, pairs, missing, extra)
 
     def _grade_nodes(self, element: _Node, pred: list[Any], ref: list[Any], ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
@@ -373,15 +378,19 @@ class _Object(_Node):
             weights += node.weight
             if node.required and detail.status in ("missing", "wrong_type"):
                 ctx.required_missed.append(name)
-        for name in ref.keys() - self.fields.keys():  # reference keys the schema does not declare
-            node = _infer(ref[name], self.specs.get(name), name, self.extra_fields, depth + 1)
-            score, detail = node.grade(pred.get(name), ref[name], ctx, depth + 1)
-            details[name] = detail
-            total += node.weight * score
-            weights += node.weight
-        if self.extra_fields == "penalize":
-            for name in pred.keys() - self.fields.keys() - ref.keys():
-                if _is_empty(pred[name]):
+        fields = self.fields
+        if len(ref) > len(details) or not ref.keys() <= fields.keys():
+            for name in ref:  # reference keys the schema does not declare, in the reference's order
+                if name in fields:
+                    continue
+                node = _infer(ref[name], self.specs.get(name), name, self.extra_fields, depth + 1)
+                score, detail = node.grade(pred.get(name), ref[name], ctx, depth + 1)
+                details[name] = detail
+                total += node.weight * score
+                weights += node.weight
+        if self.extra_fields == "penalize" and not pred.keys() <= details.keys():
+            for name in pred:  # keys neither the schema nor the reference has: hallucinated fields
+                if name in details or _is_empty(pred[name]):
                     continue
                 ctx.fp += _leaf_count(pred[name])
                 details[name] = FieldDetail("extra_field", 0.0, "extra", pred[name], None)
@@ -666,14 +675,16 @@ class StructuredGrader:
         Never raises on a bad response: it scores 0 with an error flag and a reason.
         A reference given as a JSON string is decoded first.
         """
-        if isinstance(reference, str) and isinstance(self._root, (_Object, _List, _Any)) and reference.lstrip()[:1] in ("{", "["):
+        if type(reference) is str and reference.lstrip()[:1] in ("{", "["):
             try:
                 reference = json.loads(reference)
             except json.JSONDecodeError as exc:
                 raise GraderConfigError(f"reference is not valid JSON: {exc}", code="bad_reference",
                                         hint="references are JSON objects or strings of one") from None
         parsed = parse_response(response, self.schema, lenient=self.lenient, finish_reason=finish_reason)
-        if parsed.status not in ("ok", "schema_invalid") or (parsed.status == "schema_invalid" and not self.partial_credit):
+        if parsed.status == "ok":
+            return self.compare(parsed.value, reference, parsed.repairs)
+        if parsed.status != "schema_invalid" or not self.partial_credit:
             errors = no_errors()
             flag = {"truncated": "truncated_output_error", "schema_invalid": "schema_validation_error"}.get(parsed.status, "sample_parse_error")
             errors[flag] = True
@@ -681,9 +692,9 @@ class StructuredGrader:
                 f"output violates the schema ({len(parsed.issues)} issue(s); first: {parsed.issues[0].pointer or '/'} "
                 f"{parsed.issues[0].message}); gated to 0")
             return Grade(0.0, {}, {}, errors, reason, parsed.repairs, parsed.issues)
-        return self.compare(parsed.value, reference, repairs=parsed.repairs, issues=parsed.issues)
+        return self.compare(parsed.value, reference, parsed.repairs, parsed.issues)
 
-    def compare(self, prediction: Any, reference: Any, *, repairs: tuple[str, ...] = (), issues: Sequence[Any] = ()) -> Grade:
+    def compare(self, prediction: Any, reference: Any, repairs: tuple[str, ...] = (), issues: tuple[Issue, ...] = ()) -> Grade:
         """Compare an already-decoded prediction with the reference (the compare + combine stages)."""
         ctx = _Ctx()
         root_score, root_detail = self._root.grade(prediction, reference, ctx, 0)
@@ -701,14 +712,17 @@ class StructuredGrader:
         if not math.isfinite(score):
             errors["formula_parse_error"] = True
             return Grade(0.0, sub_scores, details, errors, f"formula {self.formula!r} gave {score}; scored 0",
-                         repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn))
-        score = min(1.0, max(0.0, score))
+                         repairs, issues, (ctx.tp, ctx.fp, ctx.fn))
+        if score > 1.0:
+            score = 1.0
+        elif score < 0.0:
+            score = 0.0
         if ctx.required_missed:
             return Grade(0.0, sub_scores, details, errors, f"required field(s) {', '.join(ctx.required_missed)} missing; scored 0",
-                         repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
+                         repairs, issues, (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
         if repairs and self.repair_penalty:
             score *= 1.0 - self.repair_penalty
-        return Grade(score, sub_scores, details, errors, None, repairs, tuple(issues), (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
+        return Grade(score, sub_scores, details, errors, None, repairs, issues, (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
 
     def grade_batch(self, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *, workers: int = 1,
                     progress: bool = False) -> list[Grade]:

@@ -375,3 +375,41 @@ def test_to_dict_is_json_serialisable() -> None:
         {"name": "A", "jobs": [{"title": "t", "company": "c", "years": 2}]})
     text = json.dumps(grade.to_dict())
     assert '"jobs"' in text and '"matched"' in text
+
+
+# --------------------------------------------------------------------------- fast paths equal the plain ones
+
+from hypothesis import given, settings  # noqa: E402 -- kept next to the tests that use it
+from hypothesis import strategies as st  # noqa: E402
+
+from graders import make_comparator, normalize_text  # noqa: E402
+
+words = st.lists(st.sampled_from(["python", "Python ", "java", "javascript", "c", "c++", "c#", "", "  ", "rust", "go"]) | st.text(max_size=6),
+                 max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(words, words, st.sampled_from(["ratio", "token_set_ratio", "jaro_winkler"]), st.sampled_from([0.0, 0.5]),
+       st.booleans(), st.booleans())
+def test_comparator_matrix_equals_pairwise_scores(preds: list[str], refs: list[str], scorer: str, threshold: float,
+                                                  partial: bool, strip: bool) -> None:
+    threshold = threshold if partial or threshold > 0 else 0.5  # pass/fail needs a threshold
+    for compare in (make_comparator("fuzzy", scorer=scorer, threshold=threshold, partial_credit=partial),
+                    make_comparator("normalized", strip_punctuation=strip)):
+        fast = compare.matrix(preds, refs)  # type: ignore[attr-defined]  # the optional fast path under test
+        if fast is None:  # only for items that normalise to nothing, which the grader compares pair by pair
+            assert any(not normalize_text(x, strip_punctuation=True) for x in preds + refs)
+            continue
+        assert fast == [[compare(p, r) for r in refs] for p in preds]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0.0, 0.3, 0.6, 0.9, 1.0]), min_size=3, max_size=3), min_size=1, max_size=4),
+       st.sampled_from([0.0, 0.5, 0.8]))
+def test_assign_fast_path_is_optimal(matrix: list[list[float]], threshold: float) -> None:
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    m = np.where((np.asarray(matrix) >= threshold) & (np.asarray(matrix) > 0), np.asarray(matrix), 0.0)
+    rows, cols = linear_sum_assignment(m, maximize=True)
+    assert sum(s for _, _, s in assign(matrix, threshold)) == pytest.approx(float(m[rows, cols].sum()))
