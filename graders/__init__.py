@@ -6,8 +6,8 @@ reference field by field, and combine the comparisons into one scalar reward.
 1.0
 """
 
-from ._batch import grade_batch
 from . import comparators
+from ._batch import grade_batch
 from ._comparators import Comparator, ComparatorName, make_comparator, normalize_text, parse_date, parse_number
 from ._config import from_config
 from ._errors import GraderConfigError

@@ -11,7 +11,7 @@ import statistics
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -50,6 +50,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def field_report(grades: list[Grade], title: str) -> Table:
     """A table of mean score per field, with mean precision/recall for list fields."""
     table = Table(title=title)
@@ -60,8 +64,8 @@ def field_report(grades: list[Grade], title: str) -> Table:
         names.update(dict.fromkeys(g.sub_scores))
     for name in names:
         scores = [g.sub_scores.get(name, 0.0) for g in grades]
-        ps = [g.details[name].precision for g in grades if name in g.details and g.details[name].precision is not None]
-        rs = [g.details[name].recall for g in grades if name in g.details and g.details[name].recall is not None]
+        ps = [p for g in grades if name in g.details and (p := g.details[name].precision) is not None]
+        rs = [r for g in grades if name in g.details and (r := g.details[name].recall) is not None]
         table.add_row(escape(name), f"{statistics.fmean(scores):.3f}", f"{statistics.fmean(ps):.3f}" if ps else "-",
                       f"{statistics.fmean(rs):.3f}" if rs else "-", str(len(scores)))
     overall = [g.score for g in grades]
@@ -73,7 +77,7 @@ def field_report(grades: list[Grade], title: str) -> Table:
 def grade(
     input: Annotated[Path, typer.Argument(help="JSONL file: one row per response, with the response and its reference.")],
     grader: Annotated[Path, typer.Option("--grader", "-g", help="Grader config (JSON), e.g. examples/resume/grader.json.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one JSON result per input row here.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write one JSON result per input row here.")] = None,
     response_key: Annotated[str, typer.Option(help="Column holding the model's response.")] = "output",
     reference_key: Annotated[str, typer.Option(help="Column holding the reference answer.")] = "reference",
     workers: Annotated[int, typer.Option(help="Worker processes (1 grades in this process).", min=1)] = 1,
@@ -125,8 +129,7 @@ def demo() -> None:
     for col in ("field", "comparator", "score", "precision", "recall", "F1", "missing", "extra"):
         table.add_column(col)
     for name, d in seed_grade.details.items():
-        fmt = (lambda v: "-" if v is None else f"{v:.4f}")
-        table.add_row(name, d.comparator, f"{d.score:.4f}", fmt(d.precision), fmt(d.recall), fmt(d.f1),
+        table.add_row(name, d.comparator, f"{d.score:.4f}", _fmt(d.precision), _fmt(d.recall), _fmt(d.f1),
                       "-" if d.missing is None else escape(json.dumps(d.missing)),
                       "-" if d.extra is None else escape(json.dumps(d.extra)))
     console.print(table)

@@ -22,9 +22,9 @@ Two empty lists agree completely (precision = recall = F1 = 1).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-
 
 Pair = tuple[int, int, float]
 """One matched pair: (index into the prediction, index into the reference, similarity).

@@ -95,7 +95,7 @@ class Grade:
     (True, '0.500: below 1: state 0.00', False)
     """
 
-    __slots__ = ("score", "sub_scores", "details", "errors", "repairs", "issues", "counts", "how", "_reason")
+    __slots__ = ("score", "sub_scores", "details", "_errors", "repairs", "issues", "counts", "how", "_reason")
 
     def __init__(
         self,
@@ -115,8 +115,7 @@ class Grade:
         """One score per field (or per sub-grader)."""
         self.details: dict[str, FieldDetail] = details if details is not None else {}
         """Per field: what was compared and how it scored."""
-        self.errors: dict[str, bool] = errors if errors is not None else no_errors()
-        """OpenAI's error flags plus rftkit's own; all False on success."""
+        self._errors = errors  # None means "no error": the dict is built when first read
         self.repairs = repairs
         """Lenient JSON repairs that were needed to read the response (penalise them if you like)."""
         self.issues = issues
@@ -142,9 +141,16 @@ class Grade:
         return self._reason
 
     @property
+    def errors(self) -> dict[str, bool]:
+        """OpenAI's error flags plus rftkit's own (:data:`ERROR_FLAGS`); all False on success."""
+        if self._errors is None:
+            self._errors = no_errors()
+        return self._errors
+
+    @property
     def ok(self) -> bool:
         """True when no error flag is set."""
-        return not any(self.errors.values())
+        return self._errors is None or not any(self._errors.values())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the whole result."""

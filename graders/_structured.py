@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -60,7 +60,7 @@ from schemas import Issue, Schema, SchemaSource, json_pointer
 from ._comparators import Comparator, make_comparator
 from ._errors import GraderConfigError
 from ._formula import Formula
-from ._matching import Pair, assign, ordered_pairs, prf
+from ._matching import assign, ordered_pairs, prf
 from ._parsing import parse_response
 from ._result import FieldDetail, Grade, no_errors
 
@@ -108,7 +108,7 @@ class FieldSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-FieldsArg = Mapping[str, Union[FieldSpec, Mapping[str, Any]]]
+FieldsArg = Mapping[str, FieldSpec | Mapping[str, Any]]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -350,7 +350,7 @@ class _List(_Node):
 
 
 class _Object(_Node):
-    __slots__ = ("label", "fields", "extra_fields", "weight", "required", "specs")
+    __slots__ = ("label", "fields", "extra_fields", "weight", "required", "specs", "_items", "_names", "_weights", "_any_required")
 
     def __init__(self, fields: dict[str, _Node], extra_fields: ExtraFields, specs: Mapping[str, FieldSpec] | None = None,
                  weight: float = 1.0, required: bool = False) -> None:
@@ -358,6 +358,10 @@ class _Object(_Node):
         self.fields, self.extra_fields = fields, extra_fields
         self.specs = dict(specs or {})  # overrides for keys the schema does not declare
         self.weight, self.required = weight, required
+        self._items = tuple((name, node, node.weight) for name, node in fields.items())
+        self._names = frozenset(fields)
+        self._weights = sum(node.weight for node in fields.values())
+        self._any_required = any(node.required for node in fields.values())
 
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         if not isinstance(pred, dict) or not isinstance(ref, dict):
@@ -369,26 +373,28 @@ class _Object(_Node):
             ctx.fn += _leaf_count(ref)
             return 0.0, FieldDetail(self.label, 0.0, "wrong_type", pred, ref)
         details: dict[str, FieldDetail] = {}
-        total = weights = 0.0
-        for name, node in self.fields.items():
-            p, r = pred.get(name), ref.get(name)
-            score, detail = node.grade(p, r, ctx, depth + 1)
+        total = 0.0
+        weights = self._weights
+        depth += 1
+        for name, node, weight in self._items:
+            score, detail = node.grade(pred.get(name), ref.get(name), ctx, depth)
             details[name] = detail
-            total += node.weight * score
-            weights += node.weight
-            if node.required and detail.status in ("missing", "wrong_type"):
-                ctx.required_missed.append(name)
-        fields = self.fields
-        if len(ref) > len(details) or not ref.keys() <= fields.keys():
+            total += weight * score
+        if self._any_required:
+            for name, node, _ in self._items:
+                if node.required and details[name].status in ("missing", "wrong_type"):
+                    ctx.required_missed.append(name)
+        names = self._names
+        if not names.issuperset(ref):
             for name in ref:  # reference keys the schema does not declare, in the reference's order
-                if name in fields:
+                if name in names:
                     continue
-                node = _infer(ref[name], self.specs.get(name), name, self.extra_fields, depth + 1)
-                score, detail = node.grade(pred.get(name), ref[name], ctx, depth + 1)
+                node = _infer(ref[name], self.specs.get(name), name, self.extra_fields, depth)
+                score, detail = node.grade(pred.get(name), ref[name], ctx, depth)
                 details[name] = detail
                 total += node.weight * score
                 weights += node.weight
-        if self.extra_fields == "penalize" and not pred.keys() <= details.keys():
+        if self.extra_fields == "penalize" and not names.issuperset(pred):
             for name in pred:  # keys neither the schema nor the reference has: hallucinated fields
                 if name in details or _is_empty(pred[name]):
                     continue
@@ -437,7 +443,7 @@ def _infer(value: Any, spec: FieldSpec | None, name: str, extra_fields: ExtraFie
     pointer = f"/fields/{name}"
     if isinstance(value, dict):
         sub = spec.fields if spec and spec.fields else {}
-        fields = {k: _Any(sub.get(k), extra_fields, k) for k in value}
+        fields: dict[str, _Node] = {str(k): _Any(sub.get(k), extra_fields, str(k)) for k in value}
         return _Object(fields, extra_fields, sub, spec.weight if spec else 1.0, spec.required if spec else False)
     if isinstance(value, list):
         first = next((v for v in value if not _is_empty(v)), None)
@@ -706,10 +712,12 @@ class StructuredGrader:
         else:
             assert self._combine is not None
             score = self._combine(root_score, sub_scores, ctx)
-        errors = no_errors()
+        errors: dict[str, bool] | None = None
         if issues:
+            errors = no_errors()
             errors["schema_validation_error"] = True
         if not math.isfinite(score):
+            errors = errors or no_errors()
             errors["formula_parse_error"] = True
             return Grade(0.0, sub_scores, details, errors, f"formula {self.formula!r} gave {score}; scored 0",
                          repairs, issues, (ctx.tp, ctx.fp, ctx.fn))

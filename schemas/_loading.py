@@ -101,7 +101,7 @@ class Schema:
         if not _NEWER_KEYWORDS.intersection(_walk_keys(self.json_schema)):
             try:
                 self._fast = fastjsonschema.compile(self.json_schema, use_formats=True)
-            except Exception:  # noqa: BLE001 -- any compile failure just means: use jsonschema only
+            except Exception:
                 self._fast = None
 
     # -- construction -----------------------------------------------------------------
@@ -139,7 +139,7 @@ class Schema:
         for pointer, ref in _iter_refs(self.json_schema, ()):
             try:
                 resolver.lookup(ref)
-            except Exception:  # noqa: BLE001 -- referencing raises several unrelated types
+            except Exception:
                 raise SchemaError(f"unresolvable $ref {ref!r}", code="unresolvable_ref", pointer=json_pointer(pointer),
                                   hint="local references look like '#/$defs/Name'; remote ones are not fetched") from None
 

@@ -24,6 +24,6 @@ def test_page_examples_run(page: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     assert blocks
     for i, block in enumerate(blocks):
         try:
-            exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)  # noqa: S102 -- our own docs
+            exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)
         except Exception as exc:  # pragma: no cover - the message names the failing block
             raise AssertionError(f"{page.name} block {i} failed: {exc!r}\n{block}") from exc
