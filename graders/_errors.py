@@ -8,6 +8,7 @@ from schemas import UserError
 class GraderConfigError(UserError):
     """A grader config, a field option, a comparator option or a weight is wrong.
 
-    Raised at construction, never while grading, with the JSON pointer of the
-    offending part of the config and a hint.
+    Raised at construction, with the JSON pointer of the offending part of the
+    config and a hint. The one case raised while grading is a *reference* that
+    is not valid JSON: references are the user's data, not the model's output.
     """

@@ -27,7 +27,7 @@ from ._errors import GraderConfigError
 _Eval = Callable[[Mapping[str, float]], float]
 
 _FUNCTIONS: dict[str, tuple[Callable[..., float], int | None]] = {
-    "min": (min, None),
+    "min": (min, None),  # None: two or more arguments
     "max": (max, None),
     "abs": (abs, 1),
     "floor": (lambda x: float(math.floor(x)), 1),
@@ -103,9 +103,9 @@ class Formula:
             return lambda env: op(left(env), right(env))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords:
             fn, arity = _FUNCTIONS[node.func.id]
-            if (arity is not None and len(node.args) != arity) or not node.args:
+            if (arity is not None and len(node.args) != arity) or (arity is None and len(node.args) < 2):
                 raise GraderConfigError(
-                    f"formula {self.source!r}: {node.func.id}() takes {arity or 'one or more'} argument(s), got {len(node.args)}",
+                    f"formula {self.source!r}: {node.func.id}() takes {arity or 'two or more'} argument(s), got {len(node.args)}",
                     code="formula_parse_error", pointer=pointer,
                 )
             args = [self._compile(a, names, pointer) for a in node.args]

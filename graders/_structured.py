@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas import Issue, Schema, SchemaSource, json_pointer
+from schemas import Issue, Schema, SchemaError, SchemaSource, json_pointer
 
 from ._comparators import Comparator, make_comparator
 from ._errors import GraderConfigError
@@ -85,7 +85,7 @@ class FieldSpec(BaseModel):
     {'scorer': 'token_set_ratio'}
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     comparator: str | None = None
     """Comparator name (``exact normalized fuzzy number date enum bool math``); for
@@ -109,6 +109,48 @@ class FieldSpec(BaseModel):
 
 
 FieldsArg = Mapping[str, FieldSpec | Mapping[str, Any]]
+
+
+class StructuredOptions(BaseModel):
+    """The structured grader's options, type-checked strictly (``"no"`` is not a bool).
+
+    With ``type`` and ``schema`` added, these are the keys of a
+    ``{"type": "structured", ...}`` config.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = "structured"
+    """The grader's name, used in log keys (``reward/<name>/<field>``)."""
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    """Per-field overrides; dotted names reach nested fields (``"address.city"``)."""
+    aggregation: Aggregation = "weighted_mean"
+    """How field scores become one scalar."""
+    formula: str | None = None
+    """With ``aggregation="formula"``: an expression over the top-level field names."""
+    partial_credit: bool = False
+    """Grade schema-invalid output anyway instead of gating it to 0."""
+    lenient: bool = False
+    """Accept trailing commas, single quotes and Python literals (recorded in ``Grade.repairs``)."""
+    repair_penalty: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    """The score is multiplied by ``1 - repair_penalty`` when a repair was needed."""
+    extra_fields: ExtraFields = "penalize"
+    """``penalize`` counts keys that neither the schema nor the reference has as false positives; ``ignore`` drops them."""
+
+
+def _options(values: Mapping[str, Any]) -> StructuredOptions:
+    """Validate the options; the first problem raises with its JSON pointer."""
+    try:
+        return StructuredOptions.model_validate(dict(values))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        head = str(loc[0]) if loc else ""
+        code = {"fields": "bad_field_option", "aggregation": "bad_aggregation"}.get(head, "bad_option")
+        hint = ("known field keys: comparator, threshold, weight, required, mode, fields, plus comparator options"
+                if head == "fields" else f"known options: {sorted(StructuredOptions.model_fields)}")
+        raise GraderConfigError(f"{'/'.join(map(str, loc)) or 'options'}: {err['msg']}", code=code,
+                                pointer=json_pointer(loc), hint=hint) from None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -220,18 +262,41 @@ class _Leaf(_Node):
         return [[sim(p, r) for r in refs] for p in preds]
 
 
-def _all_str(items: list[Any]) -> bool:
+def _all_text(items: list[Any]) -> bool:
+    """True when every item is a non-blank string (the common, fast case)."""
     for x in items:
-        if type(x) is not str:
+        if type(x) is not str or not x or x.isspace():
             return False
     return True
 
 
 def _dedupe(items: list[Any]) -> list[Any]:
     """Set semantics: drop exact duplicates, keep first occurrences in order."""
-    if _all_str(items):
+    if _all_text(items):
         return list(dict.fromkeys(items))
     return list({_set_key(x): x for x in items}.values())
+
+
+def _has_required(node: _Node) -> bool:
+    """Whether ``node`` or a field inside it (through objects and list items) is required."""
+    if node.required:
+        return True
+    if isinstance(node, _Object):
+        return node._any_required
+    if isinstance(node, _List):
+        return _has_required(node.element)
+    return False
+
+
+def _required_in(node: _Node, ref: Any, name: str) -> list[str]:
+    """The required fields a prediction lacks when it lacks ``node`` (whose reference value is ``ref``)."""
+    if _is_empty(ref):
+        return []
+    if node.required:
+        return [name]
+    if isinstance(node, _Object) and isinstance(ref, dict):
+        return [found for child, sub, _ in node._items for found in _required_in(sub, ref.get(child), f"{name}.{child}")]
+    return []
 
 
 def _set_key(item: Any) -> Any:
@@ -258,10 +323,16 @@ class _List(_Node):
             ctx.fp += _leaf_count(pred)
             ctx.fn += _leaf_count(ref)
             return 0.0, FieldDetail(self.label, 0.0, "wrong_type", pred, ref)
+        if self.mode != "ordered":
+            # Items without a value (null, "", [], {}) are not items: the empty-value policy, item by item.
+            clean = _all_text(pred_list) and _all_text(ref_list)
+            if not clean:
+                pred_list = [x for x in pred_list if not _is_empty(x)]
+                ref_list = [x for x in ref_list if not _is_empty(x)]
         if not pred_list and not ref_list:
             return 1.0, FieldDetail(self.label, 1.0, "both_empty", pred, ref, 1.0, 1.0, 1.0, [], [], [])
         if self.mode == "set":
-            if _all_str(pred_list) and _all_str(ref_list):
+            if clean:
                 pred_keys, ref_keys = dict.fromkeys(pred_list), dict.fromkeys(ref_list)
                 if len(pred_keys) != len(pred_list):
                     pred_list = list(pred_keys)
@@ -325,6 +396,7 @@ class _List(_Node):
         items: list[FieldDetail] = []
         for i, j, _ in pairs:
             score, detail, sub = graded[i][j]
+            ctx.required_missed.extend(f"[{j}].{name}" for name in sub.required_missed)
             matched += score
             ctx.tp += sub.tp
             ctx.fp += sub.fp
@@ -361,7 +433,7 @@ class _Object(_Node):
         self._items = tuple((name, node, node.weight) for name, node in fields.items())
         self._names = frozenset(fields)
         self._weights = sum(node.weight for node in fields.values())
-        self._any_required = any(node.required for node in fields.values())
+        self._any_required = any(_has_required(node) for node in fields.values())
 
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         if not isinstance(pred, dict) or not isinstance(ref, dict):
@@ -376,14 +448,22 @@ class _Object(_Node):
         total = 0.0
         weights = self._weights
         depth += 1
-        for name, node, weight in self._items:
-            score, detail = node.grade(pred.get(name), ref.get(name), ctx, depth)
-            details[name] = detail
-            total += weight * score
-        if self._any_required:
-            for name, node, _ in self._items:
-                if node.required and details[name].status in ("missing", "wrong_type"):
-                    ctx.required_missed.append(name)
+        if not self._any_required:
+            for name, node, weight in self._items:
+                score, detail = node.grade(pred.get(name), ref.get(name), ctx, depth)
+                details[name] = detail
+                total += weight * score
+        else:
+            missed = ctx.required_missed
+            for name, node, weight in self._items:
+                before = len(missed)
+                score, detail = node.grade(pred.get(name), ref.get(name), ctx, depth)
+                details[name] = detail
+                total += weight * score
+                if len(missed) > before:  # required fields missed deeper down: name them from here
+                    missed[before:] = [name + (e if e.startswith("[") else "." + e) for e in missed[before:]]
+                if detail.status in ("missing", "wrong_type"):
+                    missed.extend(_required_in(node, ref.get(name), name))
         names = self._names
         if not names.issuperset(ref):
             for name in ref:  # reference keys the schema does not declare, in the reference's order
@@ -403,6 +483,28 @@ class _Object(_Node):
                 weights += 1.0
         score = total / weights if weights > 0 else 1.0
         return score, FieldDetail(self.label, score, "compared", None, None, fields=details)
+
+
+class _Lazy(_Node):
+    """A ``$ref`` seen again while compiling it (a recursive schema): grades with the node built for it.
+
+    Data nested deeper than the limit is compared exactly, so a hostile, very deep
+    value cannot exhaust the stack.
+    """
+
+    __slots__ = ("target", "weight", "required", "label")
+
+    def __init__(self, spec: FieldSpec | None) -> None:
+        self.target: _Node | None = None
+        self.weight = spec.weight if spec else 1.0
+        self.required = spec.required if spec else False
+        self.label = "object"
+
+    def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        assert self.target is not None, "the planner sets the target before grading starts"
+        if depth > 4 * _MAX_DEPTH:
+            return _Leaf("exact", make_comparator("exact")).grade(pred, ref, ctx, depth)
+        return self.target.grade(pred, ref, ctx, depth)
 
 
 class _Any(_Node):
@@ -477,6 +579,7 @@ class _Planner:
     def __init__(self, schema: Schema | None, extra_fields: ExtraFields) -> None:
         self.schema = schema
         self.extra_fields = extra_fields
+        self._by_ref: dict[tuple[str, str], _Node] = {}  # one node per ($ref, overrides): recursion stays finite
 
     def node(self, sn: Mapping[str, Any] | None, spec: FieldSpec | None, name: str, path: tuple[str, ...], depth: int = 0) -> _Node:
         pointer = json_pointer(("fields",) + path)
@@ -485,11 +588,22 @@ class _Planner:
                 return _leaf(name, spec, spec.comparator, {}, pointer)
             return _Any(spec, self.extra_fields, name)
         assert self.schema is not None
+        ref = sn.get("$ref")
+        if isinstance(ref, str):
+            ref_key = (ref, spec.model_dump_json() if spec is not None else "")
+            known = self._by_ref.get(ref_key)
+            if known is not None:
+                return known
+            lazy = _Lazy(spec)
+            self._by_ref[ref_key] = lazy
+            built = self.node(self.schema.resolve(sn), spec, name, path, depth)
+            lazy.target = built
+            self._by_ref[ref_key] = built
+            return built
         sn = self.schema.resolve(sn)
         for key in ("anyOf", "oneOf"):
             if key in sn:
-                branches = [self.schema.resolve(b) for b in sn[key] if isinstance(b, Mapping)]
-                real = [b for b in branches if b.get("type") != "null"]
+                real = [b for b in sn[key] if isinstance(b, Mapping) and self.schema.resolve(b).get("type") != "null"]
                 return self.node(real[0] if len(real) == 1 else None, spec, name, path, depth)
         if "allOf" in sn and len(sn["allOf"]) == 1:
             return self.node(sn["allOf"][0], spec, name, path, depth)
@@ -499,6 +613,9 @@ class _Planner:
             kind = real_kinds[0] if len(real_kinds) == 1 else None
         weight = spec.weight if spec else 1.0
         required = spec.required if spec else False
+        if spec is not None and spec.mode is not None and kind != "array":
+            raise GraderConfigError(f"'mode' applies to lists, but the schema makes {name!r} a {kind or 'non-list value'}",
+                                    code="bad_field_option", pointer=pointer + "/mode", hint="remove 'mode' from this field")
         if "enum" in sn or "const" in sn:
             return _leaf(name, spec, "enum", {}, pointer)
         if kind == "object" or "properties" in sn:
@@ -556,24 +673,6 @@ _AGGREGATIONS: dict[str, Callable[[float, Mapping[str, float], _Ctx], float]] = 
     "micro_f1": _micro_f1,
     "all_or_nothing": _all_or_nothing,
 }
-
-
-def _coerce_fields(fields: FieldsArg | None) -> dict[str, FieldSpec]:
-    out: dict[str, FieldSpec] = {}
-    for name, spec in (fields or {}).items():
-        if isinstance(spec, FieldSpec):
-            out[name] = spec
-            continue
-        try:
-            out[name] = FieldSpec.model_validate(spec)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise GraderConfigError(
-                f"field {name!r}: {err['msg']}", code="bad_field_option",
-                pointer=json_pointer(("fields", name, *err["loc"])),
-                hint="known keys: comparator, threshold, weight, required, mode, fields, plus comparator options",
-            ) from None
-    return _expand_dotted(out)
 
 
 def _expand_dotted(fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
@@ -643,35 +742,34 @@ class StructuredGrader:
             extra_fields: ``penalize`` (default) counts keys the reference lacks as false positives; ``ignore`` drops them.
             name: the grader's name, used in log keys (``reward/<name>/<field>``).
         """
-        if aggregation not in ("weighted_mean", "micro_f1", "all_or_nothing", "formula"):
-            raise GraderConfigError(f"unknown aggregation {aggregation!r}", code="bad_aggregation", pointer="/aggregation",
-                                    hint="one of weighted_mean, micro_f1, all_or_nothing, formula")
-        if (aggregation == "formula") != (formula is not None):
+        opts = _options({"fields": dict(fields) if isinstance(fields, Mapping) else (fields if fields is not None else {}), "aggregation": aggregation, "formula": formula,
+                         "partial_credit": partial_credit, "lenient": lenient, "repair_penalty": repair_penalty,
+                         "extra_fields": extra_fields, "name": name})
+        if (opts.aggregation == "formula") != (opts.formula is not None):
             raise GraderConfigError("aggregation 'formula' and the formula option go together", code="bad_aggregation",
                                     pointer="/formula", hint='pass aggregation="formula", formula="0.5*a + 0.5*b"')
-        if not (0.0 <= repair_penalty <= 1.0):
-            raise GraderConfigError(f"repair_penalty must be in [0, 1], got {repair_penalty}", code="bad_option", pointer="/repair_penalty")
-        if extra_fields not in ("penalize", "ignore"):
-            raise GraderConfigError(f"extra_fields must be 'penalize' or 'ignore', got {extra_fields!r}", code="bad_option", pointer="/extra_fields")
         self.schema: Schema | None = Schema.load(schema) if schema is not None else None
-        self.fields = _coerce_fields(fields)
-        self.aggregation: Aggregation = aggregation
-        self.partial_credit = partial_credit
-        self.lenient = lenient
-        self.repair_penalty = repair_penalty
-        self.extra_fields: ExtraFields = extra_fields
-        self.name = name
+        self.fields = _expand_dotted(opts.fields)
+        self.aggregation: Aggregation = opts.aggregation
+        self.partial_credit = opts.partial_credit
+        self.lenient = opts.lenient
+        self.repair_penalty = opts.repair_penalty
+        self.extra_fields: ExtraFields = opts.extra_fields
+        self.name = opts.name
         root_schema = self.schema.json_schema if self.schema is not None else None
-        planner = _Planner(self.schema, extra_fields)
+        planner = _Planner(self.schema, self.extra_fields)
         root_spec = FieldSpec(fields=self.fields) if self.fields else None
         self._root = planner.node(root_schema, root_spec, "", ())
         if root_schema is None and not isinstance(self._root, _Any):
             raise AssertionError("schema-less grading must infer at grade time")
+        if isinstance(self._root, _Object) and self._root.fields and self._root._weights == 0:
+            raise GraderConfigError("every field has weight 0, so no score could ever be earned", code="bad_field_option",
+                                    pointer="/fields", hint="give at least one field a positive weight")
         self.formula: Formula | None = None
         if formula is not None:
             declared = frozenset(self._root.fields) if isinstance(self._root, _Object) else None
             self.formula = Formula(formula, allowed_names=declared, pointer="/formula")
-        self._combine = _AGGREGATIONS.get(aggregation)
+        self._combine = _AGGREGATIONS.get(self.aggregation)
 
     # -- grading -----------------------------------------------------------------------
 
@@ -707,8 +805,13 @@ class StructuredGrader:
         details = root_detail.fields if root_detail.fields is not None else {"": root_detail}
         sub_scores = {name: d.score for name, d in details.items()}
         if self.formula is not None:
-            values = {n: sub_scores.get(n, 1.0) for n in self.formula.names}
-            score = self.formula(values)
+            unknown = [n for n in self.formula.names if n not in sub_scores]
+            if unknown:  # only possible without a schema: the names are checked against it otherwise
+                flags = no_errors()
+                flags["invalid_variable_error"] = True
+                return Grade(0.0, sub_scores, details, flags, f"formula names {sorted(unknown)}, which this response and "
+                             "reference do not have; scored 0", repairs, issues, (ctx.tp, ctx.fp, ctx.fn))
+            score = self.formula(sub_scores)
         else:
             assert self._combine is not None
             score = self._combine(root_score, sub_scores, ctx)
@@ -773,7 +876,14 @@ def _from_structured_config(config: Mapping[str, Any]) -> StructuredGrader:
         raise GraderConfigError(f"unknown key {key!r} in a structured grader config", code="unknown_key", pointer=f"/{key}",
                                 hint=f"known keys: {sorted(_STRUCTURED_KEYS)}")
     schema = config.get("schema")
+    if schema is not None and not isinstance(schema, (str, Mapping)):
+        raise GraderConfigError(f"schema must be a JSON Schema object or a file path, got {type(schema).__name__}",
+                                code="bad_schema", pointer="/schema")
     if isinstance(schema, str) and not Path(schema).suffix:
         raise GraderConfigError(f"schema {schema!r} is neither a file path nor an object", code="bad_schema", pointer="/schema")
+    try:
+        loaded = Schema.load(schema) if schema is not None else None
+    except SchemaError as exc:  # point into the config, not into the schema alone
+        raise SchemaError(exc.message, code=exc.code, pointer="/schema" + exc.pointer, hint=exc.hint) from None
     kwargs = {k: v for k, v in config.items() if k not in ("type", "schema")}
-    return StructuredGrader(schema, **kwargs)
+    return StructuredGrader(loaded, **kwargs)

@@ -21,6 +21,7 @@ The exception tree (callers catch these names; they are never renamed)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -44,6 +45,14 @@ class UserError(RftkitError, ValueError):
         where = f" at {pointer}" if pointer else ""
         tail = f" (hint: {hint})" if hint else ""
         super().__init__(f"{message} [{code}{where}]{tail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields: rebuild explicitly, so the error survives a trip between processes.
+        return (_rebuild_user_error, (type(self), self.message, self.code, self.pointer, self.hint))
+
+
+def _rebuild_user_error(cls: type[UserError], message: str, code: str, pointer: str, hint: str) -> UserError:
+    return cls(message, code=code, pointer=pointer, hint=hint)
 
 
 class SchemaError(UserError):
@@ -72,7 +81,7 @@ class Issue:
         return {"code": self.code, "pointer": self.pointer, "message": self.message, "input": self.input}
 
 
-def json_pointer(path: tuple[str | int, ...] | list[str | int]) -> str:
+def json_pointer(path: Sequence[str | int]) -> str:
     """Build an RFC 6901 pointer from a path of keys and indexes.
 
     >>> json_pointer(("a/b", 0, "c~d"))
