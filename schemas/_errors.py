@@ -20,8 +20,8 @@ The exception tree (callers catch these names; they are never renamed)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
