@@ -100,11 +100,15 @@ def minimal_grade(output: str, ref: dict[str, Any]) -> dict[str, float]:
     return scores
 
 
-def interleaved(graders: dict[str, tuple[Callable[[str, dict[str, Any]], Any], int]],
-                pairs: list[tuple[str, dict[str, Any]]], chunk: int = 1000) -> dict[str, tuple[float, list[Any]]]:
+Chunk = list[tuple[str, dict[str, Any]]]
+
+
+def interleaved(graders: dict[str, tuple[Callable[[Chunk], list[Any]], int]], pairs: Chunk,
+                chunk: int = 1000) -> dict[str, tuple[float, list[Any]]]:
     """Time each grader on the same chunks, alternating, so drift in machine speed hits all alike.
 
-    Each grader gets ``(function, how many pairs it grades)``; returns name -> (us per sample, results).
+    Each grader gets ``(function over a chunk of pairs, how many pairs it grades)``;
+    returns name -> (us per sample, results).
     """
     spent = dict.fromkeys(graders, 0.0)
     results: dict[str, list[Any]] = {name: [] for name in graders}
@@ -115,18 +119,26 @@ def interleaved(graders: dict[str, tuple[Callable[[str, dict[str, Any]], Any], i
             if not todo:
                 continue
             gc.collect()
-            out = results[name]
             t0 = time.perf_counter()
-            for output, ref in todo:
-                out.append(fn(output, ref))
+            results[name].extend(fn(todo))
             spent[name] += time.perf_counter() - t0
     report = {}
     for name in graders:
         n = len(results[name])
         per = spent[name] / n * 1e6
-        print(f"{name:<15} {n:>8} pairs  {spent[name]:8.2f} s  {per:9.2f} us/sample", flush=True)
+        print(f"{name:<22} {n:>8} pairs  {spent[name]:8.2f} s  {per:9.2f} us/sample", flush=True)
         report[name] = (per, results[name])
     return report
+
+
+def each(fn: Callable[[str, dict[str, Any]], Any]) -> Callable[[Chunk], list[Any]]:
+    """Grade a chunk one call at a time."""
+    return lambda chunk: [fn(output, ref) for output, ref in chunk]
+
+
+def batch(grader: StructuredGrader) -> Callable[[Chunk], list[Any]]:
+    """Grade a chunk with the batch API (one process)."""
+    return lambda chunk: grader.grade_batch([o for o, _ in chunk], [r for _, r in chunk])
 
 
 def main() -> None:
@@ -142,19 +154,22 @@ def main() -> None:
         grader.grade(output, ref)
         default.grade(output, ref)
         minimal_grade(output, ref)
-    contenders: dict[str, tuple[Callable[[str, dict[str, Any]], Any], int]] = {
-        "rftkit": (grader.grade, args.n),
-        "rftkit-default": (default.grade, args.n),
-        "minimal": (minimal_grade, args.n),
+    contenders: dict[str, tuple[Callable[[Chunk], list[Any]], int]] = {
+        "rftkit grade_batch": (batch(grader), args.n),
+        "rftkit grade() loop": (each(grader.grade), args.n),
+        "rftkit-default batch": (batch(default), args.n),
+        "minimal": (each(minimal_grade), args.n),
     }
     try:
         from anls_star import anls_score
 
-        contenders["anls_star"] = (lambda o, r: anls_score(r, json.loads(o)), args.anls_n)
+        contenders["anls_star"] = (each(lambda o, r: anls_score(r, json.loads(o))), args.anls_n)
     except ImportError:
         print("anls_star not installed (pip install anls-star): comparing with the minimal grader only")
     report = interleaved(contenders, pairs)
-    rft_us, rft = report["rftkit"]
+    rft_us, rft = report["rftkit grade_batch"]
+    loop_us = report["rftkit grade() loop"][0]
+    default_us = report["rftkit-default batch"][0]
     min_us, mins = report["minimal"]
     assert all(g.details and g.ok for g in rft), "every sample must be graded with per-field details"
     worst = max(abs(g.score - m["score"]) for g, m in zip(rft, mins))
@@ -165,13 +180,14 @@ def main() -> None:
     if "anls_star" in report:
         anls_us, anls = report["anls_star"]
         print(line + f"   anls_star {statistics.fmean(anls):.4f}")
-        print(f"anls_star / rftkit = {anls_us / rft_us:7.1f}x   (target >= 100x)")
+        print(f"anls_star / rftkit grade_batch   = {anls_us / rft_us:7.1f}x   (target >= 100x)")
+        print(f"anls_star / rftkit grade() loop  = {anls_us / loop_us:7.1f}x")
+        print(f"anls_star / rftkit-default batch = {anls_us / default_us:7.1f}x")
     else:
         print(line)
-    print(f"rftkit / minimal   = {rft_us / min_us:7.2f}x   (target <= 2x)")
-    default_us = report["rftkit-default"][0]
-    print(f"rftkit-default / minimal = {default_us / min_us:5.2f}x   anls_star / rftkit-default = "
-          f"{report['anls_star'][0] / default_us if 'anls_star' in report else float('nan'):.1f}x")
+    print(f"rftkit grade_batch / minimal     = {rft_us / min_us:7.2f}x   (target <= 2x)")
+    print(f"rftkit grade() loop / minimal    = {loop_us / min_us:7.2f}x")
+    print(f"rftkit-default batch / minimal   = {default_us / min_us:7.2f}x")
 
 
 if __name__ == "__main__":

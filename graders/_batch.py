@@ -9,8 +9,10 @@ as flagged zero grades, like any other.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
@@ -25,6 +27,25 @@ class _Grades(Protocol):
 _WORKER_GRADER: Any = None
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a batch is graded.
+
+    Grading builds many small objects and no reference cycles, so the cyclic
+    collector finds nothing to free, yet it keeps re-scanning every grade kept so
+    far: on 20,000 grades it more than doubled the time per grade in
+    ``benchmarks/grader_throughput.py``. Reference counting still frees
+    everything as usual. The collector's previous state is restored afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _init_worker(grader: _Grades) -> None:
     global _WORKER_GRADER
     _WORKER_GRADER = grader
@@ -32,7 +53,8 @@ def _init_worker(grader: _Grades) -> None:
 
 def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[Grade]:
     grader = _WORKER_GRADER
-    return [grader.grade(response, reference) for response, reference in chunk]
+    with gc_paused():
+        return [grader.grade(response, reference) for response, reference in chunk]
 
 
 def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *,
@@ -74,8 +96,9 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
 
 
 def _run_local(grader: _Grades, pairs: list[tuple[Any, Any]], progress: bool) -> list[Grade]:
-    if not progress:
-        return [grader.grade(r, ref) for r, ref in pairs]
-    from rich.progress import track
+    with gc_paused():
+        if not progress:
+            return [grader.grade(r, ref) for r, ref in pairs]
+        from rich.progress import track
 
-    return [grader.grade(r, ref) for r, ref in track(pairs, description="grading", transient=True)]
+        return [grader.grade(r, ref) for r, ref in track(pairs, description="grading", transient=True)]

@@ -413,3 +413,18 @@ def test_assign_fast_path_is_optimal(matrix: list[list[float]], threshold: float
     m = np.where((np.asarray(matrix) >= threshold) & (np.asarray(matrix) > 0), np.asarray(matrix), 0.0)
     rows, cols = linear_sum_assignment(m, maximize=True)
     assert sum(s for _, _, s in assign(matrix, threshold)) == pytest.approx(float(m[rows, cols].sum()))
+
+
+def test_grade_batch_restores_the_garbage_collector() -> None:
+    import gc
+
+    assert gc.isenabled()
+    grades = StructuredGrader().grade_batch(['{"a": 1}', "oops"], [{"a": 1}, {"a": 1}])
+    assert [g.score for g in grades] == [1.0, 0.0]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        StructuredGrader().grade_batch(['{"a": 1}'], [{"a": 1}])
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
