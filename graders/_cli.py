@@ -125,14 +125,21 @@ def demo() -> None:
     console.rule("[bold]Seed example[/bold]")
     console.print("reference :", json.dumps(seed["reference"]))
     console.print("prediction:", seed["output"])
-    table = Table(title=f"per-field breakdown (score {seed_grade.score:.4f})")
-    for col in ("field", "comparator", "score", "precision", "recall", "F1", "missing", "extra"):
-        table.add_column(col)
+    table = Table(title=f"per-field breakdown (score {seed_grade.score:.4f}; P/R/F1 = precision, recall, F1)")
+    table.add_column("field", no_wrap=True)
+    table.add_column("comparator", no_wrap=True)
+    for col in ("score", "P", "R", "F1"):
+        table.add_column(col, justify="right", no_wrap=True)
+
     for name, d in seed_grade.details.items():
-        table.add_row(name, d.comparator, f"{d.score:.4f}", _fmt(d.precision), _fmt(d.recall), _fmt(d.f1),
-                      "-" if d.missing is None else escape(json.dumps(d.missing)),
-                      "-" if d.extra is None else escape(json.dumps(d.extra)))
+        table.add_row(escape(name), d.comparator, f"{d.score:.4f}", _fmt(d.precision), _fmt(d.recall), _fmt(d.f1))
     console.print(table)
+    for name, d in seed_grade.details.items():
+        if d.matched is None:
+            continue
+        pairs = ", ".join(f"{d.prediction[i]} = {d.reference[j]}" for i, j, _ in d.matched)
+        console.print(escape(f"{name}: matched {pairs}; missing (costs recall) {json.dumps(d.missing)}; "
+                             f"extra (costs precision) {json.dumps(d.extra)}"))
 
     console.rule("[bold]All bundled examples[/bold]")
     each = Table()
