@@ -120,8 +120,10 @@ def interleaved(graders: dict[str, tuple[Callable[[Chunk], list[Any]], int]], pa
                 continue
             gc.collect()
             t0 = time.perf_counter()
-            results[name].extend(fn(todo))
+            graded = fn(todo)
             spent[name] += time.perf_counter() - t0
+            results[name].extend(summary(g) for g in graded)  # keep scores only: a million Grade objects would
+            del graded  # make every later gc.collect() (and the machine's memory) the bottleneck of the benchmark
     report = {}
     for name in graders:
         n = len(results[name])
@@ -129,6 +131,16 @@ def interleaved(graders: dict[str, tuple[Callable[[Chunk], list[Any]], int]], pa
         print(f"{name:<22} {n:>8} pairs  {spent[name]:8.2f} s  {per:9.2f} us/sample", flush=True)
         report[name] = (per, results[name])
     return report
+
+
+def summary(result: Any) -> float:
+    """The score of any grader's result; rftkit's must carry per-field details and no error flag."""
+    if isinstance(result, dict):
+        return float(result["score"])
+    if hasattr(result, "details"):
+        assert result.details and result.ok, "every sample must be graded with per-field details"
+        return float(result.score)
+    return float(result)
 
 
 def each(fn: Callable[[str, dict[str, Any]], Any]) -> Callable[[Chunk], list[Any]]:
@@ -171,12 +183,11 @@ def main() -> None:
     loop_us = report["rftkit grade() loop"][0]
     default_us = report["rftkit-default batch"][0]
     min_us, mins = report["minimal"]
-    assert all(g.details and g.ok for g in rft), "every sample must be graded with per-field details"
-    worst = max(abs(g.score - m["score"]) for g, m in zip(rft, mins))
+    worst = max(abs(g - m) for g, m in zip(rft, mins))
     assert worst < 1e-9, f"rftkit and the minimal grader disagree by {worst}: not the same metric"
     print(f"rftkit and minimal agree on every score (max difference {worst:.1e})")
     print()
-    line = f"mean score   rftkit {statistics.fmean(g.score for g in rft):.4f}   minimal {statistics.fmean(m['score'] for m in mins):.4f}"
+    line = f"mean score   rftkit {statistics.fmean(rft):.4f}   minimal {statistics.fmean(mins):.4f}"
     if "anls_star" in report:
         anls_us, anls = report["anls_star"]
         print(line + f"   anls_star {statistics.fmean(anls):.4f}")

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from schemas import UserError
+from schemas._cli import register as register_schema_commands
 
 from ._config import from_config
 from ._result import Grade
@@ -149,6 +150,9 @@ def demo() -> None:
         each.add_row(escape(row["id"]), f"{result.score:.3f}", escape(result.reason))
     console.print(each)
     console.print(field_report(grades, "mean per field"))
+
+
+register_schema_commands(app, from_config)
 
 
 def main() -> None:
