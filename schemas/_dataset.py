@@ -20,8 +20,9 @@ already failed for the same part, so one defect is reported once):
    ``against`` file) -- warnings, which fail a run only under ``--strict``.
 
 Memory: the reader holds one line at a time; the duplicate and leakage indexes
-keep 16 bytes per distinct prompt (``schemas._dedupe``); at most ``max_issues``
-issue records are kept (the counts stay exact).
+live in a temporary on-disk SQLite table (``schemas._dedupe``); at most
+``max_issues`` issue records are kept (the counts stay exact). So memory is flat
+in the file's size.
 
 ``schemas`` never imports ``graders`` (the dependency runs schemas <- graders), so
 the grader is any object with ``grade(response, reference)`` returning something
@@ -585,6 +586,9 @@ class _Run:
         for line, first in self.dupes.flush():
             self._add(DatasetIssue("duplicate_prompt", prompt_pointer, f"the same prompt as line {first}", None, line, "warning"))
         self._drain_leaks(prompt_pointer)
+        self.dupes.close()
+        if self.against is not None:
+            self.against.close()
         if check is None:
             self._add(DatasetIssue("empty_dataset", "", "the file holds no readable row", None, 0, "error"))
             if self.format == "auto":

@@ -1,12 +1,16 @@
-"""Finding repeated prompts in a stream of rows, in 16 bytes per row.
+"""Finding repeated prompts in a stream of rows, in constant memory.
 
-A duplicate check needs to remember what it has seen, so it cannot be constant
-memory; it can be small. Each prompt is reduced to a 64-bit hash (collisions
-among a million prompts: about 1 in 30 million) and kept with its line number in
-two sorted numpy arrays, 16 bytes a row (16 MB for a million rows), instead of a
-dict of Python objects (about 100 bytes a row). Rows arrive in chunks: inside a
-chunk a plain dict finds repeats at once; at the end of a chunk its new hashes are
-looked up in the sorted arrays in one vectorised ``searchsorted`` and merged in.
+A duplicate check must remember every prompt it has seen. Held in memory that
+grows with the file (16 bytes a row even as packed numpy arrays), so the index
+lives in a temporary SQLite database on disk instead (the standard library's
+``sqlite3``): memory stays flat whatever the file's size, bounded by SQLite's
+page cache (4 MB here), and the file is removed when the index is closed or
+garbage-collected.
+
+Each prompt is reduced to a 64-bit hash (collisions among a million prompts:
+about 1 in 30 million, and a collision only yields a spurious *warning*). Rows
+arrive in chunks: inside a chunk a plain dict finds repeats at once; at the end
+of a chunk its new hashes are joined against the table in one query and inserted.
 
 Hashes come from Python's ``hash``, which is salted per process: fine, since an
 index lives and dies within one validation run.
@@ -15,12 +19,11 @@ index lives and dies within one validation run.
 from __future__ import annotations
 
 import json
+import sqlite3
+import tempfile
+import weakref
+from pathlib import Path
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
-
-_Int64 = npt.NDArray[np.int64]
 
 
 def prompt_hash(value: Any) -> int:
@@ -40,7 +43,7 @@ def prompt_hash(value: Any) -> int:
 
 
 class PromptIndex:
-    """Hashes seen so far, each with the first line it was seen on.
+    """Hashes seen so far, each with the first line it was seen on, kept on disk.
 
     Repeats are reported when a chunk is merged (:meth:`flush` returns them all),
     always naming the first line of the whole stream, not of the chunk.
@@ -52,20 +55,27 @@ class PromptIndex:
     [(3, 1), (5, 2), (6, 4)]
     >>> idx.lookup_many([(10, 9), (11, 42)])
     [(10, 4)]
+    >>> len(idx)
+    3
+    >>> idx.close()
     """
 
-    __slots__ = ("_chunk", "_pending", "_repeats", "_late", "_keys", "_lines")
-
-    def __init__(self, *, chunk: int = 65536) -> None:
+    def __init__(self, *, chunk: int = 16384) -> None:
         self._chunk = chunk
         self._pending: dict[int, int] = {}  # hash -> first line, for the current chunk
         self._repeats: list[tuple[int, int]] = []  # (line, hash) of repeats within the current chunk
         self._late: list[tuple[int, int]] = []  # repeats found so far: (line, first line)
-        self._keys: _Int64 = np.empty(0, dtype=np.int64)  # sorted
-        self._lines: _Int64 = np.empty(0, dtype=np.int64)  # first line of each key
+        self._stored = 0
+        self._dir = tempfile.TemporaryDirectory(prefix="rftkit-index-")
+        self._db = sqlite3.connect(str(Path(self._dir.name) / "index.sqlite"))
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-2048"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute("CREATE TABLE seen (h INTEGER PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+        self._db.execute("CREATE TABLE batch (h INTEGER PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+        self._finalizer = weakref.finalize(self, _close, self._db, self._dir)
 
     def __len__(self) -> int:
-        return len(self._keys) + len(self._pending)
+        return self._stored + len(self._pending)
 
     def add(self, h: int, line: int) -> None:
         """Remember ``h`` seen on ``line`` (lines must increase)."""
@@ -84,36 +94,40 @@ class PromptIndex:
 
     def lookup_many(self, items: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """For (line, hash) pairs, return (line, line in this index) for the hashes it holds (call after :meth:`flush`)."""
-        if not items or not len(self._keys):
+        if not items or not self._stored:
             return []
-        hashes = np.fromiter((h for _, h in items), dtype=np.int64, count=len(items))
-        pos = np.searchsorted(self._keys, hashes)
-        pos[pos == len(self._keys)] = 0
-        hit = np.nonzero(self._keys[pos] == hashes)[0]
-        return [(items[i][0], int(self._lines[pos[i]])) for i in hit.tolist()]
+        by_hash: dict[int, list[int]] = {}
+        for line, h in items:
+            by_hash.setdefault(h, []).append(line)
+        hits = self._join(list(by_hash.items()), keep=False)
+        return sorted((line, first) for h, first in hits for line in by_hash[h])
+
+    def close(self) -> None:
+        """Drop the on-disk index now (otherwise it goes when the index is garbage-collected)."""
+        self._finalizer()
+
+    def _join(self, rows: list[tuple[int, Any]], *, keep: bool) -> list[tuple[int, int]]:
+        """(hash, first line) for the hashes of ``rows`` already stored; with ``keep``, store the new ones."""
+        db = self._db
+        db.executemany("INSERT INTO batch VALUES (?, ?)", [(h, line if keep else 0) for h, line in rows])
+        found = db.execute("SELECT b.h, s.line FROM batch AS b JOIN seen AS s ON s.h = b.h").fetchall()
+        if keep:
+            self._stored += db.execute("INSERT OR IGNORE INTO seen SELECT h, line FROM batch").rowcount
+        db.execute("DELETE FROM batch")
+        return found
 
     def _merge(self) -> None:
         if not self._pending:
             return
         pending, repeats = self._pending, self._repeats
         self._pending, self._repeats = {}, []
-        keys = np.fromiter(pending.keys(), dtype=np.int64, count=len(pending))
-        lines = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
-        first = pending  # hash -> first line overall; overwritten below for hashes seen in earlier chunks
-        if len(self._keys):
-            pos = np.searchsorted(self._keys, keys)
-            pos_c = np.where(pos == len(self._keys), 0, pos)
-            seen = self._keys[pos_c] == keys
-            idx = np.nonzero(seen)[0]
-            if len(idx):
-                first = dict(pending)
-                for h, ln, old in zip(keys[idx].tolist(), lines[idx].tolist(), self._lines[pos_c[idx]].tolist()):
-                    self._late.append((ln, old))
-                    first[h] = old
-                keys, lines = keys[~seen], lines[~seen]
+        first = dict(pending)  # hash -> first line overall
+        for h, old in self._join(list(pending.items()), keep=True):
+            self._late.append((pending[h], old))
+            first[h] = old
         self._late.extend((line, first[h]) for line, h in repeats)
-        order = np.argsort(keys, kind="stable")
-        keys, lines = keys[order], lines[order]
-        at = np.searchsorted(self._keys, keys)
-        self._keys = np.insert(self._keys, at, keys)
-        self._lines = np.insert(self._lines, at, lines)
+
+
+def _close(db: sqlite3.Connection, folder: tempfile.TemporaryDirectory[str]) -> None:
+    db.close()
+    folder.cleanup()
