@@ -443,6 +443,10 @@ class _Run:
         self.schema = schema
         self.grader = grader
         self.max_score = float(getattr(grader, "max_score", 1.0))
+        # A grader's optional compare(prediction, reference) stage grades an already-decoded object.
+        self._compare: Callable[[Any, Any], GradeLike] | None = getattr(grader, "compare", None)
+        grader_schema = getattr(grader, "schema", None)
+        self._grader_schema: Schema | None = grader_schema if isinstance(grader_schema, Schema) else None
         self.reference = reference
         self.format = format
         self.templates = [(t, parse_path(t)) for t in templates]
@@ -612,11 +616,20 @@ class _Run:
                    f"the reference violates the schema ({problem.code}): {problem.message}", problem.input)
         return False
 
+    def _grader_schema_accepts(self, ref: Any) -> bool:
+        """Whether the grader's own schema (if any) accepts ``ref``, as its parse stage would require."""
+        return self._grader_schema is None or self._grader_schema.is_valid(ref)
+
     def _gold(self, ref: Any, ref_pointer: str, line: int, out: _Out) -> None:
         assert self.grader is not None
-        response = ref if isinstance(ref, str) else json.dumps(ref, ensure_ascii=False)
         try:
-            grade = self.grader.grade(response, ref)
+            if self._compare is not None and not isinstance(ref, str) and self._grader_schema_accepts(ref):
+                # The reference is already a decoded, schema-valid object: decoding json.dumps(ref) would give it
+                # back unchanged, so compare it directly (the same grade, without a JSON round trip per row).
+                grade = self._compare(ref, ref)
+            else:
+                response = ref if isinstance(ref, str) else json.dumps(ref, ensure_ascii=False)
+                grade = self.grader.grade(response, ref)
         except UserError as exc:  # the grader refuses this reference (e.g. a JSON string that does not decode)
             _issue(out, line, "gold_error", ref_pointer, f"the grader cannot grade this reference: {exc}", ref)
             return

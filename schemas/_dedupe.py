@@ -4,7 +4,7 @@ A duplicate check must remember every prompt it has seen. Held in memory that
 grows with the file (16 bytes a row even as packed numpy arrays), so the index
 lives in a temporary SQLite database on disk instead (the standard library's
 ``sqlite3``): memory stays flat whatever the file's size, bounded by SQLite's
-page cache (4 MB here), and the file is removed when the index is closed or
+page cache (2 MB here), and the file is removed when the index is closed or
 garbage-collected.
 
 Each prompt is reduced to a 64-bit hash (collisions among a million prompts:
