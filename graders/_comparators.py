@@ -34,6 +34,7 @@ them the same way (through a small cache of built comparators).
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math as _math
 import re
 import unicodedata
@@ -49,6 +50,18 @@ from rapidfuzz.distance import Indel, JaroWinkler, Levenshtein
 from sympy.functions.combinatorial.factorials import CombinatorialFunction
 
 from graders._errors import GraderConfigError
+
+
+class _DropTimeoutNotice(logging.Filter):
+    """math-verify warns that its timeouts are off; they are off on purpose (they rely on
+    signals, which break outside the main thread) and inputs are bounded instead (see math)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _logger in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_logger).addFilter(_DropTimeoutNotice())
 
 __all__ = [
     "Comparator",
