@@ -308,7 +308,12 @@ def _make_normalized(*, strip_punctuation: bool = False) -> Comparator:
             return None
         return [[1.0 if a == b else 0.0 for b in right] for a in left]
 
+    def key(text: str) -> str:
+        """Two strings score 1 exactly when their keys are equal (and 0 otherwise)."""
+        return cache.get(text) or _norm(text, strip_punctuation)
+
     compare_normalized.matrix = matrix  # type: ignore[attr-defined]  # read by the structured grader's list pairing
+    compare_normalized.key = key  # type: ignore[attr-defined]  # lets list pairing match equal keys in O(P + R)
     return compare_normalized
 
 

@@ -60,7 +60,7 @@ from schemas import Issue, Schema, SchemaError, SchemaSource, json_pointer
 from ._comparators import Comparator, make_comparator
 from ._errors import GraderConfigError
 from ._formula import Formula
-from ._matching import assign, ordered_pairs, prf
+from ._matching import Pair, assign, ordered_pairs, prf
 from ._parsing import parse_response
 from ._result import FieldDetail, Grade, no_errors
 
@@ -226,11 +226,13 @@ class _Node:
 
 
 class _Leaf(_Node):
-    __slots__ = ("label", "compare", "weight", "required", "_matrix")
+    __slots__ = ("label", "compare", "weight", "required", "_matrix", "key")
 
     def __init__(self, label: str, compare: Comparator, weight: float = 1.0, required: bool = False) -> None:
         self.label, self.compare, self.weight, self.required = label, compare, weight, required
         self._matrix: Callable[[list[Any], list[Any]], list[list[float]] | None] | None = getattr(compare, "matrix", None)
+        self.key: Callable[[str], str] | None = getattr(compare, "key", None)
+        """For all-or-nothing comparators of strings: equal keys score 1, others 0."""
 
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         if not (type(pred) is str and type(ref) is str and pred and ref and not pred.isspace() and not ref.isspace()):
@@ -323,6 +325,7 @@ class _List(_Node):
             ctx.fp += _leaf_count(pred)
             ctx.fn += _leaf_count(ref)
             return 0.0, FieldDetail(self.label, 0.0, "wrong_type", pred, ref)
+        clean = False  # every item a non-blank string (ordered lists are never cleaned: positions matter)
         if self.mode != "ordered":
             # Items without a value (null, "", [], {}) are not items: the empty-value policy, item by item.
             clean = _all_text(pred_list) and _all_text(ref_list)
@@ -350,7 +353,8 @@ class _List(_Node):
                 ref_list = _dedupe(ref_list)
         element = self.element
         if isinstance(element, _Leaf):
-            score, detail = self._grade_leaves(element, pred_list, ref_list, ctx)
+            by_key = element.key is not None and self.mode != "ordered" and clean
+            score, detail = self._grade_leaves(element, pred_list, ref_list, ctx, by_key)
         else:
             score, detail = self._grade_nodes(element, pred_list, ref_list, ctx, depth)
         if not ref_list:
@@ -365,9 +369,23 @@ class _List(_Node):
             return ordered_pairs([matrix[i][i] for i in range(n)], self.threshold)
         return assign(matrix, self.threshold)
 
-    def _grade_leaves(self, element: _Leaf, pred: list[Any], ref: list[Any], ctx: _Ctx) -> tuple[float, FieldDetail]:
+    def _grade_leaves(self, element: _Leaf, pred: list[Any], ref: list[Any], ctx: _Ctx,
+                      by_key: bool = False) -> tuple[float, FieldDetail]:
         n_pred, n_ref = len(pred), len(ref)
-        if self.mode == "ordered":
+        if by_key:
+            # Equal keys score 1, all else 0: the similarity graph is a union of complete bipartite
+            # classes, so pairing within each class until one side runs out is an optimal assignment.
+            key = element.key
+            assert key is not None
+            buckets: dict[str, list[int]] = {}
+            for j, r in enumerate(ref):
+                buckets.setdefault(key(r), []).append(j)
+            pairs: list[Pair] = []
+            for i, p in enumerate(pred):
+                js = buckets.get(key(p))
+                if js:
+                    pairs.append((i, js.pop(0), 1.0))
+        elif self.mode == "ordered":
             sim = element.similarity
             matrix = [[sim(p, r) if i == j else 0.0 for j, r in enumerate(ref)] for i, p in enumerate(pred)]
             pairs = self._pairs(matrix)

@@ -428,3 +428,29 @@ def test_grade_batch_restores_the_garbage_collector() -> None:
         assert not gc.isenabled()  # a caller's choice is kept
     finally:
         gc.enable()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Python", "python", " PYTHON ", "java", "Java", "c++", "C++", "c#", "rust"]), max_size=7),
+       st.lists(st.sampled_from(["python", "Java", "c++", "C#", "go", "rust", "rust"]), max_size=7),
+       st.sampled_from(["set", "multiset"]))
+def test_pairing_by_key_equals_the_assignment(pred: list[str], ref: list[str], mode: str) -> None:
+    import graders._structured as structured
+
+    keyed = StructuredGrader(fields={"xs": {"comparator": "normalized", "mode": mode}})
+    real_assign = structured.assign
+    structured.assign = None  # type: ignore[assignment]  # the key path must not need the assignment solver
+    try:
+        grade = keyed.grade(json.dumps({"xs": pred}), {"xs": ref})
+    finally:
+        structured.assign = real_assign
+    # the expectation: the comparator's full score matrix through the optimal assignment
+    compare = make_comparator("normalized")
+    p = list(dict.fromkeys(pred)) if mode == "set" else pred
+    r = list(dict.fromkeys(ref)) if mode == "set" else ref
+    best = sum(s for _, _, s in assign([[compare(a, b) for b in r] for a in p], 0.0)) if p and r else 0.0
+    detail = grade.details["xs"]
+    matched = sum(s for _, _, s in detail.matched or [])
+    assert matched == pytest.approx(best)
+    assert len({i for i, _, _ in detail.matched or []}) == len(detail.matched or [])
+    assert len({j for _, j, _ in detail.matched or []}) == len(detail.matched or [])
