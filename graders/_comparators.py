@@ -279,6 +279,14 @@ def _norm(text: str, strip_punctuation: bool) -> str:
     return result
 
 
+def _only_strings(items: list[Any]) -> bool:
+    """True when every item is a ``str`` (the comparator matrices handle nothing else)."""
+    for x in items:
+        if type(x) is not str:
+            return False
+    return True
+
+
 def _make_normalized(*, strip_punctuation: bool = False) -> Comparator:
     cache = _NORMALIZED[strip_punctuation]
 
@@ -296,12 +304,8 @@ def _make_normalized(*, strip_punctuation: bool = False) -> Comparator:
 
         None unless every item is a non-blank string (the caller then goes pair by pair).
         """
-        for x in predictions:
-            if type(x) is not str:
-                return None
-        for x in references:
-            if type(x) is not str:
-                return None
+        if not (_only_strings(predictions) and _only_strings(references)):
+            return None
         left = [cache.get(x) or _norm(x, strip_punctuation) for x in predictions]
         right = [cache.get(x) or _norm(x, strip_punctuation) for x in references]
         if not all(left) or not all(right):
@@ -410,12 +414,8 @@ def _make_fuzzy(
         Answers None unless every item is a non-blank string; the caller then
         compares pair by pair. Each entry equals ``compare_fuzzy(p, r)``.
         """
-        for x in predictions:
-            if type(x) is not str:
-                return None
-        for x in references:
-            if type(x) is not str:
-                return None
+        if not (_only_strings(predictions) and _only_strings(references)):
+            return None
         if normalize:
             left = [cache.get(x) or _norm(x, False) for x in predictions]
             right = [cache.get(x) or _norm(x, False) for x in references]
