@@ -1,0 +1,155 @@
+"""The trainer's maths against plain Python loops (CleanRL's fast-GAE-equals-reference idea)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from rl import (
+    approx_kl,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    gae,
+    grpo,
+    kl_k1,
+    kl_k3,
+    reinforce_pp,
+    rloo,
+    whiten,
+)
+
+
+def batch(seed: int, b: int = 4, t: int = 7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, t + 1, (b,), generator=gen)
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).float()  # (B, T), trailing padding
+    rewards = torch.randn(b, t, generator=gen) * mask
+    values = torch.randn(b, t, generator=gen) * mask
+    return rewards, values, mask
+
+
+def gae_reference(rewards: list[float], values: list[float], gamma: float, lam: float) -> list[float]:
+    """One sequence, real tokens only, written the textbook way."""
+    n = len(rewards)
+    out = [0.0] * n
+    running = 0.0
+    for t in reversed(range(n)):
+        next_value = values[t + 1] if t + 1 < n else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        out[t] = running
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("gamma", "lam"), [(1.0, 0.95), (0.99, 0.9), (1.0, 1.0)])
+def test_gae_matches_the_reference_loop(seed: int, gamma: float, lam: float) -> None:
+    rewards, values, mask = batch(seed)
+    adv, ret = gae(rewards, values, mask, gamma=gamma, lam=lam)
+    for i in range(rewards.shape[0]):
+        n = int(mask[i].sum())
+        expected = gae_reference(rewards[i, :n].tolist(), values[i, :n].tolist(), gamma, lam)
+        assert adv[i, :n].tolist() == pytest.approx(expected, abs=1e-5)
+        assert ret[i, :n].tolist() == pytest.approx([a + v for a, v in zip(expected, values[i, :n].tolist())], abs=1e-5)
+        assert adv[i, n:].abs().sum() == 0 and ret[i, n:].abs().sum() == 0
+
+
+def group_reference(scores: list[float], k: int, kind: str) -> list[float]:
+    out = []
+    for start in range(0, len(scores), k):
+        g = scores[start:start + k]
+        mean = sum(g) / k
+        std = math.sqrt(sum((x - mean) ** 2 for x in g) / (k - 1))  # torch.std is the unbiased one
+        for x in g:
+            if kind == "grpo":
+                out.append((x - mean) / (std + 1e-6))
+            else:
+                out.append(x - (sum(g) - x) / (k - 1))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_group_baselines_match_the_reference_loop(seed: int, kind: str) -> None:
+    rng = random.Random(seed)
+    k = rng.randint(2, 6)
+    scores = [rng.random() for _ in range(k * rng.randint(1, 4))]
+    fn = grpo if kind == "grpo" else rloo
+    got = fn(torch.tensor(scores, dtype=torch.float64), k).tolist()
+    assert got == pytest.approx(group_reference(scores, k, kind), abs=1e-9)
+
+
+def test_reinforce_pp_normalises_over_the_batch() -> None:
+    scores = [0.2, 0.9, 0.4, 0.4, 1.0]
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((x - mean) ** 2 for x in scores) / len(scores))
+    got = reinforce_pp(torch.tensor(scores, dtype=torch.float64)).tolist()
+    assert got == pytest.approx([(x - mean) / (std + 1e-6) for x in scores], abs=1e-9)
+
+
+def test_group_baselines_reject_bad_group_sizes() -> None:
+    with pytest.raises(ValueError):
+        grpo(torch.tensor([1.0, 2.0, 3.0]), 2)
+    with pytest.raises(ValueError):
+        rloo(torch.tensor([1.0, 2.0]), 1)
+
+
+def test_whiten_uses_real_tokens_only() -> None:
+    _, values, mask = batch(3)
+    out = whiten(values, mask)
+    real = out[mask.bool()]
+    assert abs(float(real.mean())) < 1e-5 and abs(float(real.var(unbiased=False)) - 1.0) < 1e-3
+    assert out[~mask.bool()].abs().sum() == 0
+
+
+def test_clipped_policy_loss_matches_the_reference_loop() -> None:
+    gen = torch.Generator().manual_seed(0)
+    _, _, mask = batch(1)
+    logp, old, adv = (torch.randn(mask.shape, generator=gen) * 0.3 for _ in range(3))
+    loss, clipfrac = clipped_policy_loss(logp, old, adv, mask, clip=0.2)
+    terms, clipped = [], []
+    for lp, o, a, m in zip(logp.flatten().tolist(), old.flatten().tolist(), adv.flatten().tolist(), mask.flatten().tolist()):
+        if not m:
+            continue
+        ratio = math.exp(lp - o)
+        bounded = min(max(ratio, 0.8), 1.2)
+        terms.append(-min(ratio * a, bounded * a))
+        clipped.append(bounded * a < ratio * a)
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), abs=1e-5)
+    assert float(clipfrac) == pytest.approx(sum(clipped) / len(clipped), abs=1e-6)
+
+
+def test_clipped_value_loss_matches_the_reference_loop() -> None:
+    gen = torch.Generator().manual_seed(1)
+    _, _, mask = batch(2)
+    v, old, ret = (torch.randn(mask.shape, generator=gen) for _ in range(3))
+    loss = clipped_value_loss(v, old, ret, mask, clip=0.2)
+    terms = []
+    for a, o, r, m in zip(v.flatten().tolist(), old.flatten().tolist(), ret.flatten().tolist(), mask.flatten().tolist()):
+        if m:
+            c = o + min(max(a - o, -0.2), 0.2)
+            terms.append(0.5 * max((a - r) ** 2, (c - r) ** 2))
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), abs=1e-5)
+
+
+def test_kl_estimators_and_entropy() -> None:
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 5, generator=gen)
+    ref_logits = torch.randn(2, 3, 5, generator=gen)
+    logp = torch.log_softmax(logits, -1)
+    ref = torch.log_softmax(ref_logits, -1)
+    # sampled-token estimators average to the exact KL under the policy's own distribution
+    exact = (logp.exp() * (logp - ref)).sum(-1)  # (B, T)
+    k1 = (logp.exp() * kl_k1(logp, ref)).sum(-1)
+    k3 = (logp.exp() * kl_k3(logp, ref)).sum(-1)
+    assert torch.allclose(k1, exact, atol=1e-6) and torch.allclose(k3, exact, atol=1e-6)
+    assert (kl_k3(logp, ref) >= -1e-7).all()
+    h = entropy_from_logits(logits)
+    assert torch.allclose(h, -(logp.exp() * logp).sum(-1), atol=1e-5)
+    mask = torch.ones(2, 3)
+    assert float(approx_kl(logp[..., 0], ref[..., 0], mask)) == pytest.approx(
+        float((0.5 * (logp[..., 0] - ref[..., 0]) ** 2).mean()), abs=1e-7)
