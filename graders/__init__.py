@@ -9,17 +9,21 @@ reference field by field, and combine the comparisons into one scalar reward.
 from . import comparators
 from ._batch import grade_batch
 from ._comparators import Comparator, ComparatorName, make_comparator, normalize_text, parse_date, parse_number
-from ._config import from_config
+from ._config import AnyGrader, from_config
 from ._errors import GraderConfigError
 from ._formula import Formula
 from ._matching import Pair, assign, prf
+from ._openai import MultiGrader, SampleGrader, StringCheckGrader
 from ._parsing import Decoded, Extraction, Parsed, decode_json, extract_json, parse_response
 from ._result import ERROR_FLAGS, FieldDetail, Grade
+from ._run import run_grader, validate_grader
 from ._structured import Aggregation, FieldSpec, ListMode, StructuredGrader
+from ._templates import MissingVariable, Sample, Template
 
 __all__ = [
     "ERROR_FLAGS",
     "Aggregation",
+    "AnyGrader",
     "Comparator",
     "ComparatorName",
     "Decoded",
@@ -30,9 +34,15 @@ __all__ = [
     "Grade",
     "GraderConfigError",
     "ListMode",
+    "MissingVariable",
+    "MultiGrader",
     "Pair",
     "Parsed",
+    "Sample",
+    "SampleGrader",
+    "StringCheckGrader",
     "StructuredGrader",
+    "Template",
     "assign",
     "comparators",
     "decode_json",
@@ -45,4 +55,6 @@ __all__ = [
     "parse_number",
     "parse_response",
     "prf",
+    "run_grader",
+    "validate_grader",
 ]

@@ -21,8 +21,9 @@ from rich.table import Table
 from schemas import UserError
 from schemas._cli import register as register_schema_commands
 
-from ._config import from_config
+from ._config import AnyGrader, from_config
 from ._result import Grade
+from ._structured import StructuredGrader
 
 app = typer.Typer(
     name="rftkit",
@@ -32,6 +33,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+
+
+def _structured_only(grader: AnyGrader, path: Path) -> StructuredGrader:
+    """``rftkit grade`` reads (response, reference) rows: structured graders only, until it learns (sample, item) rows."""
+    if not isinstance(grader, StructuredGrader):
+        raise UserError(f"{path}: rftkit grade runs structured graders so far, not {grader.type!r}", code="unsupported_grader_type",
+                        hint="run OpenAI grader types from Python with graders.run_grader(config, sample, item)")
+    return grader
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -88,7 +97,7 @@ def grade(
     Example: rftkit grade graders/data/resume_demo.jsonl --grader examples/resume/grader.json
     """
     try:
-        g = from_config(grader)
+        g = _structured_only(from_config(grader), grader)
         rows = _read_jsonl(input)
         missing = [i for i, r in enumerate(rows, 1) if response_key not in r or reference_key not in r]
         if missing:
@@ -118,7 +127,7 @@ def demo() -> None:
     field against their references.
     """
     data = resources.files("graders") / "data"
-    g = from_config(json.loads((data / "resume_grader.json").read_text(encoding="utf-8")))
+    g = _structured_only(from_config(json.loads((data / "resume_grader.json").read_text(encoding="utf-8"))), Path("resume_grader.json"))
     rows = [json.loads(line) for line in (data / "resume_demo.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     grades = g.grade_batch([r["output"] for r in rows], [r["reference"] for r in rows])
 
@@ -152,7 +161,18 @@ def demo() -> None:
     console.print(field_report(grades, "mean per field"))
 
 
-register_schema_commands(app, from_config)
+def _gold_grader(path: Path) -> StructuredGrader | None:
+    """The grader ``rftkit validate --grader`` runs the gold self-check with.
+
+    Structured graders grade a (response, reference) pair, so a reference can be graded as its
+    own answer. OpenAI-type graders grade a (sample, item) pair; for them only the config's
+    template variables are checked (the config itself is still loaded, so a bad one fails here).
+    """
+    grader = from_config(path)
+    return grader if isinstance(grader, StructuredGrader) else None
+
+
+register_schema_commands(app, _gold_grader)
 
 
 def main() -> None:

@@ -3,6 +3,10 @@
 A config is a dict (or a path to a JSON file holding one) whose ``type`` names
 the grader. OpenAI's type names keep their meaning; rftkit's own types are new
 names (``structured``), never changes to OpenAI's.
+
+Implemented so far: ``structured`` (grades ``(response, reference)``), and
+OpenAI's ``string_check`` and ``multi`` (grade ``(sample, item)``). The other
+OpenAI types raise ``unsupported_grader_type``.
 """
 
 from __future__ import annotations
@@ -13,21 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import GraderConfigError
+from ._openai import NOT_YET, MultiGrader, StringCheckGrader
 from ._structured import StructuredGrader, _from_structured_config
 
-_BUILDERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+AnyGrader = StructuredGrader | StringCheckGrader | MultiGrader
+"""What :func:`from_config` returns: one of the implemented grader classes."""
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any]], AnyGrader]] = {
     "structured": _from_structured_config,
+    "string_check": StringCheckGrader.from_config,
+    "multi": MultiGrader.from_config,
 }
-_OPENAI_TYPES = ("string_check", "text_similarity", "python", "score_model", "label_model", "multi", "endpoint")
 
 
-def from_config(config: Mapping[str, Any] | str | Path) -> StructuredGrader:
-    """Build a grader from a config dict or a JSON file.
-
-    >>> g = from_config({"type": "structured", "fields": {"city": {"comparator": "normalized"}}})
-    >>> g.grade('{"city": "los  angeles"}', {"city": "Los Angeles"}).score
-    1.0
-    """
+def load_config(config: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
+    """The config dict itself, or the JSON object read from a file; raises :class:`GraderConfigError` otherwise."""
     if isinstance(config, (str, Path)):
         path = Path(config)
         try:
@@ -39,11 +43,27 @@ def from_config(config: Mapping[str, Any] | str | Path) -> StructuredGrader:
         config = data
     if not isinstance(config, Mapping):
         raise GraderConfigError(f"a grader config is a JSON object, got {type(config).__name__}", code="config_not_object", pointer="")
+    return config
+
+
+def from_config(config: Mapping[str, Any] | str | Path) -> AnyGrader:
+    """Build a grader from a config dict or a JSON file.
+
+    >>> g = from_config({"type": "structured", "fields": {"city": {"comparator": "normalized"}}})
+    >>> g.grade('{"city": "los  angeles"}', {"city": "Los Angeles"}).score
+    1.0
+    >>> g = from_config({"type": "string_check", "name": "yes", "input": "{{ sample.output_text }}", "reference": "yes",
+    ...                  "operation": "ilike"})
+    >>> g.grade("YES!").score
+    1.0
+    """
+    config = load_config(config)
     kind = config.get("type")
     builder = _BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        later = " (OpenAI grader types arrive with the OpenAI-compatible grader family)" if kind in _OPENAI_TYPES else ""
-        raise GraderConfigError(f"unknown grader type {kind!r}{later}", code="unknown_grader_type", pointer="/type",
+        if kind in NOT_YET:
+            raise GraderConfigError(f"grader type {kind!r} is not implemented in rftkit yet", code="unsupported_grader_type",
+                                    pointer="/type", hint=f"implemented: {sorted(_BUILDERS)}")
+        raise GraderConfigError(f"unknown grader type {kind!r}", code="unknown_grader_type", pointer="/type",
                                 hint=f"supported types: {sorted(_BUILDERS)}")
-    grader: StructuredGrader = builder(config)
-    return grader
+    return builder(config)

@@ -93,3 +93,15 @@ def test_grade_command_reports_a_bad_config_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["grade", str(data), "--grader", str(cfg)], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "unknown_comparator" in result.output and "/fields/a/comparator" in result.output
+
+
+def test_validate_with_an_openai_type_grader_checks_templates_not_gold(tmp_path: Path) -> None:
+    cfg = tmp_path / "check.json"
+    cfg.write_text(json.dumps({"type": "string_check", "name": "c", "input": "{{ sample.output_text }}",
+                               "reference": "{{ item.reference.nope }}", "operation": "eq"}))
+    data = ROOT / "graders" / "data" / "resume_demo.jsonl"
+    result = runner.invoke(app, ["validate", str(data), "--grader", str(cfg), "--format", "json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 1, result.output
+    assert report["summary"]["counts"] == {"unresolved_variable": 10}
+    assert "gold_below_max" not in result.output
