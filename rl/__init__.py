@@ -1,28 +1,49 @@
-"""rftkit.rl: the maths of the compact PPO trainer (the only package that imports torch).
+"""rftkit.rl: the compact PPO trainer (the only package that imports torch and transformers).
 
-Built so far: the advantage estimators (``gae``, ``grpo``, ``rloo``,
-``reinforce_pp``, ``whiten``) and the losses (``clipped_policy_loss``,
-``clipped_value_loss``, ``kl_k1``, ``kl_k3``, ``approx_kl``,
-``entropy_from_logits``), each a pure function tested against a plain loop.
-Not built yet: the rollout/update loop (``PPOTrainer``), checkpoints, the
-``train`` command and the RL demo.
+Built so far:
+
+* the maths, each a pure function tested against a plain loop: the advantage
+  estimators (``gae``, ``grpo``, ``rloo``, ``reinforce_pp``, ``whiten``), the
+  losses (``clipped_policy_loss``, ``clipped_value_loss``, ``kl_k1``, ``kl_k3``,
+  ``approx_kl``, ``entropy_from_logits``) and the per-token rewards
+  (``token_rewards``);
+* ``PPOConfig`` (every knob, checked at construction);
+* rollouts: ``generate_completions`` (batched, left-padded, KV-cached sampling)
+  and ``sequence_logprobs`` (log-probs under the sampling temperature);
+* ``PPOTrainer``: one ``step()`` is rollout -> grade -> rewards -> advantages ->
+  clipped update -> metrics; ``evaluate()`` grades greedy completions.
+
+Not built yet: checkpoints and resume, an adaptive KL coefficient, ``torchrun``
+(DDP), the ``train`` command, logging to files, plots and the RL demo.
 """
 
 from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten
+from ._config import KLEstimator, PPOConfig
 from ._losses import approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
+from ._rollout import Rollout, generate_completions, sequence_logprobs
+from ._trainer import BatchGrader, PPOTrainer, Scored, token_rewards
 
 __all__ = [
     "AdvantageEstimator",
+    "BatchGrader",
+    "KLEstimator",
+    "PPOConfig",
+    "PPOTrainer",
+    "Rollout",
+    "Scored",
     "approx_kl",
     "clipped_policy_loss",
     "clipped_value_loss",
     "entropy_from_logits",
     "gae",
+    "generate_completions",
     "grpo",
     "kl_k1",
     "kl_k3",
     "masked_mean",
     "reinforce_pp",
     "rloo",
+    "sequence_logprobs",
+    "token_rewards",
     "whiten",
 ]

@@ -1,0 +1,116 @@
+"""``PPOConfig``: every knob of the PPO trainer, each documented once and checked at construction.
+
+A bad value raises :class:`schemas.UserError` at once, with a stable ``code``
+(``bad_config``), the JSON pointer of the field (``/minibatch_size``) and a hint.
+
+>>> PPOConfig(samples_per_prompt=4, prompts_per_batch=2).batch_size
+8
+>>> PPOConfig(clip=0.0)
+Traceback (most recent call last):
+...
+schemas._errors.UserError: clip must be > 0, got 0.0 [bad_config at /clip] (hint: PPO's usual value is 0.2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal, NoReturn, get_args
+
+from schemas import UserError
+
+from ._advantages import AdvantageEstimator
+
+KLEstimator = Literal["k1", "k3"]
+"""How the KL to the initial policy enters training: ``k1`` as a per-token penalty inside the
+reward, ``k3`` as a separate, always non-negative loss term."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """The PPO trainer's settings; defaults suit RFT's regime (dozens of prompts, many samples each)."""
+
+    learning_rate: float = 1e-5
+    """AdamW learning rate for the policy (and the value head)."""
+    samples_per_prompt: int = 4
+    """Completions sampled per prompt; they form one group for ``grpo`` and ``rloo``."""
+    prompts_per_batch: int = 8
+    """Prompts per rollout batch; one ``step()`` generates ``prompts_per_batch * samples_per_prompt`` completions."""
+    max_new_tokens: int = 64
+    """The longest completion; a completion that reaches it without EOS gets ``no_eos_penalty``."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probabilities are computed from ``logits / temperature`` too, so the
+    ratio compares the distribution that actually sampled the tokens."""
+    advantage: AdvantageEstimator = "gae"
+    """``gae`` (value head), or critic-free ``grpo``, ``rloo`` (both need ``samples_per_prompt >= 2``) or ``reinforce++``."""
+    gamma: float = 1.0
+    """Discount over completion tokens (``gae`` only)."""
+    lam: float = 0.95
+    """GAE's lambda (``gae`` only)."""
+    kl_coef: float = 0.05
+    """Fixed weight of the KL to the frozen initial policy; 0 turns the penalty off."""
+    kl_estimator: KLEstimator = "k1"
+    """``k1``: ``-kl_coef * (logp - logp_ref)`` added to every token's reward; ``k3``: ``kl_coef * k3`` added to the loss."""
+    clip: float = 0.2
+    """PPO's ratio clip: the surrogate is flat outside ``[1 - clip, 1 + clip]``."""
+    value_clip: float = 0.2
+    """How far a value prediction may move from its rollout value before its loss is clipped (``gae`` only)."""
+    value_coef: float = 0.1
+    """Weight of the value loss in the total loss (``gae`` only)."""
+    ppo_epochs: int = 4
+    """Passes over each rollout batch."""
+    minibatch_size: int = 8
+    """Completions per gradient step; at most the batch size."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global L2 norm."""
+    no_eos_penalty: float = 0.0
+    """Subtracted from the score of a completion that never emitted EOS (0 turns it off)."""
+    whiten_advantages: bool = True
+    """Normalise advantages to zero mean and unit variance over the batch's real tokens."""
+    ratio_skip_threshold: float = 10.0
+    """A minibatch whose mean importance ratio exceeds this is skipped (no update) and counted."""
+    seed: int = 0
+    """Seeds prompt order, sampling and minibatch shuffling."""
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per rollout: ``prompts_per_batch * samples_per_prompt``."""
+        return self.prompts_per_batch * self.samples_per_prompt
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # numbers first: every other check assumes finite numbers
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                _reject(f.name, f"{f.name} must be a finite number, got {value}")
+        for name in ("samples_per_prompt", "prompts_per_batch", "max_new_tokens", "ppo_epochs", "minibatch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                _reject(name, f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("learning_rate", "temperature", "clip", "value_clip", "max_grad_norm"):
+            if getattr(self, name) <= 0:
+                hint = {"clip": "PPO's usual value is 0.2", "temperature": "use 1.0 to sample from the model as is"}
+                _reject(name, f"{name} must be > 0, got {getattr(self, name)}", hint.get(name, ""))
+        for name in ("kl_coef", "value_coef", "no_eos_penalty"):
+            if getattr(self, name) < 0:
+                _reject(name, f"{name} must be >= 0, got {getattr(self, name)}", "use 0 to turn it off")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
+            name = "gamma" if not 0 <= self.gamma <= 1 else "lam"
+            _reject(name, f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.advantage not in get_args(AdvantageEstimator):
+            _reject("advantage", f"unknown advantage estimator {self.advantage!r}",
+                    "choose one of " + ", ".join(get_args(AdvantageEstimator)))
+        if self.kl_estimator not in get_args(KLEstimator):
+            _reject("kl_estimator", f"unknown KL estimator {self.kl_estimator!r}", "choose k1 (in the reward) or k3 (as a loss)")
+        if self.advantage in ("grpo", "rloo") and self.samples_per_prompt < 2:
+            _reject("samples_per_prompt", f"{self.advantage} compares the samples of one prompt, so it needs "
+                    f"samples_per_prompt >= 2, got {self.samples_per_prompt}", "raise samples_per_prompt or use advantage='gae'")
+        if self.minibatch_size > self.batch_size:
+            _reject("minibatch_size", f"minibatch_size {self.minibatch_size} exceeds the batch of {self.batch_size} completions",
+                    "lower minibatch_size or raise prompts_per_batch * samples_per_prompt")
+        if self.ratio_skip_threshold <= 1:
+            _reject("ratio_skip_threshold", f"ratio_skip_threshold must be > 1, got {self.ratio_skip_threshold}",
+                    "the ratio starts at 1; 10 skips only real blow-ups")
+
+
+def _reject(name: str, message: str, hint: str = "") -> NoReturn:
+    raise UserError(message, code="bad_config", pointer=f"/{name}", hint=hint)

@@ -1,0 +1,273 @@
+"""A compact PPO trainer that learns from grader rewards, readable top to bottom.
+
+One :meth:`PPOTrainer.step` is one iteration, in execution order:
+
+1. **rollout** -- ``prompts_per_batch`` prompts, ``samples_per_prompt`` sampled completions
+   each (``model.generate``, KV cache, temperature, top-k off, top-p 1), then the
+   per-token log-probs under the policy and under a frozen copy of the initial
+   policy, both from ``logits / temperature``;
+2. **grade** -- ``grader.grade_batch(completions, references)``; a non-finite score is
+   skipped and counted (``rollout/skipped_nan``), never trained on;
+3. **rewards** -- :func:`token_rewards`: the score (minus ``no_eos_penalty`` when the
+   completion never emitted EOS) on the last real token, and ``-kl_coef * k1`` on
+   every token when ``kl_estimator="k1"``;
+4. **advantages** -- ``gae`` over the token rewards with a value head (a ``Linear`` on
+   the policy's last hidden state), or a critic-free estimator (``grpo``, ``rloo``,
+   ``reinforce++``) over each completion's return (the sum of its token rewards);
+   then whitened;
+5. **update** -- ``ppo_epochs`` passes of shuffled minibatches: clipped policy loss,
+   clipped value loss (``gae``), ``kl_coef * k3`` (``kl_estimator="k3"``), gradient
+   clipping, AdamW; a minibatch whose mean importance ratio exceeds
+   ``ratio_skip_threshold`` is skipped and counted (``update/skipped_ratio``);
+6. **log** -- a dict of namespaced metrics.
+
+The model stays in ``eval()`` mode throughout: dropout would make the policy that
+sampled differ from the one being scored, and the ratio would start away from 1.
+
+Left out for now (the next slice of issue 5): checkpoints and ``resume_from``, an
+adaptive KL coefficient, ``torchrun``/DDP, the ``rftkit train`` command, JSONL and
+console logging, plots, and the demo.
+
+Run it::
+
+    trainer = PPOTrainer(model, tokenizer, StructuredGrader(), train_rows, eval_rows, PPOConfig(advantage="grpo"))
+    for _ in range(100):
+        print(trainer.step())
+    print(trainer.evaluate())
+
+where each row is ``{"prompt": str, "reference": <the answer object>}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from schemas import UserError
+
+from ._advantages import gae, grpo, masked_mean, reinforce_pp, rloo, whiten
+from ._config import PPOConfig
+from ._losses import approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
+from ._rollout import check_tokenizer, completion_forward, gather_logprobs, generate_completions, sequence_logprobs
+
+
+class Scored(Protocol):
+    """What the trainer reads from a grade (``graders.Grade`` has both)."""
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def sub_scores(self) -> Mapping[str, float]: ...
+
+
+class BatchGrader(Protocol):
+    """Anything that grades completions against references in order, as ``graders.StructuredGrader`` does."""
+
+    def grade_batch(self, responses: list[str], references: list[Any]) -> Sequence[Scored]: ...
+
+
+def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, has_eos: torch.Tensor, *, kl_coef: float,
+                  no_eos_penalty: float) -> torch.Tensor:
+    """Per-token rewards (B, T): ``-kl_coef * kl`` on every real token, plus ``score - no_eos_penalty * (no EOS)`` on the last one.
+
+    ``mask`` is a prefix of ones per row (the completion up to its first EOS).
+
+    >>> r = token_rewards(torch.tensor([1.0, 1.0]), torch.full((2, 3), 0.5), torch.tensor([[1, 1, 0], [1, 1, 1]]),
+    ...                   torch.tensor([True, False]), kl_coef=0.5, no_eos_penalty=0.5)
+    >>> r.tolist()
+    [[-0.25, 0.75, 0.0], [-0.25, -0.25, 0.25]]
+    """
+    rewards = torch.where(mask.bool(), -kl_coef * kl, 0.0)  # (B, T)
+    last = mask.sum(dim=1).long() - 1  # (B,) index of the last real token
+    final = scores - no_eos_penalty * (~has_eos).to(scores.dtype)  # (B,)
+    rewards[torch.arange(rewards.shape[0]), last] += final
+    return rewards
+
+
+# Critic-free estimators: one return per completion -> one advantage per completion, (B,) -> (B,).
+CRITIC_FREE: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "grpo": grpo,
+    "rloo": rloo,
+    "reinforce++": lambda returns, _group_size: reinforce_pp(returns),
+}
+
+
+class PPOTrainer:
+    """PPO (or a critic-free variant) on a causal LM, rewarded by a grader; see the module docstring."""
+
+    def __init__(self, model: Any, tokenizer: Any, grader: BatchGrader, train_rows: Sequence[Mapping[str, Any]],
+                 eval_rows: Sequence[Mapping[str, Any]], config: PPOConfig | None = None) -> None:
+        self.config = config = config if config is not None else PPOConfig()
+        check_tokenizer(tokenizer)
+        _check_rows(train_rows, "train_rows", allow_empty=False)
+        _check_rows(eval_rows, "eval_rows", allow_empty=True)
+        torch.manual_seed(config.seed)
+        self.model, self.tokenizer, self.grader = model.eval(), tokenizer, grader
+        self.train_rows, self.eval_rows = list(train_rows), list(eval_rows)
+        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        """The frozen initial policy: the KL penalty and ``kl/to_init`` are measured against it."""
+        self.value_head: torch.nn.Linear | None = None
+        """``gae`` only: the value of each state, read from the policy's last hidden state."""
+        if config.advantage == "gae":
+            device = next(model.parameters()).device
+            self.value_head = torch.nn.Linear(model.config.hidden_size, 1, device=device)
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            self.params += list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate)
+        self.step_count = 0
+        self._rng = random.Random(config.seed)
+        self._generator = torch.Generator().manual_seed(config.seed)
+        self._queue: list[int] = []
+
+    def _next_rows(self) -> list[Mapping[str, Any]]:
+        """The next ``prompts_per_batch`` training rows, walking through a fresh shuffle of the set each epoch."""
+        rows = []
+        for _ in range(self.config.prompts_per_batch):
+            if not self._queue:
+                self._queue = list(range(len(self.train_rows)))
+                self._rng.shuffle(self._queue)
+            rows.append(self.train_rows[self._queue.pop()])
+        return rows
+
+    def step(self) -> dict[str, float]:
+        """One PPO iteration: rollout -> grade -> rewards -> advantages -> update; returns the metrics."""
+        cfg, start = self.config, time.perf_counter()
+        group = cfg.samples_per_prompt
+
+        # 1. Rollout: sample, then score the samples under the policy and the frozen initial policy.
+        rows = self._next_rows()
+        roll = generate_completions(self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group,
+                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+        input_ids, attention_mask, tokens = roll.input_ids, roll.attention_mask, roll.completion_ids
+        real = roll.completion_mask.float()  # (B, T)
+        steps = real.shape[1]
+        with torch.no_grad():
+            logits, hidden = completion_forward(self.model, input_ids, attention_mask, steps, cfg.temperature)
+            old_logprobs = gather_logprobs(logits, tokens) * real  # (B, T)
+            old_values = self.value_head(hidden).squeeze(-1) * real if self.value_head is not None else None  # (B, T)
+            ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, real, cfg.temperature)  # (B, T)
+        del logits, hidden
+
+        # 2. Grade. A non-finite score is skipped: its completion (for grpo/rloo: its whole group) gets no gradient.
+        references = [r["reference"] for r in rows for _ in range(group)]
+        grades = self.grader.grade_batch(roll.texts, references)
+        scores = torch.tensor([float(g.score) for g in grades])  # (B,)
+        finite = torch.isfinite(scores)
+        keep = finite.view(-1, group).all(dim=1).repeat_interleave(group) if cfg.advantage in ("grpo", "rloo") else finite
+        mask = real * keep[:, None].to(real.device)  # (B, T): the tokens trained on
+
+        # 3. Rewards: the score on the last real token, the k1 KL penalty on every token.
+        kl = kl_k1(old_logprobs, ref_logprobs) * real  # (B, T)
+        rewards = token_rewards(torch.where(finite, scores, 0.0).to(real.device), kl, real, roll.has_eos,
+                                kl_coef=cfg.kl_coef if cfg.kl_estimator == "k1" else 0.0, no_eos_penalty=cfg.no_eos_penalty)
+        rewards = rewards * mask  # skipped completions carry no reward
+
+        # 4. Advantages.
+        returns = None
+        if old_values is not None:
+            advantages, returns = gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)  # (B, T) each
+        else:
+            per_sequence = torch.zeros_like(scores).to(mask.device)  # (B,)
+            kept = keep.to(mask.device)
+            per_sequence[kept] = CRITIC_FREE[cfg.advantage](rewards.sum(dim=1)[kept], group)
+            advantages = per_sequence[:, None] * mask  # (B, T)
+        if cfg.whiten_advantages:
+            advantages = whiten(advantages, mask)
+
+        # 5. Update: several epochs of shuffled minibatches over the kept completions.
+        stats: dict[str, list[float]] = defaultdict(list)
+        skipped_ratio = 0
+        kept_rows = keep.nonzero().squeeze(1)
+        for _ in range(cfg.ppo_epochs if len(kept_rows) else 0):
+            order = kept_rows[torch.randperm(len(kept_rows), generator=self._generator)]
+            for first in range(0, len(order), cfg.minibatch_size):
+                mb = order[first:first + cfg.minibatch_size].to(mask.device)
+                mb_mask = mask[mb]
+                logits, hidden = completion_forward(self.model, input_ids[mb], attention_mask[mb], steps, cfg.temperature)
+                logprobs = gather_logprobs(logits, tokens[mb]) * mb_mask  # (b, T)
+                ratio = masked_mean(torch.exp(logprobs - old_logprobs[mb]), mb_mask)
+                if not ratio.item() <= cfg.ratio_skip_threshold:  # also catches NaN
+                    skipped_ratio += 1
+                    continue
+                policy_loss, clipfrac = clipped_policy_loss(logprobs, old_logprobs[mb], advantages[mb], mb_mask, cfg.clip)
+                loss = policy_loss
+                if self.value_head is not None and old_values is not None and returns is not None:
+                    values = self.value_head(hidden).squeeze(-1)  # (b, T)
+                    value_loss = clipped_value_loss(values, old_values[mb], returns[mb], mb_mask, cfg.value_clip)
+                    loss = loss + cfg.value_coef * value_loss
+                    stats["loss/value"].append(value_loss.item())
+                if cfg.kl_estimator == "k3" and cfg.kl_coef > 0:
+                    kl_loss = masked_mean(kl_k3(logprobs, ref_logprobs[mb]), mb_mask)
+                    loss = loss + cfg.kl_coef * kl_loss
+                    stats["loss/kl"].append(kl_loss.item())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["loss/policy"].append(policy_loss.item())
+                    stats["policy/clipfrac"].append(clipfrac.item())
+                    stats["policy/approx_kl"].append(approx_kl(logprobs, old_logprobs[mb], mb_mask).item())
+                    stats["policy/entropy"].append(masked_mean(entropy_from_logits(logits), mb_mask).item())
+        self.step_count += 1
+
+        # 6. Log.
+        metrics = {
+            **_reward_metrics(grades, "reward"),
+            "kl/to_init": kl.sum(dim=1).mean().item(),
+            **{name: sum(values) / len(values) for name, values in stats.items()},
+            "rollout/completion_len": real.sum(dim=1).mean().item(),
+            "rollout/eos_frac": roll.has_eos.float().mean().item(),
+            "rollout/skipped_nan": float((~finite).sum().item()),
+            "update/skipped_ratio": float(skipped_ratio),
+            "perf/samples_per_s": len(grades) / (time.perf_counter() - start),
+        }
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy completions of every eval row, graded: ``eval/reward/mean`` and ``eval/reward/<field>``."""
+        grades: list[Scored] = []
+        size = self.config.batch_size
+        for first in range(0, len(self.eval_rows), size):
+            rows = self.eval_rows[first:first + size]
+            roll = generate_completions(self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=1,
+                                        max_new_tokens=self.config.max_new_tokens, temperature=None)
+            grades += self.grader.grade_batch(roll.texts, [r["reference"] for r in rows])
+        return {**_reward_metrics(grades, "eval/reward"),
+                "eval/skipped_nan": float(sum(not math.isfinite(g.score) for g in grades))}
+
+
+def _reward_metrics(grades: Sequence[Scored], prefix: str) -> dict[str, float]:
+    """``<prefix>/mean`` and ``<prefix>/<field>`` over the grades with a finite score (NaN when there are none).
+
+    A field absent from a grade's ``sub_scores`` (an answer that did not parse) counts as 0 for that field.
+    """
+    finite = [g for g in grades if math.isfinite(g.score)]
+    out = {f"{prefix}/mean": sum(g.score for g in finite) / len(finite) if finite else math.nan}
+    totals: dict[str, float] = defaultdict(float)
+    for g in finite:
+        for name, value in g.sub_scores.items():
+            totals[name] += value
+    out.update({f"{prefix}/{name}": total / len(finite) for name, total in totals.items()})
+    return out
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]], name: str, *, allow_empty: bool) -> None:
+    if not rows and not allow_empty:
+        raise UserError(f"{name} is empty", code="bad_rows", pointer=f"/{name}", hint="pass at least one {'prompt', 'reference'} row")
+    for i, row in enumerate(rows):
+        for key in ("prompt", "reference"):
+            if not isinstance(row, Mapping) or key not in row:
+                raise UserError(f"{name}[{i}] has no {key!r}", code="bad_rows", pointer=f"/{name}/{i}/{key}",
+                                hint="each row is a dict with 'prompt' (str) and 'reference' (the expected answer)")
