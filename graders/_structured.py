@@ -85,7 +85,7 @@ class FieldSpec(BaseModel):
     {'scorer': 'token_set_ratio'}
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, use_attribute_docstrings=True)
 
     comparator: str | None = None
     """Comparator name (``exact normalized fuzzy number date enum bool math``); for
@@ -118,7 +118,7 @@ class StructuredOptions(BaseModel):
     ``{"type": "structured", ...}`` config.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
     name: str = "structured"
     """The grader's name, used in log keys (``reward/<name>/<field>``)."""
@@ -905,3 +905,21 @@ def _from_structured_config(config: Mapping[str, Any]) -> StructuredGrader:
         raise SchemaError(exc.message, code=exc.code, pointer="/schema" + exc.pointer, hint=exc.hint) from None
     kwargs = {k: v for k, v in config.items() if k not in ("type", "schema")}
     return StructuredGrader(loaded, **kwargs)
+
+
+def structured_config_schema() -> dict[str, Any]:
+    """The JSON Schema of a ``{"type": "structured", ...}`` grader config.
+
+    Generated from :class:`StructuredOptions` (one source of truth) and shipped as
+    ``schemas/formats/structured_grader.json``; a test keeps the two identical.
+    """
+    schema = StructuredOptions.model_json_schema()
+    schema["title"] = "StructuredGraderConfig"
+    schema["properties"] = {
+        "type": {"const": "structured", "description": "The grader type."},
+        "schema": {"description": "The response's JSON Schema (an object), or a path to a JSON file holding one.",
+                   "anyOf": [{"type": "object"}, {"type": "string"}]},
+        **schema["properties"],
+    }
+    schema["required"] = ["type"]
+    return schema
