@@ -17,6 +17,7 @@ from ._openai import MultiGrader, SampleGrader, StringCheckGrader
 from ._parsing import Decoded, Extraction, Parsed, decode_json, extract_json, parse_response
 from ._result import ERROR_FLAGS, FieldDetail, Grade
 from ._run import run_grader, validate_grader
+from ._similarity import EvaluationMetric, TextSimilarityGrader
 from ._structured import Aggregation, FieldSpec, ListMode, StructuredGrader
 from ._templates import MissingVariable, Sample, Template
 
@@ -27,6 +28,7 @@ __all__ = [
     "Comparator",
     "ComparatorName",
     "Decoded",
+    "EvaluationMetric",
     "Extraction",
     "FieldDetail",
     "FieldSpec",
@@ -43,6 +45,7 @@ __all__ = [
     "StringCheckGrader",
     "StructuredGrader",
     "Template",
+    "TextSimilarityGrader",
     "assign",
     "comparators",
     "decode_json",

@@ -5,7 +5,7 @@ the grader. OpenAI's type names keep their meaning; rftkit's own types are new
 names (``structured``), never changes to OpenAI's.
 
 Implemented so far: ``structured`` (grades ``(response, reference)``), and
-OpenAI's ``string_check`` and ``multi`` (grade ``(sample, item)``). The other
+OpenAI's ``string_check``, ``text_similarity`` and ``multi`` (grade ``(sample, item)``). The other
 OpenAI types raise ``unsupported_grader_type``.
 """
 
@@ -18,14 +18,16 @@ from typing import Any
 
 from ._errors import GraderConfigError
 from ._openai import NOT_YET, MultiGrader, StringCheckGrader
+from ._similarity import TextSimilarityGrader
 from ._structured import StructuredGrader, _from_structured_config
 
-AnyGrader = StructuredGrader | StringCheckGrader | MultiGrader
+AnyGrader = StructuredGrader | StringCheckGrader | TextSimilarityGrader | MultiGrader
 """What :func:`from_config` returns: one of the implemented grader classes."""
 
 _BUILDERS: dict[str, Callable[[Mapping[str, Any]], AnyGrader]] = {
     "structured": _from_structured_config,
     "string_check": StringCheckGrader.from_config,
+    "text_similarity": TextSimilarityGrader.from_config,
     "multi": MultiGrader.from_config,
 }
 

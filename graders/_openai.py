@@ -1,4 +1,4 @@
-"""OpenAI's grader types, run locally: ``string_check`` and ``multi`` (so far).
+"""OpenAI's grader types, run locally: ``string_check`` and ``multi`` (``text_similarity`` is in ``_similarity``).
 
 Each grader is built from OpenAI's grader JSON, with OpenAI's field names, and
 grades with ``grade(sample, item) -> Grade``: ``sample`` is what the model wrote
@@ -221,11 +221,18 @@ class _StructuredItemGrader:
 
 # -- multi ---------------------------------------------------------------------------------
 
+def _text_similarity(config: Mapping[str, Any]) -> SampleGrader:
+    from ._similarity import TextSimilarityGrader  # here, not at the top: _similarity builds on this module's helpers
+
+    return TextSimilarityGrader.from_config(config)
+
+
 _SUB_BUILDERS: dict[str, Callable[[Mapping[str, Any]], SampleGrader]] = {
     "string_check": StringCheckGrader.from_config,
+    "text_similarity": _text_similarity,
     "structured": _StructuredItemGrader.from_config,
 }
-NOT_YET = ("text_similarity", "python", "score_model", "label_model", "endpoint")
+NOT_YET = ("python", "score_model", "label_model", "endpoint")
 """OpenAI grader types rftkit does not run yet."""
 
 

@@ -277,7 +277,7 @@ BAD_CONFIGS = [
     ({**CONTACT, "graders": {"a/b": {**check("eq"), "reference": "{{ x }}"}}, "calculate_output": "1"},
      "bad_template", "/graders/a~1b/reference"),
     ({**CONTACT, "graders": {"inner": CONTACT}, "calculate_output": "inner"}, "nested_multi", "/graders/inner/type"),
-    ({**CONTACT, "graders": {"t": {"type": "text_similarity"}}, "calculate_output": "t"}, "unsupported_grader_type",
+    ({**CONTACT, "graders": {"t": {"type": "endpoint"}}, "calculate_output": "t"}, "unsupported_grader_type",
      "/graders/t/type"),
     ({**CONTACT, "graders": {"t": {"type": "nope"}}, "calculate_output": "t"}, "unknown_grader_type", "/graders/t/type"),
     ({**CONTACT, "graders": {}}, "wrong_type", "/graders"),

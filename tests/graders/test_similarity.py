@@ -1,0 +1,229 @@
+"""text_similarity: each metric against hand-checked values and the libraries called directly."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from graders import ERROR_FLAGS, GraderConfigError, TextSimilarityGrader, from_config, run_grader, validate_grader
+from graders._similarity import EMBEDDING_MODEL_ENV, bundled_embedding_model
+
+LEXICAL = ["fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
+SENTENCE = "the quick brown fox jumps over the lazy dog"
+PARAPHRASE = "a fast brown fox leaps over a lazy dog"
+
+
+def config(metric: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "text_similarity", "name": "sim", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}",
+            "evaluation_metric": metric, **extra}
+
+
+def grader(metric: str, **extra: Any) -> TextSimilarityGrader:
+    g = from_config(config(metric, **extra))
+    assert isinstance(g, TextSimilarityGrader)
+    return g
+
+
+@pytest.fixture(scope="module")
+def cosine() -> TextSimilarityGrader:
+    """One cosine grader for the module: the model loads once (load_embedder caches it per directory)."""
+    g = grader("cosine", pass_threshold=0.8)
+    g.similarity("warm", "up")
+    return g
+
+
+# -- every metric ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", LEXICAL)
+def test_identical_text_scores_1(metric: str) -> None:
+    assert grader(metric).grade(SENTENCE, {"answer": SENTENCE}).score == 1.0
+
+
+def test_cosine_identical_text_scores_1(cosine: TextSimilarityGrader) -> None:
+    assert cosine.grade(SENTENCE, {"answer": SENTENCE}).score == 1.0
+
+
+@pytest.mark.parametrize(("metric", "text", "reference", "expected"), [
+    # fuzzy: Indel similarity; LCS("kitten", "sitting") = "ittn": 1 - (6 + 7 - 2 * 4) / 13
+    ("fuzzy_match", "kitten", "sitting", 8 / 13),
+    ("fuzzy_match", "Paris", "paris", 1 - 2 / 10),  # case counts: one substitution = two Indel edits
+    # BLEU with effective order: p1 = p2 = 1, brevity penalty exp(1 - 6 / 2)
+    ("bleu", "the cat", "the cat sat on the mat", math.exp(-2)),
+    # GLEU: 5 + 3 + 2 + 1 = 11 matching n-grams of 18 on each side
+    ("gleu", "the cat sat on a mat", "the cat sat on the mat", 11 / 18),
+    # ROUGE-1: P = 3/3, R = 3/6; ROUGE-2: P = 2/2, R = 2/5; ROUGE-L: LCS "the sat", P = 2/3, R = 2/6
+    ("rouge_1", "the cat sat", "the cat sat on the mat", 2 / 3),
+    ("rouge_2", "the cat sat", "the cat sat on the mat", 2 * 1 * 0.4 / 1.4),
+    ("rouge_l", "the mat sat", "the cat sat on the mat", 2 * (2 / 3) * (2 / 6) / (2 / 3 + 2 / 6)),
+    ("rouge_1", "The Cat!", "the cat", 1.0),  # rouge-score lowercases and drops punctuation
+    ("rouge_3", "the cat", "the cat", 0.0),  # no trigram in a two-word text
+])
+def test_hand_checked_values(metric: str, text: str, reference: str, expected: float) -> None:
+    assert grader(metric).similarity(text, reference) == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("metric", LEXICAL)
+def test_matches_the_library_called_directly(metric: str) -> None:
+    from nltk.translate.gleu_score import sentence_gleu
+    from rapidfuzz import fuzz
+    from rouge_score.rouge_scorer import RougeScorer
+    from sacrebleu.metrics.bleu import BLEU
+
+    expected = {
+        "fuzzy_match": lambda: fuzz.ratio(PARAPHRASE, SENTENCE) / 100,
+        "bleu": lambda: BLEU(effective_order=True).sentence_score(PARAPHRASE, [SENTENCE]).score / 100,
+        "gleu": lambda: sentence_gleu([SENTENCE.split()], PARAPHRASE.split()),  # no punctuation: 13a tokens = words
+        "rouge_l": lambda: RougeScorer(["rougeL"]).score(SENTENCE, PARAPHRASE)["rougeL"].fmeasure,
+    }
+    if metric.startswith("rouge_") and metric != "rouge_l":
+        kind = f"rouge{metric[-1]}"
+        value = RougeScorer([kind]).score(SENTENCE, PARAPHRASE)[kind].fmeasure
+    else:
+        value = expected[metric]()
+    assert grader(metric).grade(PARAPHRASE, {"answer": SENTENCE}).score == pytest.approx(value, abs=1e-12)
+
+
+def test_cosine_matches_the_embeddings_and_ranks_paraphrases(cosine: TextSimilarityGrader) -> None:
+    from graders._similarity import load_embedder
+
+    assert cosine.embedding_model is not None
+    a, b = load_embedder(cosine.embedding_model).embed([PARAPHRASE, SENTENCE])
+    assert float(a @ b) == pytest.approx(cosine.similarity(PARAPHRASE, SENTENCE), abs=1e-6)
+    assert float(a @ a) == pytest.approx(1.0, abs=1e-5)  # normalised
+    close = cosine.similarity(PARAPHRASE, SENTENCE)
+    far = cosine.similarity("Quarterly revenue grew by four percent.", SENTENCE)
+    assert 0.8 < close <= 1.0 and 0.0 <= far < 0.4
+
+
+@pytest.mark.parametrize("metric", LEXICAL)
+@given(text=st.text(max_size=40), reference=st.text(max_size=40))
+def test_scores_stay_in_the_unit_interval(metric: str, text: str, reference: str) -> None:
+    score = grader(metric).similarity(text, reference)
+    assert 0.0 <= score <= 1.0 and math.isfinite(score)
+
+
+@pytest.mark.parametrize("metric", LEXICAL)
+def test_empty_texts(metric: str) -> None:
+    g = grader(metric)
+    assert g.similarity("", "") == 1.0
+    assert g.similarity("  \n", "") == 1.0  # whitespace only counts as empty
+    assert g.similarity("", SENTENCE) == 0.0
+    assert g.similarity(SENTENCE, " ") == 0.0
+
+
+def test_cosine_empty_texts_and_range(cosine: TextSimilarityGrader) -> None:
+    assert cosine.similarity("", "") == 1.0 and cosine.similarity("", SENTENCE) == 0.0
+    for text in ("!!!", "0", "Ünïcödé", SENTENCE.upper()):
+        assert 0.0 <= cosine.similarity(text, SENTENCE) <= 1.0
+
+
+# -- pass_threshold --------------------------------------------------------------------------
+
+
+def test_pass_threshold_marks_the_grade_but_the_reward_is_the_score() -> None:
+    g = grader("rouge_1", pass_threshold=0.6)
+    passing = g.grade("the cat sat", {"answer": "the cat sat on the mat"})
+    assert passing.score == pytest.approx(2 / 3) and passing.reason.endswith(">= 0.6: passes")
+    failing = g.grade("the cat", {"answer": "the cat sat on the mat"})
+    assert failing.score == pytest.approx(0.5) and failing.reason.endswith("< 0.6: fails")
+    assert g.passes(0.6) is True and g.passes(0.5999) is False  # >= passes
+    assert grader("rouge_1").passes(1.0) is None  # no threshold, no verdict
+    assert "passes" not in grader("rouge_1").grade("a", {"answer": "a"}).reason
+
+
+def test_cosine_pass_threshold(cosine: TextSimilarityGrader) -> None:
+    assert cosine.grade(PARAPHRASE, {"answer": SENTENCE}).reason.endswith("passes")
+    assert cosine.grade("Quarterly revenue grew.", {"answer": SENTENCE}).reason.endswith("fails")
+
+
+@pytest.mark.parametrize(("value", "code"), [("0.5", "wrong_type"), (True, "wrong_type"), (float("nan"), "wrong_type")])
+def test_bad_pass_threshold(value: object, code: str) -> None:
+    with pytest.raises(GraderConfigError) as err:
+        validate_grader(config("bleu", pass_threshold=value))
+    assert (err.value.code, err.value.pointer) == (code, "/pass_threshold")
+
+
+# -- config errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("metric", "code"), [("rouge", "bad_value"), ("rouge_6", "bad_value"), ("BLEU", "bad_value"),
+                                              (3, "bad_value"), ("meteor", "unsupported_metric")])
+def test_bad_metric_points_at_evaluation_metric(metric: object, code: str) -> None:
+    with pytest.raises(GraderConfigError) as err:
+        validate_grader(config(metric))  # type: ignore[arg-type]  # a wrong type on purpose
+    assert (err.value.code, err.value.pointer) == (code, "/evaluation_metric")
+    assert err.value.hint
+
+
+def test_meteor_inside_multi_points_into_it() -> None:
+    multi = {"type": "multi", "name": "m", "graders": {"t": config("meteor")}, "calculate_output": "t"}
+    with pytest.raises(GraderConfigError) as err:
+        validate_grader(multi)
+    assert (err.value.code, err.value.pointer) == ("unsupported_metric", "/graders/t/evaluation_metric")
+    assert "WordNet" in (err.value.hint or "")
+
+
+def test_unknown_and_missing_keys() -> None:
+    with pytest.raises(GraderConfigError) as err:
+        validate_grader(config("bleu", model="x"))
+    assert (err.value.code, err.value.pointer) == ("unknown_key", "/model")
+    with pytest.raises(GraderConfigError) as err:
+        validate_grader({k: v for k, v in config("bleu").items() if k != "evaluation_metric"})
+    assert (err.value.code, err.value.pointer) == ("missing_key", "/evaluation_metric")
+
+
+def test_cosine_model_directory_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EMBEDDING_MODEL_ENV, str(tmp_path))
+    with pytest.raises(GraderConfigError) as err:
+        grader("cosine")
+    assert (err.value.code, err.value.pointer) == ("embedding_model_missing", "/evaluation_metric")
+    assert EMBEDDING_MODEL_ENV in str(err.value)
+    bundled = bundled_embedding_model()
+    assert bundled is not None
+    g = TextSimilarityGrader(name="c", input="{{ sample.output_text }}", reference="x", evaluation_metric="cosine",
+                             embedding_model=bundled)  # the argument wins over the environment
+    assert g.embedding_model == bundled
+
+
+# -- templates and run_grader ----------------------------------------------------------------
+
+
+def test_missing_variable_scores_0_with_the_flag() -> None:
+    g = grader("fuzzy_match")
+    missing = g.grade("Paris", {"city": "Paris"})
+    assert missing.score == 0.0 and missing.errors["invalid_variable_error"]
+    assert "item.answer" in missing.reason
+    no_json = from_config({**config("fuzzy_match"), "input": "{{ sample.output_json.city }}"}).grade("Paris", {"answer": "x"})
+    assert no_json.score == 0.0 and no_json.errors["invalid_variable_error"]
+
+
+@pytest.mark.parametrize("metric", [*LEXICAL, "cosine"])
+def test_run_grader_response_shape(metric: str, cosine: TextSimilarityGrader) -> None:
+    result = run_grader(config(metric, pass_threshold=0.5), SENTENCE, {"answer": SENTENCE})
+    assert set(result) == {"reward", "metadata", "sub_rewards", "model_grader_token_usage_per_model"}
+    assert result["reward"] == 1.0 and result["sub_rewards"] == {}
+    meta = result["metadata"]
+    assert (meta["name"], meta["type"], meta["scores"]) == ("sim", "text_similarity", {})
+    assert all(meta["errors"][flag] is False for flag in ERROR_FLAGS)
+    flagged = run_grader(config(metric), SENTENCE, {})
+    assert flagged["reward"] == 0.0 and flagged["metadata"]["errors"]["invalid_variable_error"]
+
+
+def test_config_round_trips_and_works_inside_multi() -> None:
+    cfg = config("rouge_l", pass_threshold=0.5)
+    assert validate_grader(cfg)["grader"] == cfg
+    assert "pass_threshold" not in validate_grader(config("bleu"))["grader"]
+    multi = from_config({"type": "multi", "name": "m", "calculate_output": "0.5 * exact + 0.5 * fuzzy", "graders": {
+        "exact": {"type": "string_check", "name": "exact", "operation": "eq", "input": "{{ sample.output_text }}",
+                  "reference": "{{ item.answer }}"},
+        "fuzzy": {**config("fuzzy_match"), "name": "fuzzy"},
+    }})
+    grade = multi.grade("kitten", {"answer": "sitting"})
+    assert grade.sub_scores == {"exact": 0.0, "fuzzy": pytest.approx(8 / 13)}
+    assert grade.score == pytest.approx(4 / 13)
