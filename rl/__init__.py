@@ -11,14 +11,20 @@ Built so far:
 * rollouts: ``generate_completions`` (batched, left-padded, KV-cached sampling)
   and ``sequence_logprobs`` (log-probs under the sampling temperature);
 * ``PPOTrainer``: one ``step()`` is rollout -> grade -> rewards -> advantages ->
-  clipped update -> metrics; ``evaluate()`` grades greedy completions.
+  clipped update -> metrics; ``evaluate()`` grades greedy completions;
+  ``save_checkpoint()`` writes an atomic checkpoint (safetensors weights, optimizer,
+  RNG states, step, config) and ``PPOTrainer(..., resume_from=dir)`` continues from
+  it; ``train()`` runs steps, evaluations and checkpoints on a schedule;
+* ``MetricsLogger`` (one JSON line per step plus a rich console table) and
+  ``read_metrics``.
 
-Not built yet: checkpoints and resume, an adaptive KL coefficient, ``torchrun``
-(DDP), the ``train`` command, logging to files, plots and the RL demo.
+Not built yet: an adaptive KL coefficient, a learning-rate scheduler, ``torchrun``
+(DDP), the ``train`` command, plots and the RL demo.
 """
 
 from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten
 from ._config import KLEstimator, PPOConfig
+from ._logging import MetricsLogger, read_metrics
 from ._losses import approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
 from ._rollout import Rollout, generate_completions, sequence_logprobs
 from ._trainer import BatchGrader, PPOTrainer, Scored, token_rewards
@@ -27,6 +33,7 @@ __all__ = [
     "AdvantageEstimator",
     "BatchGrader",
     "KLEstimator",
+    "MetricsLogger",
     "PPOConfig",
     "PPOTrainer",
     "Rollout",
@@ -41,6 +48,7 @@ __all__ = [
     "kl_k1",
     "kl_k3",
     "masked_mean",
+    "read_metrics",
     "reinforce_pp",
     "rloo",
     "sequence_logprobs",

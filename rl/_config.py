@@ -71,6 +71,8 @@ class PPOConfig:
     """A minibatch whose mean importance ratio exceeds this is skipped (no update) and counted."""
     seed: int = 0
     """Seeds prompt order, sampling and minibatch shuffling."""
+    keep_last: int = 3
+    """Checkpoints kept by ``save_checkpoint``; older ``step-*`` directories are deleted."""
 
     @property
     def batch_size(self) -> int:
@@ -82,7 +84,7 @@ class PPOConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 _reject(f.name, f"{f.name} must be a finite number, got {value}")
-        for name in ("samples_per_prompt", "prompts_per_batch", "max_new_tokens", "ppo_epochs", "minibatch_size"):
+        for name in ("samples_per_prompt", "prompts_per_batch", "max_new_tokens", "ppo_epochs", "minibatch_size", "keep_last"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 _reject(name, f"{name} must be an integer >= 1, got {value!r}")

@@ -24,16 +24,21 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
 The model stays in ``eval()`` mode throughout: dropout would make the policy that
 sampled differ from the one being scored, and the ratio would start away from 1.
 
-Left out for now (the next slice of issue 5): checkpoints and ``resume_from``, an
-adaptive KL coefficient, ``torchrun``/DDP, the ``rftkit train`` command, JSONL and
-console logging, plots, and the demo.
+:meth:`PPOTrainer.train` runs ``step()`` on a schedule with ``evaluate()`` and
+:meth:`PPOTrainer.save_checkpoint` (atomic: a temp directory renamed into place, see
+``rl/_checkpoint.py``), logging every step to ``metrics.jsonl`` through
+:class:`MetricsLogger`. ``PPOTrainer(..., resume_from=dir)`` restores weights,
+optimizer, RNG states, prompt queue and step, so the resumed run takes exactly the
+steps the killed one would have.
+
+Left out for now (the rest of issue 5): an adaptive KL coefficient and a learning-rate
+scheduler, ``torchrun``/DDP, the ``rftkit train`` command, plots, and the demo.
 
 Run it::
 
     trainer = PPOTrainer(model, tokenizer, StructuredGrader(), train_rows, eval_rows, PPOConfig(advantage="grpo"))
-    for _ in range(100):
-        print(trainer.step())
-    print(trainer.evaluate())
+    trainer.train(100, log_dir="runs/a", eval_every=10, checkpoint_every=20)
+    # killed? the same two lines with resume_from="runs/a/checkpoints" continue from the last checkpoint
 
 where each row is ``{"prompt": str, "reference": <the answer object>}``.
 """
@@ -41,19 +46,29 @@ where each row is ``{"prompt": str, "reference": <the answer object>}``.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
+import os
 import random
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from rich.console import Console
+from rich.progress import Progress
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from schemas import UserError
 
 from ._advantages import gae, grpo, masked_mean, reinforce_pp, rloo, whiten
+from ._checkpoint import load_rng, resolve_checkpoint, save_rng, write_atomically, write_json
 from ._config import PPOConfig
+from ._logging import MetricsLogger
 from ._losses import approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
 from ._rollout import check_tokenizer, completion_forward, gather_logprobs, generate_completions, sequence_logprobs
 
@@ -104,7 +119,13 @@ class PPOTrainer:
     """PPO (or a critic-free variant) on a causal LM, rewarded by a grader; see the module docstring."""
 
     def __init__(self, model: Any, tokenizer: Any, grader: BatchGrader, train_rows: Sequence[Mapping[str, Any]],
-                 eval_rows: Sequence[Mapping[str, Any]], config: PPOConfig | None = None) -> None:
+                 eval_rows: Sequence[Mapping[str, Any]], config: PPOConfig | None = None, *,
+                 resume_from: str | os.PathLike[str] | None = None) -> None:
+        """``resume_from``: a checkpoint directory, or a directory of them (the newest is used). Pass the same
+        *initial* model as the original run (it becomes the frozen reference) and ``config=None`` or the same config."""
+        checkpoint, saved = _read_checkpoint(resume_from, config) if resume_from is not None else (None, None)
+        if saved is not None:
+            config = PPOConfig(**saved["config"])
         self.config = config = config if config is not None else PPOConfig()
         check_tokenizer(tokenizer)
         _check_rows(train_rows, "train_rows", allow_empty=False)
@@ -129,6 +150,8 @@ class PPOTrainer:
         self._rng = random.Random(config.seed)
         self._generator = torch.Generator().manual_seed(config.seed)
         self._queue: list[int] = []
+        if checkpoint is not None and saved is not None:
+            self._restore(checkpoint, saved)
 
     def _next_rows(self) -> list[Mapping[str, Any]]:
         """The next ``prompts_per_batch`` training rows, walking through a fresh shuffle of the set each epoch."""
@@ -247,6 +270,78 @@ class PPOTrainer:
         return {**_reward_metrics(grades, "eval/reward"),
                 "eval/skipped_nan": float(sum(not math.isfinite(g.score) for g in grades))}
 
+    # ----------------------------------------------------------------------- checkpoints and the training loop
+
+    def save_checkpoint(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``directory/step-<step>/`` atomically and keep the newest ``config.keep_last``; returns its path.
+
+        Holds the policy and value-head weights (safetensors), the optimizer state, the
+        RNG states (torch CPU and CUDA, the minibatch generator, python ``random``), the
+        prompt queue, the step and the config. numpy's RNG is not saved: nothing here uses it.
+        """
+        def write(tmp: Path) -> None:
+            save_model(self.model, str(tmp / "model.safetensors"))  # stores tied weights (GPT-2's lm_head) once
+            if self.value_head is not None:
+                save_file(self.value_head.state_dict(), str(tmp / "value_head.safetensors"))
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            write_json(tmp / "trainer_state.json", {
+                "step": self.step_count, "queue": self._queue, "config": dataclasses.asdict(self.config),
+                **save_rng(tmp, self._generator, self._rng)})
+
+        return write_atomically(directory, self.step_count, write, keep_last=self.config.keep_last)
+
+    def _restore(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        device = next(self.model.parameters()).device
+        load_model(self.model, str(checkpoint / "model.safetensors"), device=str(device))
+        if self.value_head is not None:
+            self.value_head.load_state_dict(load_file(str(checkpoint / "value_head.safetensors"), device=str(device)))
+        self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
+        self.step_count, self._queue = int(state["step"]), [int(i) for i in state["queue"]]
+        load_rng(checkpoint, state, self._generator, self._rng)  # last: nothing after it may draw a random number
+
+    def train(self, steps: int, *, log_dir: str | os.PathLike[str] | None = None, eval_every: int | None = None,
+              checkpoint_every: int | None = None, console_every: int | None = 10) -> list[dict[str, float]]:
+        """Run ``step()`` until ``step_count == steps`` (a total, so a resumed run stops where the original would).
+
+        Every ``eval_every`` steps, and at every checkpoint, ``evaluate()``'s held-out greedy reward
+        (``eval/reward/mean``, ``eval/reward/<field>``) joins that step's metrics, which always hold
+        ``kl/to_init``. With ``log_dir``: each step's metrics are appended to ``log_dir/metrics.jsonl``
+        (lines after the current step, left by a killed run, are dropped first) and every
+        ``checkpoint_every`` steps, and at the last, a checkpoint goes to ``log_dir/checkpoints``.
+        A progress bar is drawn on stderr when it is a terminal. Returns the metrics of the steps run.
+        """
+        for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserError(f"{name} must be an integer >= 1 or None, got {value!r}", code="bad_schedule", pointer=f"/{name}")
+        if checkpoint_every is not None and log_dir is None:
+            raise UserError("checkpoint_every needs a log_dir to write checkpoints into", code="bad_schedule",
+                            pointer="/checkpoint_every", hint="pass log_dir=... or checkpoint_every=None")
+        logger = (MetricsLogger(Path(log_dir) / "metrics.jsonl", start_step=self.step_count, console_every=console_every)
+                  if log_dir is not None else None)
+        history = []
+        stderr = Console(stderr=True)
+        try:
+            with Progress(console=stderr, transient=True, disable=not sys.stderr.isatty()) as progress:
+                task = progress.add_task("PPO", total=steps, completed=self.step_count)
+                while self.step_count < steps:
+                    metrics = self.step()
+                    step = self.step_count
+                    checkpoint = checkpoint_every is not None and (step % checkpoint_every == 0 or step == steps)
+                    if checkpoint or (eval_every is not None and step % eval_every == 0):
+                        metrics.update(self.evaluate())
+                    if checkpoint and log_dir is not None:
+                        self.save_checkpoint(Path(log_dir) / "checkpoints")
+                    if logger is not None:
+                        logger.log(step, metrics)
+                    history.append(metrics)
+                    progress.update(task, completed=step,
+                                    description=f"PPO reward {metrics.get('reward/mean', math.nan):.3f}")
+        finally:
+            if logger is not None:
+                logger.close()
+        return history
+
+
 
 def _reward_metrics(grades: Sequence[Scored], prefix: str) -> dict[str, float]:
     """``<prefix>/mean`` and ``<prefix>/<field>`` over the grades with a finite score (NaN when there are none).
@@ -271,3 +366,17 @@ def _check_rows(rows: Sequence[Mapping[str, Any]], name: str, *, allow_empty: bo
             if not isinstance(row, Mapping) or key not in row:
                 raise UserError(f"{name}[{i}] has no {key!r}", code="bad_rows", pointer=f"/{name}/{i}/{key}",
                                 hint="each row is a dict with 'prompt' (str) and 'reference' (the expected answer)")
+
+
+def _read_checkpoint(path: str | os.PathLike[str], config: PPOConfig | None) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint at (or newest under) ``path`` and its ``trainer_state.json``; the config must match if given."""
+    checkpoint = resolve_checkpoint(path)
+    if checkpoint is None:
+        raise UserError(f"no checkpoint at {os.fspath(path)!r}", code="bad_resume", pointer="/resume_from",
+                        hint="pass a step-* directory written by save_checkpoint, or the directory holding them")
+    state: dict[str, Any] = json.loads((checkpoint / "trainer_state.json").read_text())
+    if config is not None and dataclasses.asdict(config) != state["config"]:
+        changed = sorted(k for k, v in dataclasses.asdict(config).items() if state["config"].get(k) != v)
+        raise UserError(f"the checkpoint was written with a different config ({', '.join(changed)})", code="bad_resume",
+                        pointer="/resume_from", hint="pass config=None to resume with the checkpoint's own config")
+    return checkpoint, state

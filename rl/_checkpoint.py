@@ -1,0 +1,133 @@
+"""Checkpoint files: an atomic directory write, pruning to the last K, finding the latest, and RNG capture.
+
+A checkpoint is one directory, ``<root>/step-00000012/``, holding::
+
+    model.safetensors        the policy (``safetensors.torch.save_model``: tied weights are stored once)
+    value_head.safetensors   the value head (``gae`` only)
+    optimizer.pt             ``optimizer.state_dict()`` (read back with ``torch.load(weights_only=True)``)
+    rng.safetensors          torch's CPU RNG, the trainer's minibatch generator, each CUDA device's RNG
+    trainer_state.json       step, the prompt queue, python ``random`` states, the config
+
+**Atomicity.** Everything is written into ``<root>/.tmp-step-00000012-<pid>/`` (same
+filesystem, each file fsynced) and only then renamed to ``step-00000012`` with
+:func:`os.replace`, a single atomic rename. A reader lists ``step-*`` directories
+only, so it sees a complete checkpoint or none: a writer killed half-way leaves a
+``.tmp-*`` directory that nothing reads and the next save deletes. Re-saving an
+existing step renames the old directory aside first, then deletes it.
+Afterwards all but the newest ``keep_last`` ``step-*`` directories are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    """``step-00000012``: zero-padded, so names sort like steps."""
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
+    """The complete checkpoints under ``root``, oldest first (``.tmp-*`` directories are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:
+    """``path`` itself when it is a checkpoint, else the newest checkpoint under it (None when there is none)."""
+    path = Path(path)
+    if (path / "trainer_state.json").is_file():
+        return path
+    found = list_checkpoints(path)
+    return found[-1] if found else None
+
+
+def write_atomically(root: str | os.PathLike[str], step: int, write: Callable[[Path], None], *, keep_last: int) -> Path:
+    """Call ``write(tmp_dir)``, then rename ``tmp_dir`` to ``root/step-<step>`` and prune to ``keep_last``; returns the final path."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for file in tmp.iterdir():
+            _fsync(file)
+        _fsync(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside, never half-delete it in place
+            old = root / f".tmp-{final.name}-old-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old_checkpoint in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old_checkpoint)
+    return final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def save_rng(directory: Path, generator: torch.Generator, trainer_random: random.Random) -> dict[str, Any]:
+    """Write the tensor RNG states to ``rng.safetensors``; return the python ``random`` states for the JSON file."""
+    tensors = {"torch_cpu": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda_{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(tensors, str(directory / "rng.safetensors"))
+    return {"python_random": _to_json(random.getstate()), "trainer_random": _to_json(trainer_random.getstate())}
+
+
+def load_rng(directory: Path, state: dict[str, Any], generator: torch.Generator, trainer_random: random.Random) -> None:
+    """Restore what :func:`save_rng` wrote (CUDA states only where CUDA is available now)."""
+    tensors = load_file(str(directory / "rng.safetensors"))
+    torch.set_rng_state(tensors["torch_cpu"])
+    generator.set_state(tensors["generator"])
+    cuda = [tensors[f"cuda_{i}"] for i in range(len(tensors)) if f"cuda_{i}" in tensors]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate(_from_json(state["python_random"]))
+    trainer_random.setstate(_from_json(state["trainer_random"]))
+
+
+def _to_json(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss_next = state  # random.getstate(): (int, tuple of 625 ints, float | None)
+    return [version, list(internal), gauss_next]
+
+
+def _from_json(state: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss_next = state
+    return (version, tuple(internal), gauss_next)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
