@@ -7,6 +7,7 @@ reference field by field, and combine the comparisons into one scalar reward.
 """
 
 from . import comparators
+from ._adapters import TrlReward, VerlComputeScore, openrlhf_reward_func, trl_reward, verl_compute_score
 from ._batch import grade_batch
 from ._comparators import Comparator, ComparatorName, make_comparator, normalize_text, parse_date, parse_number
 from ._config import AnyGrader, from_config
@@ -46,6 +47,8 @@ __all__ = [
     "StructuredGrader",
     "Template",
     "TextSimilarityGrader",
+    "TrlReward",
+    "VerlComputeScore",
     "assign",
     "comparators",
     "decode_json",
@@ -54,10 +57,13 @@ __all__ = [
     "grade_batch",
     "make_comparator",
     "normalize_text",
+    "openrlhf_reward_func",
     "parse_date",
     "parse_number",
     "parse_response",
     "prf",
     "run_grader",
+    "trl_reward",
     "validate_grader",
+    "verl_compute_score",
 ]

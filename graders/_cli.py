@@ -1,7 +1,9 @@
 """The ``rftkit`` command line: ``rftkit grade`` and ``rftkit demo``.
 
 Each subcommand's code lives in the package it belongs to; this module only
-wires them together. (``validate``, ``train`` and ``serve`` join as their issues land.)
+wires them together. ``validate`` comes from ``schemas`` (:func:`register_schema_commands`);
+``train`` from ``rl`` through the ``rftkit.commands`` entry points (:func:`load_plugins`), so
+graders never imports rl. (``serve`` joins as its issue lands.)
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import weakref
 from importlib import resources
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -175,6 +179,55 @@ def _gold_grader(path: Path) -> StructuredGrader | None:
 register_schema_commands(app, _gold_grader)
 
 
+PLUGIN_GROUP = "rftkit.commands"
+"""Entry-point group of the commands other packages add (``rl`` adds ``train``); graders never imports them."""
+
+_plugged: weakref.WeakSet[typer.Typer] = weakref.WeakSet()
+
+
+def load_plugins(target: typer.Typer = app) -> None:
+    """Add every ``rftkit.commands`` entry point to ``target`` as a command, once per app.
+
+    The plugin itself (``rl``, which imports torch and transformers: about 2 s) is imported
+    only when its command runs, so ``rftkit grade`` and ``rftkit validate`` start as fast as
+    before. A plugin that cannot be imported (``rl`` without torch) says which extra to
+    install and exits 2.
+    """
+    if target in _plugged:
+        return
+    _plugged.add(target)
+    seen: set[str] = set()
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name in seen:
+            continue
+        seen.add(ep.name)
+        _register_lazy(target, ep)
+
+
+def _register_lazy(target: typer.Typer, ep: EntryPoint) -> None:
+    package = ep.value.split(".", 1)[0].split(":", 1)[0]
+
+    @target.command(name=ep.name, add_help_option=False,
+                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                    help=f"{_PLUGIN_HELP.get(ep.name, 'A command of the ' + package + ' package.')} "
+                         f"(`rftkit {ep.name} --help` lists its options.)")
+    def proxy(ctx: typer.Context) -> None:
+        try:
+            register = ep.load()
+        except ImportError as exc:
+            message = f"rftkit {ep.name} needs the {package} extra: install rftkit[{package}] (pip install 'rftkit[{package}]'); {exc}"
+            console.print(f"[red]error:[/red] {escape(message)}")
+            raise typer.Exit(2) from None
+        real = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        register(real)
+        command = typer.main.get_command(real)
+        command.main(args=list(ctx.args), prog_name=f"rftkit {ep.name}", standalone_mode=True)
+
+
+_PLUGIN_HELP = {"train": "Reinforcement fine-tuning with PPO from a TOML or YAML config (needs the rl extra)."}
+
+
 def main() -> None:
     """Console entry point (``rftkit``)."""
+    load_plugins(app)
     app()

@@ -1,0 +1,45 @@
+"""Graders as trainers' reward functions: TRL, verl and OpenRLHF (the adapters are in ``graders._adapters``).
+
+This file can also be handed to the trainers as it is, since it imports by
+absolute names (verl and OpenRLHF load reward files outside any package):
+
+* verl: ``custom_reward_function.path=<this file>``, ``name=compute_score`` (or
+  ``compute_score_async``), with ``RFTKIT_GRADER=/path/to/grader.json`` in the
+  environment or ``custom_reward_function.reward_kwargs.grader=/path/to/grader.json``;
+* OpenRLHF: ``--reward.remote_url <this file>`` (it loads ``reward_func``), with
+  ``RFTKIT_GRADER`` set.
+
+Its path: ``python -c "import graders.adapters as a; print(a.__file__)"``.
+"""
+
+from graders._adapters import (
+    GRADER_ENV,
+    TrlReward,
+    VerlComputeScore,
+    completion_text,
+    compute_score,
+    compute_score_async,
+    field_names,
+    openrlhf_reward_func,
+    response_from_query,
+    trl_reward,
+    verl_compute_score,
+)
+
+reward_func = openrlhf_reward_func
+"""The name OpenRLHF loads from a ``--reward.remote_url`` file."""
+
+__all__ = [
+    "GRADER_ENV",
+    "TrlReward",
+    "VerlComputeScore",
+    "completion_text",
+    "compute_score",
+    "compute_score_async",
+    "field_names",
+    "openrlhf_reward_func",
+    "response_from_query",
+    "reward_func",
+    "trl_reward",
+    "verl_compute_score",
+]
