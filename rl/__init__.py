@@ -16,10 +16,12 @@ Built so far:
   RNG states, step, config) and ``PPOTrainer(..., resume_from=dir)`` continues from
   it; ``train()`` runs steps, evaluations and checkpoints on a schedule;
 * ``MetricsLogger`` (one JSON line per step plus a rich console table) and
-  ``read_metrics``.
+  ``read_metrics``;
+* the ``rftkit train CONFIG`` command (``rl._cli``, registered through the
+  ``rftkit.commands`` entry point and imported only when it runs).
 
 Not built yet: an adaptive KL coefficient, a learning-rate scheduler, ``torchrun``
-(DDP), the ``train`` command, plots and the RL demo.
+(DDP), plots and the RL demo.
 """
 
 from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten
