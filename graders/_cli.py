@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from schemas import UserError
+from schemas import UserError, load_jsonl
 from schemas._cli import register as register_schema_commands
 
 from ._config import AnyGrader, from_config
@@ -48,20 +48,7 @@ def _structured_only(grader: AnyGrader, path: Path) -> StructuredGrader:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})", code="bad_jsonl_row",
-                                hint="run `rftkit validate` on the file to see every bad row") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: a row must be a JSON object", code="bad_jsonl_row")
-            rows.append(row)
-    return rows
+    return load_jsonl(path)
 
 
 def _fmt(value: float | None) -> str:

@@ -86,6 +86,19 @@ def _missing(variable: MissingVariable, key: str) -> Grade:
                  f"({variable.message}); scored 0")
 
 
+def _render_pair(input_template: Template, reference_template: Template, sample: SampleInput,
+                 item: Mapping[str, Any] | None) -> tuple[str, str] | Grade:
+    """Render a grader's ``input`` and ``reference`` templates; a missing variable gives the flagged 0 grade."""
+    s = Sample.of(sample)
+    text = input_template.render(s, item)
+    if isinstance(text, MissingVariable):
+        return _missing(text, "input")
+    reference = reference_template.render(s, item)
+    if isinstance(reference, MissingVariable):
+        return _missing(reference, "reference")
+    return text, reference
+
+
 # -- string_check --------------------------------------------------------------------------
 
 
@@ -153,13 +166,10 @@ class StringCheckGrader:
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """1.0 when the rendered input and reference pass the operation, else 0.0."""
-        s = Sample.of(sample)
-        text = self.input.render(s, item)
-        if isinstance(text, MissingVariable):
-            return _missing(text, "input")
-        reference = self.reference.render(s, item)
-        if isinstance(reference, MissingVariable):
-            return _missing(reference, "reference")
+        rendered = _render_pair(self.input, self.reference, sample, item)
+        if isinstance(rendered, Grade):
+            return rendered
+        text, reference = rendered
         passed = self._test(text, reference)
         score = 1.0 if passed else 0.0
         detail = FieldDetail(f"string_check/{self.operation}", score, "compared", text, reference)

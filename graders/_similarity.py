@@ -37,9 +37,9 @@ from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from ._errors import GraderConfigError
-from ._openai import SampleInput, _check_keys, _check_name, _missing
+from ._openai import SampleInput, _check_keys, _check_name, _render_pair
 from ._result import FieldDetail, Grade
-from ._templates import MissingVariable, Sample, Template
+from ._templates import Template
 
 if TYPE_CHECKING:
     import torch
@@ -321,13 +321,10 @@ class TextSimilarityGrader:
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """The similarity of the rendered input to the rendered reference."""
-        s = Sample.of(sample)
-        text = self.input.render(s, item)
-        if isinstance(text, MissingVariable):
-            return _missing(text, "input")
-        reference = self.reference.render(s, item)
-        if isinstance(reference, MissingVariable):
-            return _missing(reference, "reference")
+        rendered = _render_pair(self.input, self.reference, sample, item)
+        if isinstance(rendered, Grade):
+            return rendered
+        text, reference = rendered
         score = self.similarity(text, reference)
         detail = FieldDetail(f"text_similarity/{self.evaluation_metric}", score, "compared", text, reference)
         passed = self.passes(score)

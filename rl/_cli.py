@@ -17,7 +17,6 @@ the command prints it and exits 2.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -28,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from schemas import UserError
+from schemas import UserError, load_jsonl
 
 from ._config import PPOConfig
 
@@ -197,19 +196,11 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
 
 def read_rows(path: Path, pointer: str) -> list[dict[str, Any]]:
     """JSONL rows, each an object with ``prompt`` (str) and ``reference``; errors name the file and line."""
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})", code="bad_jsonl_row", pointer=pointer) from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or "reference" not in row:
-                raise UserError(f"{path}:{lineno}: a row must be an object with 'prompt' (a string) and 'reference'",
-                                code="bad_jsonl_row", pointer=pointer)
-            rows.append(row)
+    rows = load_jsonl(path, pointer=pointer)
+    for lineno, row in enumerate(rows, 1):
+        if not isinstance(row.get("prompt"), str) or "reference" not in row:
+            raise UserError(f"{path}: row {lineno}: a row must be an object with 'prompt' (a string) and 'reference'",
+                            code="bad_jsonl_row", pointer=pointer)
     return rows
 
 

@@ -9,6 +9,7 @@ Problems in data come back as :class:`Issue` records; misuse raises
 from ._dataset import DatasetFormat, DatasetIssue, GraderLike, Report, validate_dataset
 from ._errors import Issue, RftkitError, SchemaError, UserError, json_pointer
 from ._loading import Schema, SchemaSource, load_schema, validate
+from ._reader import load_jsonl
 
 __all__ = [
     "DatasetFormat",
@@ -22,6 +23,7 @@ __all__ = [
     "SchemaSource",
     "UserError",
     "json_pointer",
+    "load_jsonl",
     "load_schema",
     "validate",
     "validate_dataset",

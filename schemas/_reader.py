@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import shorten
+from ._errors import UserError, shorten
 
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 """Lines longer than this (64 MiB) are reported as ``line_too_long`` and skipped unread."""
@@ -154,3 +154,19 @@ def read_parquet(path: Path, *, batch_size: int = 4096,
             yield RawRow(line, value)
         if on_rows is not None:
             on_rows(line, total)
+
+
+def load_jsonl(path: Path, *, pointer: str = "") -> list[dict[str, Any]]:
+    """Every row of a JSONL file as a dict, for commands that need the rows in memory.
+
+    Blank lines are skipped; the first bad row raises :class:`UserError` naming its
+    line (``rftkit validate`` lists every problem at once).
+    """
+    rows: list[dict[str, Any]] = []
+    for raw in read_jsonl(path):
+        if raw.problem is not None and raw.problem.code != "blank_line":
+            raise UserError(f"{path}:{raw.line}: {raw.problem.message}", code="bad_jsonl_row", pointer=pointer,
+                            hint="run `rftkit validate` on the file to see every bad row")
+        if raw.value is not None:
+            rows.append(raw.value)
+    return rows
