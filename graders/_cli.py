@@ -15,7 +15,7 @@ import weakref
 from importlib import resources
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -45,10 +45,6 @@ def _structured_only(grader: AnyGrader, path: Path) -> StructuredGrader:
         raise UserError(f"{path}: rftkit grade runs structured graders so far, not {grader.type!r}", code="unsupported_grader_type",
                         hint="run OpenAI grader types from Python with graders.run_grader(config, sample, item)")
     return grader
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return load_jsonl(path)
 
 
 def _fmt(value: float | None) -> str:
@@ -89,7 +85,7 @@ def grade(
     """
     try:
         g = _structured_only(from_config(grader), grader)
-        rows = _read_jsonl(input)
+        rows = load_jsonl(input)
         missing = [i for i, r in enumerate(rows, 1) if response_key not in r or reference_key not in r]
         if missing:
             raise UserError(f"{len(missing)} row(s) lack {response_key!r} or {reference_key!r} (first: row {missing[0]})",

@@ -43,11 +43,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Literal, get_args
 
-import math_verify
-import sympy
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel, JaroWinkler, Levenshtein
-from sympy.functions.combinatorial.factorials import CombinatorialFunction
 
 from graders._errors import GraderConfigError
 
@@ -841,6 +838,9 @@ def _is_tame(expr: Any, depth: int = 0) -> bool:
     factorial-like argument must be at most 10,000 in absolute value. Children
     are checked first, so evaluating an argument is always cheap.
     """
+    import sympy  # here, not at module level: with math-verify it is a third of `import graders`
+    from sympy.functions.combinatorial.factorials import CombinatorialFunction
+
     if depth > _MATH_MAX_DEPTH:
         return False
     if isinstance(expr, sympy.MatrixBase):
@@ -870,6 +870,8 @@ def _is_tame(expr: Any, depth: int = 0) -> bool:
 def _parse_math(text: str) -> tuple[Any, ...]:
     # parsing_timeout=0 turns off math-verify's SIGALRM timeout, which raises
     # outside the main thread (graders run in worker threads and Ray actors).
+    import math_verify  # here, not at module level: only the math comparator needs it (~0.3 s to import)
+
     parsed = math_verify.parse(text, parsing_timeout=0)
     if not parsed and "$" not in text:
         # A bare answer such as "x^2+2x+1" is only read as LaTeX inside math mode.
@@ -920,6 +922,8 @@ def _math_equal(prediction: str, reference: str) -> bool:
     target = _parse_math(prediction)
     if not gold or not target:
         return False
+    import math_verify  # imported by _parse_math already; a module-cache lookup
+
     return bool(math_verify.verify(list(gold), list(target), timeout_seconds=None))
 
 

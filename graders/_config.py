@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import GraderConfigError
-from ._openai import NOT_YET, MultiGrader, StringCheckGrader
+from ._openai import MultiGrader, StringCheckGrader, unknown_type_error
 from ._similarity import TextSimilarityGrader
 from ._structured import StructuredGrader, _from_structured_config
 
@@ -63,9 +63,5 @@ def from_config(config: Mapping[str, Any] | str | Path) -> AnyGrader:
     kind = config.get("type")
     builder = _BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        if kind in NOT_YET:
-            raise GraderConfigError(f"grader type {kind!r} is not implemented in rftkit yet", code="unsupported_grader_type",
-                                    pointer="/type", hint=f"implemented: {sorted(_BUILDERS)}")
-        raise GraderConfigError(f"unknown grader type {kind!r}", code="unknown_grader_type", pointer="/type",
-                                hint=f"supported types: {sorted(_BUILDERS)}")
+        raise unknown_type_error(kind, list(_BUILDERS))
     return builder(config)

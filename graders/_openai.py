@@ -79,6 +79,15 @@ def _under(prefix: str, exc: GraderConfigError | SchemaError) -> GraderConfigErr
     return type(exc)(exc.message, code=exc.code, pointer=prefix + exc.pointer, hint=exc.hint)
 
 
+def unknown_type_error(kind: object, implemented: list[str]) -> GraderConfigError:
+    """The error for a config whose ``type`` names no grader here: one not built yet, or no grader at all."""
+    if kind in NOT_YET:
+        return GraderConfigError(f"grader type {kind!r} is not implemented in rftkit yet", code="unsupported_grader_type",
+                                 pointer="/type", hint=f"implemented: {sorted(implemented)}")
+    return GraderConfigError(f"unknown grader type {kind!r}", code="unknown_grader_type", pointer="/type",
+                             hint=f"supported types: {sorted(implemented)}")
+
+
 def _missing(variable: MissingVariable, key: str) -> Grade:
     errors = no_errors()
     errors["invalid_variable_error"] = True
@@ -258,11 +267,7 @@ def build_sample_grader(config: Mapping[str, Any], *, inside_multi: bool = False
         return MultiGrader.from_config(config)
     builder = _SUB_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        if kind in NOT_YET:
-            raise GraderConfigError(f"grader type {kind!r} is not implemented in rftkit yet", code="unsupported_grader_type",
-                                    pointer="/type", hint=f"implemented: {sorted([*_SUB_BUILDERS, 'multi'])}")
-        raise GraderConfigError(f"unknown grader type {kind!r}", code="unknown_grader_type", pointer="/type",
-                                hint=f"supported types: {sorted([*_SUB_BUILDERS, 'multi'])}")
+        raise unknown_type_error(kind, [*_SUB_BUILDERS, "multi"])
     return builder(config)
 
 

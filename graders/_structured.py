@@ -220,10 +220,6 @@ class _Node:
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         raise NotImplementedError
 
-    def similarity(self, pred: Any, ref: Any) -> float:
-        """The score alone, for building an assignment matrix."""
-        return self.grade(pred, ref, _Ctx(), 0)[0]
-
 
 class _Leaf(_Node):
     __slots__ = ("label", "compare", "weight", "required", "_matrix", "key")
@@ -262,6 +258,10 @@ class _Leaf(_Node):
                 return result
         sim = self.similarity
         return [[sim(p, r) for r in refs] for p in preds]
+
+
+_DEEP = _Leaf("exact", make_comparator("exact"))
+"""How values nested deeper than the planner's limit are compared: exactly."""
 
 
 def _all_text(items: list[Any]) -> bool:
@@ -521,7 +521,7 @@ class _Lazy(_Node):
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         assert self.target is not None, "the planner sets the target before grading starts"
         if depth > 4 * _MAX_DEPTH:
-            return _Leaf("exact", make_comparator("exact")).grade(pred, ref, ctx, depth)
+            return _DEEP.grade(pred, ref, ctx, depth)
         return self.target.grade(pred, ref, ctx, depth)
 
 
@@ -559,7 +559,7 @@ def _leaf(name: str, spec: FieldSpec | None, default: str, defaults: Mapping[str
 def _infer(value: Any, spec: FieldSpec | None, name: str, extra_fields: ExtraFields, depth: int) -> _Node:
     """Build a node for a schema-less value from its JSON type."""
     if depth > _MAX_DEPTH:
-        return _Leaf("exact", make_comparator("exact"))
+        return _DEEP
     pointer = f"/fields/{name}"
     if isinstance(value, dict):
         sub = spec.fields if spec and spec.fields else {}
