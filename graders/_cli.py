@@ -113,6 +113,12 @@ def demo() -> None:
     ten model outputs (clean, fenced, wrong, truncated, prose) graded field by
     field against their references.
     """
+    grading_demo(console)
+
+
+def grading_demo(console: Console) -> None:
+    """Print how the résumé grader scores the bundled examples: the seed example's per-field
+    breakdown (with matched, missing and extra list items), then every example's reason."""
     data = resources.files("graders") / "data"
     g = _structured_only(from_config(json.loads((data / "resume_grader.json").read_text(encoding="utf-8"))), Path("resume_grader.json"))
     rows = [json.loads(line) for line in (data / "resume_demo.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -198,7 +204,8 @@ def _register_lazy(target: typer.Typer, ep: EntryPoint) -> None:
         try:
             register = ep.load()
         except ImportError as exc:
-            message = f"rftkit {ep.name} needs the {package} extra: install rftkit[{package}] (pip install 'rftkit[{package}]'); {exc}"
+            extra = _PLUGIN_EXTRA.get(ep.name, package)
+            message = f"rftkit {ep.name} needs the {extra} extra: install rftkit[{extra}] (pip install 'rftkit[{extra}]'); {exc}"
             console.print(f"[red]error:[/red] {escape(message)}")
             raise typer.Exit(2) from None
         real = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -207,7 +214,9 @@ def _register_lazy(target: typer.Typer, ep: EntryPoint) -> None:
         command.main(args=list(ctx.args), prog_name=f"rftkit {ep.name}", standalone_mode=True)
 
 
-_PLUGIN_HELP = {"train": "Reinforcement fine-tuning with PPO from a TOML or YAML config (needs the rl extra)."}
+_PLUGIN_HELP = {"train": "Reinforcement fine-tuning with PPO from a TOML or YAML config (needs the rl extra).",
+                "serve": "Serve a grader over HTTP: OpenRLHF's /get_reward, OpenAI's graders run/validate, /grade (needs the serve extra)."}
+_PLUGIN_EXTRA = {"train": "rl", "serve": "serve"}
 
 
 def main() -> None:

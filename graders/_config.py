@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import GraderConfigError
-from ._openai import MultiGrader, StringCheckGrader, unknown_type_error
+from ._openai import MultiGrader, SampleGrader, StringCheckGrader, NOT_YET, lazy_builder, unknown_type_error
 from ._similarity import TextSimilarityGrader
 from ._structured import StructuredGrader, _from_structured_config
 
-AnyGrader = StructuredGrader | StringCheckGrader | TextSimilarityGrader | MultiGrader
-"""What :func:`from_config` returns: one of the implemented grader classes."""
+AnyGrader = StructuredGrader | StringCheckGrader | TextSimilarityGrader | MultiGrader | SampleGrader
+"""What :func:`from_config` returns: one of the grader classes (the python, model and endpoint
+graders are :class:`SampleGrader` s whose modules load on first use)."""
 
 _BUILDERS: dict[str, Callable[[Mapping[str, Any]], AnyGrader]] = {
     "structured": _from_structured_config,
@@ -61,7 +62,7 @@ def from_config(config: Mapping[str, Any] | str | Path) -> AnyGrader:
     """
     config = load_config(config)
     kind = config.get("type")
-    builder = _BUILDERS.get(kind) if isinstance(kind, str) else None
+    builder = (_BUILDERS.get(kind) or lazy_builder(kind)) if isinstance(kind, str) else None
     if builder is None:
-        raise unknown_type_error(kind, list(_BUILDERS))
+        raise unknown_type_error(kind, [*_BUILDERS, *(k for k in NOT_YET if lazy_builder(k))])
     return builder(config)

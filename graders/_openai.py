@@ -19,6 +19,7 @@ structured grader as an object.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
@@ -246,13 +247,37 @@ def _text_similarity(config: Mapping[str, Any]) -> SampleGrader:
     return TextSimilarityGrader.from_config(config)
 
 
+_LAZY: dict[str, tuple[str, str]] = {
+    "python": ("_python_grader", "PythonGrader"),
+    "score_model": ("_model_grader", "ScoreModelGrader"),
+    "label_model": ("_model_grader", "LabelModelGrader"),
+    "endpoint": ("_endpoint_grader", "EndpointGrader"),
+}
+"""Grader types whose module is imported on first use (they bring subprocess, HTTP or model code)."""
+
+
+def lazy_builder(kind: str) -> Callable[[Mapping[str, Any]], SampleGrader] | None:
+    """The ``from_config`` of a lazily imported grader type, or None when ``kind`` is not one (or is not built yet)."""
+    if kind not in _LAZY:
+        return None
+    module, cls = _LAZY[kind]
+    try:
+        mod = importlib.import_module(f"graders.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"graders.{module}":
+            raise
+        return None
+    built: Callable[[Mapping[str, Any]], SampleGrader] = getattr(mod, cls).from_config
+    return built
+
+
 _SUB_BUILDERS: dict[str, Callable[[Mapping[str, Any]], SampleGrader]] = {
     "string_check": StringCheckGrader.from_config,
     "text_similarity": _text_similarity,
     "structured": _StructuredItemGrader.from_config,
 }
-NOT_YET = ("python", "score_model", "label_model", "endpoint")
-"""OpenAI grader types rftkit does not run yet."""
+NOT_YET = tuple(_LAZY)
+"""OpenAI grader types whose module may be missing (``unsupported_grader_type`` then)."""
 
 
 def build_sample_grader(config: Mapping[str, Any], *, inside_multi: bool = False) -> SampleGrader:
@@ -265,9 +290,9 @@ def build_sample_grader(config: Mapping[str, Any], *, inside_multi: bool = False
             raise GraderConfigError("a multi grader cannot contain another multi grader", code="nested_multi", pointer="/type",
                                     hint="list the inner multi's sub-graders in the outer one and combine them in one formula")
         return MultiGrader.from_config(config)
-    builder = _SUB_BUILDERS.get(kind) if isinstance(kind, str) else None
+    builder = (_SUB_BUILDERS.get(kind) or lazy_builder(kind)) if isinstance(kind, str) else None
     if builder is None:
-        raise unknown_type_error(kind, [*_SUB_BUILDERS, "multi"])
+        raise unknown_type_error(kind, [*_SUB_BUILDERS, "multi", *(k for k in _LAZY if lazy_builder(k))])
     return builder(config)
 
 

@@ -209,7 +209,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dic
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from graders import from_config
+    from graders import StructuredGrader, from_config
 
     from ._trainer import PPOTrainer
 
@@ -220,7 +220,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dic
             raise _bad("/dataset/eval_count", f"eval_count {spec.eval_count} leaves no training rows (the file has {len(train_rows)})")
         train_rows, eval_rows = train_rows[:-spec.eval_count], train_rows[-spec.eval_count:]
     grader = from_config(spec.grader_path)
-    if not hasattr(grader, "grade_batch"):
+    if not isinstance(grader, StructuredGrader):
         raise _bad("/grader/config", f"rftkit train needs a grader that grades (response, reference) pairs, not {grader.type!r}",
                    "use a structured grader config")
     resume_from = None
