@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import GraderConfigError
-from ._openai import MultiGrader, SampleGrader, StringCheckGrader, NOT_YET, lazy_builder, unknown_type_error
+from ._openai import NOT_YET, MultiGrader, SampleGrader, StringCheckGrader, lazy_builder, unknown_type_error
 from ._similarity import TextSimilarityGrader
 from ._structured import StructuredGrader, _from_structured_config
 
