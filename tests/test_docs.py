@@ -1,4 +1,4 @@
-"""The Python examples in README.md and docs/*.md run, in order, one namespace per page."""
+"""The Python examples in README.md and docs/**/*.md run, in order, one namespace per page."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^(?P<ticks>`{3,})python\s*\n(?P<body>.*?)^(?P=ticks)\s*$", re.MULTILINE | re.DOTALL)
 
 
