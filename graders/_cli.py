@@ -15,18 +15,21 @@ import weakref
 from importlib import resources
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from schemas import UserError, load_jsonl
 from schemas._cli import register as register_schema_commands
 
-from ._config import AnyGrader, from_config
+from ._config import from_config
 from ._result import Grade
+from ._run import run_response
+from ._scale import RowResult, grade_rows
 from ._structured import StructuredGrader
 
 app = typer.Typer(
@@ -37,14 +40,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-
-
-def _structured_only(grader: AnyGrader, path: Path) -> StructuredGrader:
-    """``rftkit grade`` reads (response, reference) rows: structured graders only, until it learns (sample, item) rows."""
-    if not isinstance(grader, StructuredGrader):
-        raise UserError(f"{path}: rftkit grade runs structured graders so far, not {grader.type!r}", code="unsupported_grader_type",
-                        hint="run OpenAI grader types from Python with graders.run_grader(config, sample, item)")
-    return grader
 
 
 def _fmt(value: float | None) -> str:
@@ -70,39 +65,130 @@ def field_report(grades: list[Grade], title: str) -> Table:
     return table
 
 
+def error_report(results: list[RowResult]) -> Table | None:
+    """How many rows raised each error flag (None when no row is flagged)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if not r.grade.ok:
+            for flag, raised in r.grade.errors.items():
+                if raised:
+                    counts[flag] = counts.get(flag, 0) + 1
+    if not counts:
+        return None
+    table = Table(title="flagged rows by error")
+    table.add_column("error flag")
+    table.add_column("rows", justify="right")
+    for flag, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(flag, str(n))
+    return table
+
+
+def _pick_sample_key(rows: list[dict[str, Any]], sample_key: str | None) -> str:
+    if sample_key is not None:
+        return sample_key
+    first = rows[0] if rows else {}
+    return "sample" if "sample" in first else "output"
+
+
+def _join_items(rows: list[dict[str, Any]], items_path: Path, join_key: str | None) -> list[Any]:
+    """The item of each row from a separate dataset file: by line (same count), or by a shared key."""
+    items = load_jsonl(items_path)
+    if join_key is None:
+        if len(items) != len(rows):
+            raise UserError(f"{items_path} has {len(items)} items for {len(rows)} sample rows", code="length_mismatch",
+                            hint="give one item per sample row, in the same order, or match them with --join-key")
+        return list(items)
+    index: dict[str, dict[str, Any]] = {}
+    for n, item in enumerate(items, 1):
+        if join_key not in item:
+            raise UserError(f"{items_path} line {n} has no {join_key!r}", code="missing_column")
+        index[json.dumps(item[join_key], sort_keys=True)] = item
+    out: list[Any] = []
+    for n, row in enumerate(rows, 1):
+        key = json.dumps(row.get(join_key), sort_keys=True)
+        if key not in index:
+            raise UserError(f"sample row {n}: no item in {items_path} has {join_key} = {key}", code="unmatched_row")
+        out.append(index[key])
+    return out
+
+
 @app.command()
 def grade(
-    input: Annotated[Path, typer.Argument(help="JSONL file: one row per response, with the response and its reference.")],
-    grader: Annotated[Path, typer.Option("--grader", "-g", help="Grader config (JSON), e.g. examples/resume/grader.json.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write one JSON result per input row here.")] = None,
-    response_key: Annotated[str, typer.Option(help="Column holding the model's response.")] = "output",
-    reference_key: Annotated[str, typer.Option(help="Column holding the reference answer.")] = "reference",
-    workers: Annotated[int, typer.Option(help="Worker processes (1 grades in this process).", min=1)] = 1,
+    input: Annotated[Path, typer.Argument(help="JSONL file of samples: one row per model output.")],
+    grader: Annotated[Path, typer.Option("--grader", "-g", help="Grader config (JSON): structured or any OpenAI grader type.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help=(
+        "Write one JSON result per input row here, in the shape of OpenAI's graders/run response "
+        "(reward, sub_rewards, metadata with the error flags) plus id, reason and per-field details."))] = None,
+    items: Annotated[Path | None, typer.Option("--items", help=(
+        "Dataset file (JSONL) holding the items, when they are not in the sample rows; matched by line, or by --join-key."))] = None,
+    join_key: Annotated[str | None, typer.Option(help="Column that matches a sample row to its item in --items.")] = None,
+    sample_key: Annotated[str | None, typer.Option("--sample-key", "--response-key", help=(
+        "Column holding the model's output (a string or an OpenAI-style sample dict); default: 'sample' if the rows have it, "
+        "else 'output'."))] = None,
+    item_key: Annotated[str, typer.Option(help=(
+        "Column holding the item that templates read as {{ item.x }}; a row without it is its own item."))] = "item",
+    reference_key: Annotated[str, typer.Option(help="Structured graders: the column (of the row or item) holding the reference.")
+                             ] = "reference",
+    workers: Annotated[int, typer.Option(help="Parallel workers (1 grades in this process).", min=1)] = 1,
+    backend: Annotated[str | None, typer.Option(help=(
+        "local, processes (default when --workers > 1) or ray (Ray tasks; joins RAY_ADDRESS or starts a local Ray)."))] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join with --backend ray (default: RAY_ADDRESS, "
+                                                    "else a local Ray with --workers CPUs).")] = None,
 ) -> None:
-    """Grade every row of a JSONL file and print the per-field report.
+    """Grade every row of a JSONL file and print a summary: mean reward, the mean per field or sub-grader, error counts.
 
-    Example: rftkit grade graders/data/resume_demo.jsonl --grader examples/resume/grader.json
+    Structured graders compare each row's output with its reference column.
+    OpenAI grader types (string_check, text_similarity, multi, python, score_model,
+    label_model, endpoint) grade each row's sample with its item: the row's item
+    column, the row itself, or the matching row of --items. Nothing is dropped: a
+    row that fails is a flagged row in --output. Exit 0 when every row was graded
+    (flagged outputs included), 1 when grading raised on some rows, 2 when it could
+    not run (a bad config, a missing file, or grading raised on every row).
+
+    Example: rftkit grade graders/data/resume_demo.jsonl --grader examples/resume/grader.json -o grades.jsonl
     """
     try:
-        g = _structured_only(from_config(grader), grader)
+        g = from_config(grader)
         rows = load_jsonl(input)
-        missing = [i for i, r in enumerate(rows, 1) if response_key not in r or reference_key not in r]
-        if missing:
-            raise UserError(f"{len(missing)} row(s) lack {response_key!r} or {reference_key!r} (first: row {missing[0]})",
-                            code="missing_column", hint="choose the columns with --response-key / --reference-key")
-        grades = g.grade_batch([r[response_key] for r in rows], [r[reference_key] for r in rows],
-                               workers=workers, progress=sys.stderr.isatty())
+        key = _pick_sample_key(rows, sample_key)
+        lacking = [n for n, r in enumerate(rows, 1) if key not in r]
+        if lacking:
+            raise UserError(f"{len(lacking)} row(s) lack the sample column {key!r} (first: line {lacking[0]})",
+                            code="missing_column", hint="choose the column with --sample-key")
+        samples = [r[key] for r in rows]
+        joined = _join_items(rows, items, join_key) if items is not None else [r.get(item_key, r) for r in rows]
+        if isinstance(g, StructuredGrader):
+            lacking = [n for n, (r, it) in enumerate(zip(rows, joined), 1) if reference_key not in r and reference_key not in it]
+            if lacking:
+                raise UserError(f"{len(lacking)} row(s) have no {reference_key!r} column (first: line {lacking[0]})",
+                                code="missing_column", hint="choose the column with --reference-key")
+            joined = [r[reference_key] if reference_key in r else it[reference_key] for r, it in zip(rows, joined)]
+        if backend not in (None, "local", "processes", "ray"):
+            raise UserError(f"unknown backend {backend!r}", code="bad_option", hint="local, processes or ray")
+        with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("grading", total=len(rows))
+            results = grade_rows(g, samples, joined, workers=workers, backend=backend,  # type: ignore[arg-type]  # checked above
+                                 ray_address=ray_address, on_progress=lambda n: bar.advance(task, n))
     except (UserError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if output is not None:
         with output.open("w", encoding="utf-8") as fh:
-            for row, result in zip(rows, grades):
-                fh.write(json.dumps({"id": row.get("id"), **result.to_dict()}, ensure_ascii=False) + "\n")
-    console.print(field_report(grades, f"{g.name}: {len(grades)} responses"))
-    flagged = sum(1 for x in grades if not x.ok)
-    if flagged:
-        console.print(f"{flagged} response(s) flagged (parse or schema errors); see --output for each reason.")
+            for row, r in zip(rows, results):
+                record = {"id": row.get("id"), **run_response(g.name, g.type, r.grade, r.seconds), "reason": r.grade.reason,
+                          "details": {k: v.to_dict() for k, v in r.grade.details.items()}}
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    grades = [r.grade for r in results]
+    console.print(field_report(grades, f"{g.name} ({g.type}): {len(grades)} rows"))
+    errors = error_report(results)
+    if errors is not None:
+        console.print(errors)
+        console.print("flagged rows score 0" + (" (see --output for each reason)" if output is None else f"; each reason is in {output}"))
+    raised = [n for n, r in enumerate(results, 1) if r.raised]
+    if raised:
+        console.print(f"[red]grading raised on {len(raised)} row(s)[/red] (first: line {raised[0]}: "
+                      f"{escape(results[raised[0] - 1].grade.reason)}); they are flagged with other_error")
+        raise typer.Exit(2 if len(raised) == len(results) else 1)
 
 
 @app.command()
@@ -120,7 +206,8 @@ def grading_demo(console: Console) -> None:
     """Print how the résumé grader scores the bundled examples: the seed example's per-field
     breakdown (with matched, missing and extra list items), then every example's reason."""
     data = resources.files("graders") / "data"
-    g = _structured_only(from_config(json.loads((data / "resume_grader.json").read_text(encoding="utf-8"))), Path("resume_grader.json"))
+    g = from_config(json.loads((data / "resume_grader.json").read_text(encoding="utf-8")))
+    assert isinstance(g, StructuredGrader)  # the bundled config is structured
     rows = [json.loads(line) for line in (data / "resume_demo.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     grades = g.grade_batch([r["output"] for r in rows], [r["reference"] for r in rows])
 

@@ -187,6 +187,10 @@ class StringCheckGrader:
         return Grade(score, {}, {self.name: detail}, None,
                      f"{score:.0f}: {verdict} ({_short(text)} {_OPERATION_WORDS[self.operation]} {_short(reference)}?)")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its config, rebuilt on the other side (worker processes, Ray, TRL's async trainer)."""
+        return (build_sample_grader, (self.config(),))
+
     def config(self) -> dict[str, Any]:
         """The grader as OpenAI's config."""
         return {"type": "string_check", "name": self.name, "input": self.input.source, "reference": self.reference.source,
@@ -230,6 +234,10 @@ class _StructuredItemGrader:
         if isinstance(reference, MissingVariable):
             return _missing(reference, "reference")
         return self.grader.grade(s.raw, reference)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its config, rebuilt on the other side (worker processes, Ray, TRL's async trainer)."""
+        return (build_sample_grader, (self.config(),))
 
     def config(self) -> dict[str, Any]:
         """The structured config, with ``reference`` only when it is not the default (so it reads back on its own)."""
@@ -378,6 +386,10 @@ class MultiGrader:
         clamped = f", clamped to {score:g}" if score != value else ""
         return Grade(score, scores, details, errors if flagged else None,
                      f"{score:.3f} = {self.calculate_output.source} ({parts}{clamped}){tail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its config, rebuilt on the other side (worker processes, Ray, TRL's async trainer)."""
+        return (build_sample_grader, (self.config(),))
 
     def config(self) -> dict[str, Any]:
         """The grader as OpenAI's config."""

@@ -13,8 +13,8 @@ for a function call::
 ``metadata.errors`` holds every flag of :data:`graders.ERROR_FLAGS` (OpenAI's
 eleven and rftkit's own two) and OpenAI's three detail strings
 (``python_grader_server_error_type``, ``python_grader_runtime_error_details``,
-``model_grader_server_error_details``; None until a grader type that fills them
-lands). ``sub_rewards`` and ``metadata.scores`` both hold the grade's
+``model_grader_server_error_details``): the grade's reason when their flag is
+raised, None otherwise. ``sub_rewards`` and ``metadata.scores`` both hold the grade's
 ``sub_scores``: one per sub-grader for ``multi``, one per field for
 ``structured``, empty for a single ``string_check``.
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from ._config import load_config
 from ._openai import SampleGrader, SampleInput, build_sample_grader
-from ._result import ERROR_FLAGS
+from ._result import ERROR_FLAGS, Grade
 
 _DETAILS = {
     "python_grader_server_error": "python_grader_server_error_type",
@@ -75,20 +75,30 @@ def run_grader(config: Mapping[str, Any] | str | Path, model_sample: SampleInput
     grader = _build(config)
     start = time.perf_counter()
     grade = grader.grade(model_sample, item)
-    elapsed = time.perf_counter() - start
+    return run_response(grader.name, grader.type, grade, time.perf_counter() - start)
+
+
+def run_response(name: str, kind: str, grade: Grade, execution_time: float) -> dict[str, Any]:
+    """One grade in the shape of OpenAI's ``graders/run`` response.
+
+    A raised flag with a detail string (``python_grader_runtime_error`` ->
+    ``python_grader_runtime_error_details`` ...) carries the grade's reason there;
+    the detail is None while its flag is down.
+    """
     errors: dict[str, Any] = {}
     flags = grade.errors
     for flag in ERROR_FLAGS:
-        errors[flag] = flags.get(flag, False)
+        raised = flags.get(flag, False)
+        errors[flag] = raised
         if flag in _DETAILS:
-            errors[_DETAILS[flag]] = None
+            errors[_DETAILS[flag]] = grade.reason if raised else None
     return {
         "reward": grade.score,
         "metadata": {
-            "name": grader.name,
-            "type": grader.type,
+            "name": name,
+            "type": kind,
             "errors": errors,
-            "execution_time": elapsed,
+            "execution_time": execution_time,
             "scores": dict(grade.sub_scores),
             "token_usage": None,
             "sampled_model_name": None,

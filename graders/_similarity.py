@@ -331,6 +331,10 @@ class TextSimilarityGrader:
         verdict = "" if passed is None else f" {'>=' if passed else '<'} {self.pass_threshold:g}: {'passes' if passed else 'fails'}"
         return Grade(score, {}, {self.name: detail}, None, f"{score:.3f} {self.evaluation_metric}{verdict}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its config, rebuilt on the other side (worker processes, Ray, TRL's async trainer)."""
+        return (_rebuild, (self.config(),))
+
     def config(self) -> dict[str, Any]:
         """The grader as OpenAI's config."""
         out: dict[str, Any] = {"type": "text_similarity", "name": self.name, "input": self.input.source,
@@ -351,3 +355,7 @@ def _check_threshold(value: object) -> float | None:
         raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type",
                                 pointer="/pass_threshold", hint="a score in [0, 1], e.g. 0.8")
     return float(value)
+
+
+def _rebuild(config: dict[str, Any]) -> TextSimilarityGrader:
+    return TextSimilarityGrader.from_config(config)

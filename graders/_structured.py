@@ -735,6 +735,9 @@ class StructuredGrader:
     (True, ['c++'], ['rust'])
     """
 
+    type: Literal["structured"] = "structured"
+    """The config type name (rftkit's own, next to OpenAI's)."""
+
     def __init__(
         self,
         schema: SchemaSource | None = None,

@@ -80,8 +80,9 @@ def test_grade_command_writes_one_result_per_row(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(data.read_text().splitlines())
-    assert rows[0]["sub_scores"]["programming_languages"] == pytest.approx(2 / 3)
-    assert rows[5]["errors"]["truncated_output_error"] and rows[6]["errors"]["sample_parse_error"]
+    assert rows[0]["sub_rewards"]["programming_languages"] == pytest.approx(2 / 3)
+    assert rows[0]["details"]["programming_languages"]["missing"] == ["c++"]
+    assert rows[5]["metadata"]["errors"]["truncated_output_error"] and rows[6]["metadata"]["errors"]["sample_parse_error"]
     assert data.read_bytes() == before  # the user's file is never modified
 
 

@@ -311,7 +311,7 @@ def json_text(value: Any) -> str:
     return json.dumps(value)
 
 
-def test_the_grade_command_says_it_runs_structured_graders_only_so_far(tmp_path: Any) -> None:
+def test_the_grade_command_runs_openai_grader_types_on_sample_rows(tmp_path: Any) -> None:
     from typer.testing import CliRunner
 
     from graders._cli import app
@@ -319,6 +319,6 @@ def test_the_grade_command_says_it_runs_structured_graders_only_so_far(tmp_path:
     cfg = tmp_path / "g.json"
     cfg.write_text('{"type": "string_check", "name": "n", "input": "{{ sample.output_text }}", "reference": "ok", "operation": "eq"}')
     data = tmp_path / "d.jsonl"
-    data.write_text('{"output": "ok", "reference": "ok"}\n')
+    data.write_text('{"output": "ok"}\n{"output": "no"}\n')
     result = CliRunner().invoke(app, ["grade", str(data), "--grader", str(cfg)], env={"COLUMNS": "200"})
-    assert result.exit_code == 2 and "unsupported_grader_type" in result.output and "run_grader" in result.output
+    assert result.exit_code == 0 and "n (string_check): 2 rows" in result.output and "0.500" in result.output

@@ -1,0 +1,155 @@
+"""``rftkit grade``: (sample, item) rows for every grader type, items from another file, workers, Ray, nothing dropped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from graders import StructuredGrader, from_config
+from graders._cli import app
+from graders._scale import grade_rows
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"COLUMNS": "200"}
+
+NAME = {"type": "string_check", "name": "name", "operation": "eq",
+        "input": "{{ sample.output_json.name }}", "reference": "{{ item.name }}"}
+EMAIL = {"type": "string_check", "name": "email", "operation": "ilike",
+         "input": "{{ sample.output_json.email }}", "reference": "{{ item.email }}"}
+CONTACT = {"type": "multi", "name": "contact", "graders": {"name": NAME, "email": EMAIL},
+           "calculate_output": "0.5 * name + 0.5 * email"}
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def config(tmp_path: Path, cfg: dict[str, Any]) -> Path:
+    path = tmp_path / "grader.json"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+SAMPLES = [
+    {"id": 1, "sample": '{"name": "Ada", "email": "ADA@example.com"}', "item": {"name": "Ada", "email": "ada@example.com"}},
+    {"id": 2, "sample": '{"name": "Bob", "email": "x@y.z"}', "item": {"name": "Bob", "email": "bob@example.com"}},
+    {"id": 3, "sample": "no json here", "item": {"name": "Cy", "email": "cy@example.com"}},
+]
+
+
+def test_multi_rows_with_item_columns_give_run_shaped_results_and_a_summary(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "samples.jsonl", SAMPLES)
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["grade", str(data), "-g", str(config(tmp_path, CONTACT)), "-o", str(out)], env=ENV)
+    assert result.exit_code == 0, result.output
+    rows = read_results(out)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert [r["reward"] for r in rows] == [1.0, 0.5, 0.0]
+    assert rows[1]["sub_rewards"] == {"name": 1.0, "email": 0.0}
+    assert rows[0]["metadata"]["name"] == "contact" and rows[0]["metadata"]["type"] == "multi"
+    assert rows[0]["metadata"]["execution_time"] >= 0
+    assert rows[2]["metadata"]["errors"]["invalid_variable_error"] is True  # output_json of a non-JSON sample
+    assert "did not resolve" in rows[2]["reason"]
+    # The summary: mean reward, the mean of each sub-grader, and the error counts.
+    assert "contact (multi): 3 rows" in result.output
+    assert "0.500" in result.output  # mean reward (1 + 0.5 + 0) / 3
+    assert "invalid_variable_error" in result.output
+
+
+def test_a_row_without_an_item_column_is_its_own_item(tmp_path: Path) -> None:
+    rows = [{"output": "Paris", "answer": "Paris"}, {"output": "Lyon", "answer": "Paris"}]
+    cfg = {"type": "string_check", "name": "capital", "operation": "eq",
+           "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}"}
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["grade", str(write_jsonl(tmp_path / "d.jsonl", rows)), "-g", str(config(tmp_path, cfg)),
+                                 "-o", str(out)], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert [r["reward"] for r in read_results(out)] == [1.0, 0.0]
+
+
+def test_items_from_a_separate_file_by_line_or_by_join_key(tmp_path: Path) -> None:
+    samples = write_jsonl(tmp_path / "s.jsonl", [{"qid": "b", "sample": "4"}, {"qid": "a", "sample": "2"}])
+    items = write_jsonl(tmp_path / "i.jsonl", [{"qid": "a", "answer": "2"}, {"qid": "b", "answer": "4"}])
+    cfg = config(tmp_path, {"type": "string_check", "name": "n", "operation": "eq",
+                            "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}"})
+    out = tmp_path / "out.jsonl"
+    by_line = runner.invoke(app, ["grade", str(samples), "-g", str(cfg), "--items", str(items), "-o", str(out)], env=ENV)
+    assert by_line.exit_code == 0, by_line.output
+    assert [r["reward"] for r in read_results(out)] == [0.0, 0.0]  # line i with line i: both mismatched
+    joined = runner.invoke(app, ["grade", str(samples), "-g", str(cfg), "--items", str(items), "--join-key", "qid",
+                                 "-o", str(out)], env=ENV)
+    assert joined.exit_code == 0, joined.output
+    assert [r["reward"] for r in read_results(out)] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("items_rows, extra, message", [
+    ([{"answer": "2"}], [], "has 1 items for 2 sample rows"),
+    ([{"qid": "a", "answer": "2"}], ["--join-key", "qid"], "no item in"),
+])
+def test_unmatched_items_are_reported_not_guessed(tmp_path: Path, items_rows: list[Any], extra: list[str], message: str) -> None:
+    samples = write_jsonl(tmp_path / "s.jsonl", [{"qid": "b", "sample": "4"}, {"qid": "a", "sample": "2"}])
+    items = write_jsonl(tmp_path / "i.jsonl", items_rows)
+    cfg = config(tmp_path, {"type": "string_check", "name": "n", "operation": "eq",
+                            "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}"})
+    result = runner.invoke(app, ["grade", str(samples), "-g", str(cfg), "--items", str(items), *extra], env=ENV)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_row_whose_grading_raises_is_a_flagged_row_and_the_others_are_kept(tmp_path: Path) -> None:
+    rows = [{"id": "ok", "output": '{"a": 1}', "reference": {"a": 1}},
+            {"id": "bad", "output": '{"a": 1}', "reference": "{not json"},  # the structured grader raises bad_reference
+            {"id": "ok2", "output": '{"a": 2}', "reference": {"a": 1}}]
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["grade", str(write_jsonl(tmp_path / "d.jsonl", rows)),
+                                 "-g", str(config(tmp_path, {"type": "structured"})), "-o", str(out)], env=ENV)
+    assert result.exit_code == 1
+    assert "grading raised on 1 row(s)" in result.output and "line 2" in result.output
+    results = read_results(out)
+    assert [r["id"] for r in results] == ["ok", "bad", "ok2"]
+    assert results[1]["reward"] == 0.0 and results[1]["metadata"]["errors"]["other_error"] is True
+    assert "bad_reference" in results[1]["reason"] or "not valid JSON" in results[1]["reason"]
+    assert results[0]["reward"] == 1.0 and results[2]["reward"] == 0.0
+
+
+def test_the_sample_column_must_exist(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "x"}])
+    result = runner.invoke(app, ["grade", str(data), "-g", str(config(tmp_path, NAME))], env=ENV)
+    assert result.exit_code == 2 and "lack the sample column 'output'" in result.output and "--sample-key" in result.output
+
+
+def test_worker_processes_give_the_same_results_in_input_order() -> None:
+    grader = from_config(CONTACT)
+    samples = [r["sample"] for r in SAMPLES] * 7
+    items = [r["item"] for r in SAMPLES] * 7
+    local = grade_rows(grader, samples, items)
+    pooled = grade_rows(grader, samples, items, workers=2, chunk_size=3)
+    assert [r.grade.to_dict() for r in pooled] == [r.grade.to_dict() for r in local]
+
+
+def test_worker_processes_keep_a_raising_row() -> None:
+    responses = ['{"a": 1}', '{"a": 1}', '{"a": 1}']
+    references = [{"a": 1}, "{broken", {"a": 1}]
+    results = grade_rows(StructuredGrader(), responses, references, workers=2, chunk_size=1)
+    assert [r.raised for r in results] == [False, True, False]
+    assert [r.grade.score for r in results] == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.slow
+def test_ray_backend_on_a_local_ray_matches_local_grading() -> None:
+    pytest.importorskip("ray")
+    grader = from_config(CONTACT)
+    samples = [r["sample"] for r in SAMPLES] * 4
+    items = [r["item"] for r in SAMPLES] * 4
+    local = grade_rows(grader, samples, items)
+    on_ray = grade_rows(grader, samples, items, workers=2, backend="ray", chunk_size=5)
+    assert [r.grade.to_dict() for r in on_ray] == [r.grade.to_dict() for r in local]
