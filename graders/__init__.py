@@ -6,6 +6,9 @@ reference field by field, and combine the comparisons into one scalar reward.
 1.0
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from . import comparators
 from ._adapters import TrlReward, VerlComputeScore, openrlhf_reward_func, trl_reward, verl_compute_score
 from ._batch import grade_batch
@@ -22,6 +25,30 @@ from ._similarity import EvaluationMetric, TextSimilarityGrader
 from ._structured import Aggregation, FieldSpec, ListMode, StructuredGrader
 from ._templates import MissingVariable, Sample, Template
 
+if _TYPE_CHECKING:
+    from ._endpoint_grader import EndpointGrader
+    from ._model_grader import LabelModelGrader, ScoreModelGrader
+    from ._python_grader import PythonGrader
+
+_ON_FIRST_USE = {"PythonGrader": "_python_grader", "ScoreModelGrader": "_model_grader",
+                 "LabelModelGrader": "_model_grader", "EndpointGrader": "_endpoint_grader"}
+
+
+def __getattr__(name: str) -> _Any:
+    """The python, model and endpoint grader classes, imported when first named.
+
+    They bring subprocess and HTTP client code (httpx adds about 0.15 s) that
+    ``import graders`` -- paid by every CLI command and every ``grade_batch``
+    worker -- does not need; ``from_config`` loads them the same way.
+    """
+    if name in _ON_FIRST_USE:
+        import importlib
+
+        value = getattr(importlib.import_module(f"graders.{_ON_FIRST_USE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'graders' has no attribute {name!r}")
+
 __all__ = [
     "ERROR_FLAGS",
     "Aggregation",
@@ -29,6 +56,7 @@ __all__ = [
     "Comparator",
     "ComparatorName",
     "Decoded",
+    "EndpointGrader",
     "EvaluationMetric",
     "Extraction",
     "FieldDetail",
@@ -36,13 +64,16 @@ __all__ = [
     "Formula",
     "Grade",
     "GraderConfigError",
+    "LabelModelGrader",
     "ListMode",
     "MissingVariable",
     "MultiGrader",
     "Pair",
     "Parsed",
+    "PythonGrader",
     "Sample",
     "SampleGrader",
+    "ScoreModelGrader",
     "StringCheckGrader",
     "StructuredGrader",
     "Template",

@@ -38,6 +38,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from schemas import UserError
+
 from ._config import AnyGrader, from_config
 from ._errors import GraderConfigError
 from ._openai import MultiGrader
@@ -348,21 +350,39 @@ def _tensor_or_list(values: list[float]) -> Any:
     return torch.tensor(values, dtype=torch.float32)
 
 
+def openrlhf_rewards(grader: AnyGrader, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], *,
+                     declared: list[str] | None = None) -> dict[str, Any]:
+    """OpenRLHF's ``{"rewards", "scores", "extra_logs"}`` for one batch, as plain lists.
+
+    Row i's response is recovered from ``queries[i]`` by :func:`response_from_query`
+    and graded against ``labels[i]``. A label the grader cannot grade raises
+    :class:`UserError` with the pointer ``/labels/<i>``. ``declared`` is
+    :func:`field_names` of the grader, when the caller has it already.
+    """
+    fields_declared = field_names(grader) if declared is None else declared
+    grades = []
+    for i, (q, p, label) in enumerate(zip(queries, prompts, labels)):
+        try:
+            grades.append(_grade(grader, response_from_query(q, p), label, {"prompt": p}))
+        except UserError as exc:
+            raise type(exc)(exc.message, code=exc.code, pointer=f"/labels/{i}{exc.pointer}", hint=exc.hint) from None
+    scores = [x.score for x in grades]
+    rows = [_field_scores(x, fields_declared) for x in grades]
+    fields = list(dict.fromkeys(f for r in rows for f in r))
+    extra = {f"reward/{grader.name}/{f}": [r.get(f, 0.0) for r in rows] for f in fields}
+    return {"rewards": scores, "scores": list(scores), "extra_logs": extra}
+
+
 def openrlhf_reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], *,
                          grader: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """OpenRLHF's ``reward_func(queries, prompts, labels)``, grading with ``$RFTKIT_GRADER`` (cached).
 
-    Returns ``{"rewards", "scores", "extra_logs"}``: the rewards and the scores
-    (both the grade, in [0, 1]) and, in ``extra_logs``, one per-sample series per
-    field under ``reward/<name>/<field>``. Each is a float tensor where torch is
-    installed (as OpenRLHF's template returns), else a list. The response is
-    recovered from each query by :func:`response_from_query`.
+    Returns ``{"rewards", "scores", "extra_logs"}`` (see :func:`openrlhf_rewards`):
+    the rewards and the scores (both the grade, in [0, 1]) and, in ``extra_logs``,
+    one per-sample series per field under ``reward/<name>/<field>``. Each is a
+    float tensor where torch is installed (as OpenRLHF's template returns), else a list.
     """
     scorer = _from_env(grader)
-    g = scorer.grader
-    grades = [_grade(g, response_from_query(q, p), label, {"prompt": p}) for q, p, label in zip(queries, prompts, labels)]
-    scores = [x.score for x in grades]
-    rows = [_field_scores(x, scorer._declared) for x in grades]
-    fields = list(dict.fromkeys(f for r in rows for f in r))
-    extra = {f"reward/{g.name}/{f}": _tensor_or_list([r.get(f, 0.0) for r in rows]) for f in fields}
-    return {"rewards": _tensor_or_list(scores), "scores": _tensor_or_list(list(scores)), "extra_logs": extra}
+    out = openrlhf_rewards(scorer.grader, queries, prompts, labels, declared=scorer._declared)
+    return {"rewards": _tensor_or_list(out["rewards"]), "scores": _tensor_or_list(out["scores"]),
+            "extra_logs": {k: _tensor_or_list(v) for k, v in out["extra_logs"].items()}}

@@ -2,8 +2,9 @@
 
 Each subcommand's code lives in the package it belongs to; this module only
 wires them together. ``validate`` comes from ``schemas`` (:func:`register_schema_commands`);
-``train`` from ``rl`` through the ``rftkit.commands`` entry points (:func:`load_plugins`), so
-graders never imports rl. (``serve`` joins as its issue lands.)
+``train`` and ``demo`` from ``rl``, and ``serve`` from ``graders._serve`` (it needs the
+serve extra), through the ``rftkit.commands`` entry points (:func:`load_plugins`): each is
+imported only when its command runs, and graders never imports rl.
 """
 
 from __future__ import annotations

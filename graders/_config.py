@@ -4,9 +4,10 @@ A config is a dict (or a path to a JSON file holding one) whose ``type`` names
 the grader. OpenAI's type names keep their meaning; rftkit's own types are new
 names (``structured``), never changes to OpenAI's.
 
-Implemented so far: ``structured`` (grades ``(response, reference)``), and
-OpenAI's ``string_check``, ``text_similarity`` and ``multi`` (grade ``(sample, item)``). The other
-OpenAI types raise ``unsupported_grader_type``.
+Every type is implemented: ``structured`` (grades ``(response, reference)``), and
+OpenAI's ``string_check``, ``text_similarity``, ``multi``, ``python``, ``score_model``,
+``label_model`` and ``endpoint`` (grade ``(sample, item)``). The last four are imported
+on first use (subprocess and HTTP client code ``import graders`` does not need).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import graders
+import graders.adapters
+import graders.serve
 import rl
 import schemas
 from graders._cli import app
@@ -18,7 +20,8 @@ from graders._cli import app
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("module", [schemas, graders, rl, graders.comparators], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [schemas, graders, rl, graders.comparators, graders.adapters, graders.serve],
+                         ids=lambda m: m.__name__)
 def test_all_lists_exactly_the_public_names(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]  # every public module defines __all__
     assert len(names) == len(set(names))

@@ -277,8 +277,7 @@ BAD_CONFIGS = [
     ({**CONTACT, "graders": {"a/b": {**check("eq"), "reference": "{{ x }}"}}, "calculate_output": "1"},
      "bad_template", "/graders/a~1b/reference"),
     ({**CONTACT, "graders": {"inner": CONTACT}, "calculate_output": "inner"}, "nested_multi", "/graders/inner/type"),
-    ({**CONTACT, "graders": {"t": {"type": "endpoint"}}, "calculate_output": "t"}, "unsupported_grader_type",
-     "/graders/t/type"),
+    ({**CONTACT, "graders": {"t": {"type": "endpoint"}}, "calculate_output": "t"}, "missing_key", "/graders/t/url"),
     ({**CONTACT, "graders": {"t": {"type": "nope"}}, "calculate_output": "t"}, "unknown_grader_type", "/graders/t/type"),
     ({**CONTACT, "graders": {}}, "wrong_type", "/graders"),
     ({**CONTACT, "calculate_output": "name +"}, "formula_parse_error", "/calculate_output"),
@@ -287,7 +286,7 @@ BAD_CONFIGS = [
     ({**CONTACT, "calculate_output": 1}, "wrong_type", "/calculate_output"),
     ({**CONTACT, "graders": {"s": {"type": "structured", "aggregation": "nope"}}, "calculate_output": "s"},
      "bad_aggregation", "/graders/s/aggregation"),
-    ({"type": "python", "source": "def grade(s, i): return 1"}, "unsupported_grader_type", "/type"),
+    ({"type": "python", "name": "p", "source": "def grade(s):\n    return 1\n"}, "bad_grade_signature", "/source"),
     ({"name": "no type"}, "unknown_grader_type", "/type"),
 ]
 
