@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grader_throughput import Profile, make_pairs  # noqa: E402  (the shared corpus)
+from grader_throughput import Profile, make_pairs
 
-from graders import StructuredGrader, grade_batch  # noqa: E402
+from graders import StructuredGrader, grade_batch
 
 
 def main() -> None:
