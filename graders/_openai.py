@@ -75,6 +75,16 @@ def _check_name(name: object) -> str:
     return name
 
 
+def check_threshold(value: object) -> float | None:
+    """A config's optional ``pass_threshold``: None, or a finite number (the score at or above which a grade passes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type",
+                                pointer="/pass_threshold", hint="a score in [0, 1], e.g. 0.8")
+    return float(value)
+
+
 def _under(prefix: str, exc: GraderConfigError | SchemaError) -> GraderConfigError | SchemaError:
     """The same error, pointing into the enclosing config."""
     return type(exc)(exc.message, code=exc.code, pointer=prefix + exc.pointer, hint=exc.hint)

@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._errors import GraderConfigError
-from ._openai import SampleInput, _check_keys, _check_name
+from ._openai import SampleInput, _check_keys, _check_name, check_threshold
 from ._result import FieldDetail, Grade, no_errors
 from ._templates import Sample
 
@@ -170,15 +170,6 @@ def _check_positive(value: object, name: str) -> float:
     return float(value)
 
 
-def _check_threshold(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type",
-                                pointer="/pass_threshold", hint="a score in [0, 1], e.g. 0.8")
-    return float(value)
-
-
 def sample_dict(sample: SampleInput) -> dict[str, Any]:
     """The ``sample`` argument ``grade`` receives: OpenAI's four keys, always present.
 
@@ -256,7 +247,7 @@ class PythonGrader:
                                     pointer="/image_tag")
         self.image_tag = image_tag
         """OpenAI's image tag (``"2025-05-08"``), kept for the config; it selects nothing locally."""
-        self.pass_threshold = _check_threshold(pass_threshold)
+        self.pass_threshold = check_threshold(pass_threshold)
         """The score at or above which a grade passes (only marks the reason); None: no verdict."""
         self.timeout = _check_positive(timeout, "timeout")
         """Seconds of wall clock one grade may take."""

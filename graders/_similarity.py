@@ -37,7 +37,7 @@ from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from ._errors import GraderConfigError
-from ._openai import SampleInput, _check_keys, _check_name, _render_pair
+from ._openai import SampleInput, _check_keys, _check_name, _render_pair, check_threshold
 from ._result import FieldDetail, Grade
 from ._templates import Template
 
@@ -276,7 +276,7 @@ class TextSimilarityGrader:
         self.reference = Template(reference, pointer="/reference")
         self.evaluation_metric: EvaluationMetric = evaluation_metric
         """Which similarity to compute (OpenAI's names)."""
-        self.pass_threshold = _check_threshold(pass_threshold)
+        self.pass_threshold = check_threshold(pass_threshold)
         """The score at or above which a grade passes; None: no verdict."""
         self.embedding_model: Path | None = None
         """For ``cosine``: the sentence-embedding model directory in use."""
@@ -346,15 +346,6 @@ class TextSimilarityGrader:
     def __repr__(self) -> str:
         return (f"TextSimilarityGrader(name={self.name!r}, evaluation_metric={self.evaluation_metric!r}, "
                 f"pass_threshold={self.pass_threshold!r})")
-
-
-def _check_threshold(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type",
-                                pointer="/pass_threshold", hint="a score in [0, 1], e.g. 0.8")
-    return float(value)
 
 
 def _rebuild(config: dict[str, Any]) -> TextSimilarityGrader:

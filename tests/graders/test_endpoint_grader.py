@@ -2,74 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from fake_http import HANG, Answer, FakeServer, Respond
 
 from graders import GraderConfigError, from_config, run_grader, validate_grader
 from graders._endpoint_grader import EndpointGrader, HttpFailure, RateLimiter, post_json
 
-Answer = tuple[int, Any] | tuple[int, Any, dict[str, str]]
-"""(status, body: dict -> JSON, str/bytes -> as is, HANG -> no answer until the test ends[, headers])."""
-HANG = object()
 
+class EndpointServer(FakeServer):
+    """The fake service, answering at ``url`` (its ``/grade`` path)."""
 
-class FakeServer:
-    """A threaded HTTP server on an ephemeral loopback port; ``respond(n, request)`` answers the n-th POST (from 0)."""
-
-    def __init__(self, respond: Callable[[int, dict[str, Any]], Answer]) -> None:
-        self.respond = respond
-        self.requests: list[dict[str, Any]] = []
-        self.release = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                request = {"path": self.path, "headers": dict(self.headers), "body": json.loads(raw)}
-                fake.requests.append(request)
-                status, body, *extra = fake.respond(len(fake.requests) - 1, request)
-                if body is HANG:
-                    fake.release.wait(10)
-                    return
-                data = json.dumps(body).encode() if isinstance(body, (dict, list)) else \
-                    body.encode() if isinstance(body, str) else body
-                try:
-                    self.send_response(status)
-                    for key, value in (extra[0] if extra else {}).items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-                    pass
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/grade"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
-
-    def __enter__(self) -> FakeServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+    def __init__(self, respond: Respond) -> None:
+        super().__init__(respond)
+        self.url = f"{self.root}/grade"
 
 
 def always(status: int, body: Any, headers: dict[str, str] | None = None) -> Callable[[int, dict[str, Any]], Answer]:
@@ -77,17 +30,17 @@ def always(status: int, body: Any, headers: dict[str, str] | None = None) -> Cal
 
 
 @pytest.fixture
-def server_factory() -> Iterator[Callable[[Callable[[int, dict[str, Any]], Answer]], FakeServer]]:
-    started: list[FakeServer] = []
+def server_factory() -> Iterator[Callable[[Respond], EndpointServer]]:
+    started: list[EndpointServer] = []
 
-    def start(respond: Callable[[int, dict[str, Any]], Answer]) -> FakeServer:
-        server = FakeServer(respond).__enter__()
+    def start(respond: Respond) -> EndpointServer:
+        server = EndpointServer(respond)
         started.append(server)
         return server
 
     yield start
     for server in started:
-        server.__exit__()
+        server.close()
 
 
 def grader(url: str, **extra: Any) -> EndpointGrader:

@@ -7,62 +7,24 @@ import pickle
 import string
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_http import HANG, FakeServer, Respond
 
 from graders import GraderConfigError, from_config, run_grader, validate_grader
 from graders._model_grader import BASE_URL_ENV, LabelModelGrader, ScoreModelGrader
 
-Respond = Callable[[int, dict[str, Any]], tuple[int, Any]]
-HANG = object()
 
-
-class FakeChatServer:
-    """A threaded HTTP server on an ephemeral loopback port; ``respond(n, request)`` answers the n-th POST (from 0)."""
+class FakeChatServer(FakeServer):
+    """The fake service as an OpenAI-compatible server: ``base_url`` ends in ``/v1``."""
 
     def __init__(self, respond: Respond) -> None:
-        self.respond = respond
-        self.requests: list[dict[str, Any]] = []
-        self.release = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(raw)})
-                status, body = fake.respond(len(fake.requests) - 1, fake.requests[-1])
-                if body is HANG:
-                    fake.release.wait(10)
-                    return
-                data = json.dumps(body).encode() if isinstance(body, dict) else str(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-                    pass
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        super().__init__(respond)
+        self.base_url = f"{self.root}/v1"
 
 
 def completion(content: str | None, finish_reason: str = "stop", refusal: str | None = None) -> dict[str, Any]:
