@@ -5,9 +5,9 @@ Built so far:
 * the maths, each a pure function tested against a plain loop: the advantage
   estimators (``gae``, ``grpo``, ``rloo``, ``reinforce_pp``, ``whiten``), the
   losses (``clipped_policy_loss``, ``clipped_value_loss``, ``kl_k1``, ``kl_k3``,
-  ``approx_kl``, ``entropy_from_logits``) and the per-token rewards
-  (``token_rewards``);
-* ``PPOConfig`` (every knob, checked at construction);
+  ``kl_from_logits``, ``approx_kl``, ``entropy_from_logits``), the adaptive KL controller
+  (``adaptive_kl_coef``) and the per-token rewards (``token_rewards``);
+* ``PPOConfig`` (every knob, checked at construction; a fixed or adaptive KL coefficient);
 * rollouts: ``generate_completions`` (batched, left-padded, KV-cached sampling)
   and ``sequence_logprobs`` (log-probs under the sampling temperature);
 * ``PPOTrainer``: one ``step()`` is rollout -> grade -> rewards -> advantages ->
@@ -15,19 +15,31 @@ Built so far:
   ``save_checkpoint()`` writes an atomic checkpoint (safetensors weights, optimizer,
   RNG states, step, config) and ``PPOTrainer(..., resume_from=dir)`` continues from
   it; ``train()`` runs steps, evaluations and checkpoints on a schedule;
-* ``MetricsLogger`` (one JSON line per step plus a rich console table) and
-  ``read_metrics``;
-* the ``rftkit train CONFIG`` command (``rl._cli``, registered through the
-  ``rftkit.commands`` entry point and imported only when it runs).
+* ``MetricsLogger`` (one JSON line per step plus a rich console table),
+  ``read_metrics`` and ``plot_metrics`` (PNG plots of reward per field, KL and
+  entropy; ``train()`` draws them at the end of a logged run);
+* the ``rftkit train CONFIG`` command (``rl._cli``) and the ``rftkit demo`` command
+  (``rl._demo``: warm start and PPO of a tiny GPT-2 on résumé extraction, offline),
+  both registered through the ``rftkit.commands`` entry point and imported only when
+  they run.
 
-Not built yet: an adaptive KL coefficient, a learning-rate scheduler, ``torchrun``
-(DDP), plots and the RL demo.
+Not built yet: a learning-rate scheduler and ``torchrun`` (DDP).
 """
 
 from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten
 from ._config import KLEstimator, PPOConfig
 from ._logging import MetricsLogger, read_metrics
-from ._losses import approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
+from ._losses import (
+    adaptive_kl_coef,
+    approx_kl,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    kl_from_logits,
+    kl_k1,
+    kl_k3,
+)
+from ._plots import plot_metrics
 from ._rollout import Rollout, generate_completions, sequence_logprobs
 from ._trainer import BatchGrader, PPOTrainer, Scored, token_rewards
 
@@ -40,6 +52,7 @@ __all__ = [
     "PPOTrainer",
     "Rollout",
     "Scored",
+    "adaptive_kl_coef",
     "approx_kl",
     "clipped_policy_loss",
     "clipped_value_loss",
@@ -47,9 +60,11 @@ __all__ = [
     "gae",
     "generate_completions",
     "grpo",
+    "kl_from_logits",
     "kl_k1",
     "kl_k3",
     "masked_mean",
+    "plot_metrics",
     "read_metrics",
     "reinforce_pp",
     "rloo",

@@ -119,6 +119,11 @@ def _ppo_config(section: Mapping[str, Any]) -> PPOConfig:
         if f.name not in section:
             continue
         value, default, pointer = section[f.name], f.default, f"/ppo/{f.name}"
+        if default is None:  # the only optional fields are `float | None` (kl_target); YAML may say null, TOML cannot
+            if value is None:
+                kwargs[f.name] = None
+                continue
+            default = 0.0
         if isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, int):

@@ -48,7 +48,12 @@ class PPOConfig:
     lam: float = 0.95
     """GAE's lambda (``gae`` only)."""
     kl_coef: float = 0.05
-    """Fixed weight of the KL to the frozen initial policy; 0 turns the penalty off."""
+    """Weight of the KL to the frozen initial policy (the starting weight when ``kl_target`` is set); 0 turns the penalty off."""
+    kl_target: float | None = None
+    """None: ``kl_coef`` stays fixed. A number: the KL per completion (nats, as ``kl/to_init``) that an adaptive
+    coefficient steers towards, with Ziegler et al.'s proportional controller (``rl.adaptive_kl_coef``)."""
+    kl_horizon: int = 10000
+    """Adaptive KL only: completions over which the coefficient may change by at most 20%; smaller reacts faster."""
     kl_estimator: KLEstimator = "k1"
     """``k1``: ``-kl_coef * (logp - logp_ref)`` added to every token's reward; ``k3``: ``kl_coef * k3`` added to the loss."""
     clip: float = 0.2
@@ -84,7 +89,8 @@ class PPOConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 _reject(f.name, f"{f.name} must be a finite number, got {value}")
-        for name in ("samples_per_prompt", "prompts_per_batch", "max_new_tokens", "ppo_epochs", "minibatch_size", "keep_last"):
+        for name in ("samples_per_prompt", "prompts_per_batch", "max_new_tokens", "ppo_epochs", "minibatch_size", "keep_last",
+                     "kl_horizon"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 _reject(name, f"{name} must be an integer >= 1, got {value!r}")
@@ -95,6 +101,13 @@ class PPOConfig:
         for name in ("kl_coef", "value_coef", "no_eos_penalty"):
             if getattr(self, name) < 0:
                 _reject(name, f"{name} must be >= 0, got {getattr(self, name)}", "use 0 to turn it off")
+        if self.kl_target is not None:
+            if isinstance(self.kl_target, bool) or not isinstance(self.kl_target, (int, float)) or not self.kl_target > 0:
+                _reject("kl_target", f"kl_target must be a number > 0 or None, got {self.kl_target!r}",
+                        "None keeps kl_coef fixed; TRL's adaptive default is 6 nats per completion")
+            if self.kl_coef == 0:
+                _reject("kl_coef", "an adaptive KL coefficient (kl_target) needs a starting kl_coef > 0",
+                        "the controller multiplies kl_coef, so 0 would stay 0; try kl_coef=0.05")
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
             name = "gamma" if not 0 <= self.gamma <= 1 else "lam"
             _reject(name, f"{name} must be in [0, 1], got {getattr(self, name)}")

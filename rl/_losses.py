@@ -9,11 +9,17 @@ Shapes: ``(B, T)`` per-token tensors and a ``(B, T)`` mask of real completion to
 * :func:`kl_k1` / :func:`kl_k3` -- per-token estimators of KL(policy || reference):
   ``k1 = logp - logp_ref`` (unbiased, used inside the reward) and
   ``k3 = exp(logp_ref - logp) - (logp_ref - logp) - 1`` (non-negative, low variance, used as a loss).
+* :func:`kl_from_logits` -- the exact per-token ``KL(p || q) = sum_v p_v (log p_v - log q_v)`` over the
+  vocabulary, for measuring (not training): no sampling noise, never negative.
 * :func:`approx_kl` -- ``mean(0.5 * (logp - logp_old)^2)``, the update-size diagnostic.
 * :func:`entropy_from_logits` -- ``H = logsumexp(z) - sum softmax(z) * z``, per token.
+* :func:`adaptive_kl_coef` -- Ziegler et al.'s (2019) proportional controller for the KL
+  coefficient: ``beta <- beta * (1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon)``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -49,6 +55,19 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
+def kl_from_logits(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """Exact per-position ``KL(softmax(logits) || softmax(ref_logits))``: (B, T, V), (B, T, V) -> (B, T).
+
+    >>> z = torch.tensor([[[0.0, 1.0, 2.0]]])
+    >>> float(kl_from_logits(z, z))
+    0.0
+    >>> round(float(kl_from_logits(z, torch.zeros(1, 1, 3))), 4)  # vs uniform: log 3 - H(p)
+    0.2662
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return (logp.exp() * (logp - torch.log_softmax(ref_logits.float(), dim=-1))).sum(dim=-1)
+
+
 def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``mean(0.5 * (logp - logp_old)^2)`` over real tokens: how far one update moved the policy."""
     return masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask)
@@ -58,3 +77,23 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the softmax over the last dimension, per position: (B, T, V) -> (B, T)."""
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
+
+
+def adaptive_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n_samples: int) -> float:
+    """The next KL coefficient after a batch of ``n_samples`` completions whose mean KL was ``kl``.
+
+    Ziegler et al. (2019, "Fine-Tuning Language Models from Human Preferences", section 2.2):
+    ``e = clip(kl / target - 1, -0.2, 0.2)`` and ``coef * (1 + e * n_samples / horizon)``. Above
+    the target the penalty grows, below it shrinks, by at most 20% per ``horizon`` completions;
+    the clip keeps one odd batch from swinging it. ``kl`` is per completion (summed over its
+    tokens), as ``kl/to_init`` is logged. A NaN ``kl`` leaves the coefficient unchanged.
+
+    >>> round(adaptive_kl_coef(0.1, kl=12.0, target=6.0, horizon=1000, n_samples=100), 6)  # error +1 clipped to +0.2: x1.02
+    0.102
+    >>> round(adaptive_kl_coef(0.1, kl=5.4, target=6.0, horizon=1000, n_samples=100), 6)  # error -0.1: x0.99
+    0.099
+    """
+    if not math.isfinite(kl):
+        return coef
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * n_samples / horizon)

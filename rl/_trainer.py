@@ -19,7 +19,7 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    clipped value loss (``gae``), ``kl_coef * k3`` (``kl_estimator="k3"``), gradient
    clipping, AdamW; a minibatch whose mean importance ratio exceeds
    ``ratio_skip_threshold`` is skipped and counted (``update/skipped_ratio``);
-6. **log** -- a dict of namespaced metrics.
+6. **log** -- a dict of namespaced metrics; then the adaptive KL coefficient, if any, moves.
 
 The model stays in ``eval()`` mode throughout: dropout would make the policy that
 sampled differ from the one being scored, and the ratio would start away from 1.
@@ -31,8 +31,9 @@ sampled differ from the one being scored, and the ratio would start away from 1.
 optimizer, RNG states, prompt queue and step, so the resumed run takes exactly the
 steps the killed one would have.
 
-Left out for now (the rest of issue 5): an adaptive KL coefficient and a learning-rate
-scheduler, ``torchrun``/DDP, the ``rftkit train`` command, plots, and the demo.
+The KL weight is ``config.kl_coef``, or, with ``config.kl_target``, Ziegler et al.'s adaptive
+coefficient, updated after each step from that step's ``kl/to_init`` (:func:`rl.adaptive_kl_coef`)
+and saved in checkpoints. Left out: a learning-rate scheduler and ``torchrun``/DDP.
 
 Run it::
 
@@ -69,7 +70,8 @@ from ._advantages import gae, grpo, masked_mean, reinforce_pp, rloo, whiten
 from ._checkpoint import load_rng, resolve_checkpoint, save_rng, write_atomically, write_json
 from ._config import PPOConfig
 from ._logging import MetricsLogger
-from ._losses import approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
+from ._losses import adaptive_kl_coef, approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
+from ._plots import plot_metrics
 from ._rollout import check_tokenizer, completion_forward, gather_logprobs, generate_completions, sequence_logprobs
 
 
@@ -146,6 +148,8 @@ class PPOTrainer:
         if self.value_head is not None:
             self.params += list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate)
+        self.kl_coef = config.kl_coef
+        """The KL penalty's current weight: ``config.kl_coef``, moved after every step when ``config.kl_target`` is set."""
         self.step_count = 0
         self._rng = random.Random(config.seed)
         self._generator = torch.Generator().manual_seed(config.seed)
@@ -193,7 +197,7 @@ class PPOTrainer:
         # 3. Rewards: the score on the last real token, the k1 KL penalty on every token.
         kl = kl_k1(old_logprobs, ref_logprobs) * real  # (B, T)
         rewards = token_rewards(torch.where(finite, scores, 0.0).to(real.device), kl, real, roll.has_eos,
-                                kl_coef=cfg.kl_coef if cfg.kl_estimator == "k1" else 0.0, no_eos_penalty=cfg.no_eos_penalty)
+                                kl_coef=self.kl_coef if cfg.kl_estimator == "k1" else 0.0, no_eos_penalty=cfg.no_eos_penalty)
         rewards = rewards * mask  # skipped completions carry no reward
 
         # 4. Advantages.
@@ -230,9 +234,9 @@ class PPOTrainer:
                     value_loss = clipped_value_loss(values, old_values[mb], returns[mb], mb_mask, cfg.value_clip)
                     loss = loss + cfg.value_coef * value_loss
                     stats["loss/value"].append(value_loss.item())
-                if cfg.kl_estimator == "k3" and cfg.kl_coef > 0:
+                if cfg.kl_estimator == "k3" and self.kl_coef > 0:
                     kl_loss = masked_mean(kl_k3(logprobs, ref_logprobs[mb]), mb_mask)
-                    loss = loss + cfg.kl_coef * kl_loss
+                    loss = loss + self.kl_coef * kl_loss
                     stats["loss/kl"].append(kl_loss.item())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
@@ -245,10 +249,12 @@ class PPOTrainer:
                     stats["policy/entropy"].append(masked_mean(entropy_from_logits(logits), mb_mask).item())
         self.step_count += 1
 
-        # 6. Log.
+        # 6. Log, then let the adaptive controller (if any) set the KL weight of the next step.
+        kl_to_init = kl.sum(dim=1).mean().item()
         metrics = {
             **_reward_metrics(grades, "reward"),
-            "kl/to_init": kl.sum(dim=1).mean().item(),
+            "kl/to_init": kl_to_init,
+            "kl/coef": self.kl_coef,
             **{name: sum(values) / len(values) for name, values in stats.items()},
             "rollout/completion_len": real.sum(dim=1).mean().item(),
             "rollout/eos_frac": roll.has_eos.float().mean().item(),
@@ -256,6 +262,9 @@ class PPOTrainer:
             "update/skipped_ratio": float(skipped_ratio),
             "perf/samples_per_s": len(grades) / (time.perf_counter() - start),
         }
+        if cfg.kl_target is not None:
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, kl_to_init, target=cfg.kl_target, horizon=cfg.kl_horizon,
+                                            n_samples=len(grades))
         return metrics
 
     def evaluate(self) -> dict[str, float]:
@@ -285,7 +294,7 @@ class PPOTrainer:
                 save_file(self.value_head.state_dict(), str(tmp / "value_head.safetensors"))
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             write_json(tmp / "trainer_state.json", {
-                "step": self.step_count, "queue": self._queue, "config": dataclasses.asdict(self.config),
+                "step": self.step_count, "queue": self._queue, "kl_coef": self.kl_coef, "config": dataclasses.asdict(self.config),
                 **save_rng(tmp, self._generator, self._rng)})
 
         return write_atomically(directory, self.step_count, write, keep_last=self.config.keep_last)
@@ -297,6 +306,7 @@ class PPOTrainer:
             self.value_head.load_state_dict(load_file(str(checkpoint / "value_head.safetensors"), device=str(device)))
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
         self.step_count, self._queue = int(state["step"]), [int(i) for i in state["queue"]]
+        self.kl_coef = float(state.get("kl_coef", self.config.kl_coef))
         load_rng(checkpoint, state, self._generator, self._rng)  # last: nothing after it may draw a random number
 
     def train(self, steps: int, *, log_dir: str | os.PathLike[str] | None = None, eval_every: int | None = None,
@@ -307,7 +317,8 @@ class PPOTrainer:
         (``eval/reward/mean``, ``eval/reward/<field>``) joins that step's metrics, which always hold
         ``kl/to_init``. With ``log_dir``: each step's metrics are appended to ``log_dir/metrics.jsonl``
         (lines after the current step, left by a killed run, are dropped first) and every
-        ``checkpoint_every`` steps, and at the last, a checkpoint goes to ``log_dir/checkpoints``.
+        ``checkpoint_every`` steps, and at the last, a checkpoint goes to ``log_dir/checkpoints``; at the end
+        :func:`plot_metrics` draws ``log_dir/plots/{reward,kl,entropy}.png`` from the whole log.
         A progress bar is drawn on stderr when it is a terminal. Returns the metrics of the steps run.
         """
         for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
@@ -339,8 +350,9 @@ class PPOTrainer:
         finally:
             if logger is not None:
                 logger.close()
+        if log_dir is not None:
+            plot_metrics(Path(log_dir) / "metrics.jsonl", Path(log_dir) / "plots")
         return history
-
 
 
 def _reward_metrics(grades: Sequence[Scored], prefix: str) -> dict[str, float]:
@@ -375,8 +387,9 @@ def _read_checkpoint(path: str | os.PathLike[str], config: PPOConfig | None) -> 
         raise UserError(f"no checkpoint at {os.fspath(path)!r}", code="bad_resume", pointer="/resume_from",
                         hint="pass a step-* directory written by save_checkpoint, or the directory holding them")
     state: dict[str, Any] = json.loads((checkpoint / "trainer_state.json").read_text())
-    if config is not None and dataclasses.asdict(config) != state["config"]:
-        changed = sorted(k for k, v in dataclasses.asdict(config).items() if state["config"].get(k) != v)
+    saved = dataclasses.asdict(PPOConfig(**state["config"]))  # fields added since the checkpoint was written take their defaults
+    if config is not None and dataclasses.asdict(config) != saved:
+        changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
         raise UserError(f"the checkpoint was written with a different config ({', '.join(changed)})", code="bad_resume",
                         pointer="/resume_from", hint="pass config=None to resume with the checkpoint's own config")
     return checkpoint, state

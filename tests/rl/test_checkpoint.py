@@ -24,7 +24,7 @@ from rich.console import Console
 from test_trainer import ROWS, small_config, snapshot, tiny_model, tiny_tokenizer
 
 from graders import StructuredGrader
-from rl import MetricsLogger, PPOTrainer, read_metrics
+from rl import MetricsLogger, PPOTrainer, plot_metrics, read_metrics
 from rl._checkpoint import list_checkpoints
 from schemas import UserError
 
@@ -49,9 +49,9 @@ def without_timing(metrics: dict[str, float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize("advantage", ["gae", "grpo"])
-def test_a_resumed_run_takes_the_same_step_as_the_uninterrupted_one(tmp_path: Path, advantage: str) -> None:
-    original = make_trainer(advantage=advantage)
+@pytest.mark.parametrize(("advantage", "kl_target"), [("gae", None), ("grpo", 0.01)])
+def test_a_resumed_run_takes_the_same_step_as_the_uninterrupted_one(tmp_path: Path, advantage: str, kl_target: float | None) -> None:
+    original = make_trainer(advantage=advantage, kl_target=kl_target, kl_horizon=8)
     original.step()
     original.step()
     saved = original.save_checkpoint(tmp_path)
@@ -60,6 +60,7 @@ def test_a_resumed_run_takes_the_same_step_as_the_uninterrupted_one(tmp_path: Pa
 
     resumed = make_trainer(resume_from=tmp_path)  # the newest checkpoint under the folder, with its own config
     assert resumed.step_count == 2 and resumed.config == original.config
+    assert resumed.kl_coef == json.loads((saved / "trainer_state.json").read_text())["kl_coef"]  # moved by the controller, if any
     metrics = resumed.step()
     assert resumed.step_count == 3
     got = weights(resumed)
@@ -77,7 +78,7 @@ def test_the_checkpoint_holds_weights_optimizer_rng_step_and_config(tmp_path: Pa
                                                        "trainer_state.json", "value_head.safetensors"]
     state = json.loads((saved / "trainer_state.json").read_text())
     assert state["step"] == 1 and state["config"]["learning_rate"] == trainer.config.learning_rate
-    assert {"python_random", "trainer_random", "queue"} <= set(state)
+    assert {"python_random", "trainer_random", "queue", "kl_coef"} <= set(state)
 
 
 def test_a_killed_writer_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,6 +148,20 @@ def test_metrics_logger_appends_flushes_and_truncates_on_resume(tmp_path: Path) 
     assert [(r["step"], r["reward/mean"]) for r in read_metrics(path)] == [(1, 0.1), (2, 0.2), (3, 0.9)]
 
 
+def test_plot_metrics_writes_three_pngs_and_nothing_for_an_empty_log(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    with MetricsLogger(path, console_every=None) as logger:
+        logger.log(0, {"eval/reward/mean": 0.4, "eval/reward/city": 0.0})
+        for step in (1, 2, 3):
+            logger.log(step, {"reward/mean": step / 4, "reward/city": step / 3, "kl/to_init": step / 10, "kl/coef": 0.05,
+                              "policy/entropy": 1 / step, "loss/policy": math.nan})
+    written = plot_metrics(path, tmp_path / "plots")
+    assert [p.name for p in written] == ["reward.png", "kl.png", "entropy.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and p.stat().st_size > 1000 for p in written)
+    (tmp_path / "empty.jsonl").write_text("")
+    assert plot_metrics(tmp_path / "empty.jsonl", tmp_path / "none") == [] and not (tmp_path / "none").exists()
+
+
 def test_train_logs_evaluates_checkpoints_and_resumes_without_duplicate_steps(tmp_path: Path) -> None:
     trainer = make_trainer()
     history = trainer.train(3, log_dir=tmp_path, eval_every=2, checkpoint_every=2, console_every=None)
@@ -156,6 +171,7 @@ def test_train_logs_evaluates_checkpoints_and_resumes_without_duplicate_steps(tm
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all("kl/to_init" in r for r in rows)
     assert ["eval/reward/mean" in r for r in rows] == [False, True, True]  # per-field keys appear once a greedy answer parses
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["entropy.png", "kl.png", "reward.png"]
     final = weights(trainer)
 
     # Killed after the step-2 checkpoint: resume from it, run to the same total, get the same run and log.

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from rl import (
+    adaptive_kl_coef,
     approx_kl,
     clipped_policy_loss,
     clipped_value_loss,
     entropy_from_logits,
     gae,
     grpo,
+    kl_from_logits,
     kl_k1,
     kl_k3,
     reinforce_pp,
@@ -153,3 +155,48 @@ def test_kl_estimators_and_entropy() -> None:
     mask = torch.ones(2, 3)
     assert float(approx_kl(logp[..., 0], ref[..., 0], mask)) == pytest.approx(
         float((0.5 * (logp[..., 0] - ref[..., 0]) ** 2).mean()), abs=1e-7)
+
+
+def test_kl_from_logits_matches_the_sum_over_the_vocabulary() -> None:
+    gen = torch.Generator().manual_seed(3)
+    logits, ref_logits = torch.randn(2, 3, 5, generator=gen), torch.randn(2, 3, 5, generator=gen)
+    got = kl_from_logits(logits, ref_logits)
+    for b in range(2):
+        for t in range(3):
+            p = torch.softmax(logits[b, t], -1).tolist()
+            q = torch.softmax(ref_logits[b, t], -1).tolist()
+            assert float(got[b, t]) == pytest.approx(sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)), abs=1e-5)
+    assert (got >= 0).all() and torch.allclose(kl_from_logits(logits, logits), torch.zeros(2, 3), atol=1e-6)
+
+
+class ReferenceKLController:
+    """Ziegler et al.'s controller written as the usual stateful object (value, target, horizon; update(current, n))."""
+
+    def __init__(self, init: float, target: float, horizon: int) -> None:
+        self.value, self.target, self.horizon = init, target, horizon
+
+    def update(self, current: float, n_steps: int) -> None:
+        error = current / self.target - 1
+        error = 0.2 if error > 0.2 else -0.2 if error < -0.2 else error
+        self.value = self.value * (1 + error * n_steps / self.horizon)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_adaptive_kl_coef_matches_the_reference_controller(seed: int) -> None:
+    rng = random.Random(seed)
+    reference, coef = ReferenceKLController(0.05, target=2.0, horizon=500), 0.05
+    for _ in range(50):
+        kl, n = rng.uniform(0.0, 5.0), rng.choice([16, 64])
+        reference.update(kl, n)
+        coef = adaptive_kl_coef(coef, kl, target=2.0, horizon=500, n_samples=n)
+        assert coef == pytest.approx(reference.value, rel=1e-12)
+
+
+def test_adaptive_kl_coef_moves_towards_the_target_and_ignores_nan() -> None:
+    assert adaptive_kl_coef(0.1, 4.0, target=2.0, horizon=100, n_samples=10) > 0.1  # KL too high: penalise more
+    assert adaptive_kl_coef(0.1, 1.0, target=2.0, horizon=100, n_samples=10) < 0.1  # too low: penalise less
+    assert adaptive_kl_coef(0.1, 2.0, target=2.0, horizon=100, n_samples=10) == 0.1
+    assert adaptive_kl_coef(0.1, math.nan, target=2.0, horizon=100, n_samples=10) == 0.1
+    # the proportional error is clipped at +-0.2: a KL 100x the target moves it no more than 1.2x the target does
+    assert adaptive_kl_coef(0.1, 200.0, target=2.0, horizon=100, n_samples=10) == adaptive_kl_coef(0.1, 2.4, target=2.0, horizon=100,
+                                                                                                    n_samples=10)

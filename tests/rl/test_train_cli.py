@@ -169,6 +169,18 @@ def test_the_docs_example_config_uses_only_known_keys() -> None:
     _ppo_config(data["ppo"])
 
 
+def test_the_ppo_section_reads_an_optional_kl_target() -> None:
+    from rl._cli import _ppo_config
+    from schemas import UserError
+
+    assert _ppo_config({"kl_target": 2, "kl_horizon": 640}).kl_target == 2.0  # TOML: an int is fine for a float field
+    assert _ppo_config({"kl_target": None}).kl_target is None  # YAML's null
+    for bad, pointer in (({"kl_target": "2"}, "/ppo/kl_target"), ({"kl_target": 1.0, "kl_coef": 0}, "/ppo/kl_coef")):
+        with pytest.raises(UserError) as info:
+            _ppo_config(bad)
+        assert info.value.pointer == pointer
+
+
 def test_a_plugin_that_cannot_import_becomes_a_stub_that_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib.metadata import EntryPoint
 
@@ -187,4 +199,4 @@ def test_a_plugin_that_cannot_import_becomes_a_stub_that_exits_2(monkeypatch: py
     cli.load_plugins(fresh)
     cli.load_plugins(fresh)  # idempotent
     result = runner.invoke(fresh, ["train", "cfg.toml", "--resume"], env={"COLUMNS": "200"})
-    assert result.exit_code == 2 and "install rftkit[rl_missing_for_test]" in result.output
+    assert result.exit_code == 2 and "needs the rl extra: install rftkit[rl]" in result.output

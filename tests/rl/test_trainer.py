@@ -64,6 +64,10 @@ def small_config(**overrides: Any) -> PPOConfig:
     ({"advantage": "grpo", "samples_per_prompt": 1}, "/samples_per_prompt"),
     ({"minibatch_size": 64, "samples_per_prompt": 2, "prompts_per_batch": 2}, "/minibatch_size"),
     ({"ratio_skip_threshold": 1.0}, "/ratio_skip_threshold"),
+    ({"kl_target": 0.0}, "/kl_target"),
+    ({"kl_target": math.inf}, "/kl_target"),
+    ({"kl_target": 1.0, "kl_coef": 0.0}, "/kl_coef"),
+    ({"kl_horizon": 0}, "/kl_horizon"),
 ])
 def test_config_rejects_bad_values_with_a_pointer(overrides: dict[str, Any], pointer: str) -> None:
     with pytest.raises(UserError) as info:
@@ -226,3 +230,18 @@ def test_minibatches_whose_ratio_explodes_are_skipped_and_counted() -> None:
     # 4 epochs x 2 minibatches; the first one always runs (the ratio is exactly 1 before any update).
     assert 1 <= metrics["update/skipped_ratio"] < 8, metrics
     assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_an_adaptive_kl_coefficient_follows_the_controller_and_is_logged() -> None:
+    tok = tiny_tokenizer()
+    trainer = PPOTrainer(tiny_model(tok), tok, StructuredGrader(), ROWS, ROWS,
+                         small_config(kl_coef=0.1, kl_target=1e-3, kl_horizon=16))
+    first = trainer.step()
+    assert first["kl/coef"] == 0.1 and trainer.kl_coef == pytest.approx(0.1 * (1 - 0.2 * 8 / 16))  # KL 0 < target: -0.2 clipped
+    second = trainer.step()
+    assert second["kl/coef"] == pytest.approx(0.09)  # the coefficient this step used
+    expected = 0.09 * (1 + max(-0.2, min(0.2, second["kl/to_init"] / 1e-3 - 1)) * 8 / 16)
+    assert trainer.kl_coef == pytest.approx(expected)
+    fixed = PPOTrainer(tiny_model(tok), tok, StructuredGrader(), ROWS, ROWS, small_config(kl_coef=0.1))
+    fixed.step()
+    assert fixed.step()["kl/coef"] == fixed.kl_coef == 0.1
