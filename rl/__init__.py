@@ -21,9 +21,13 @@ Built so far:
 * the ``rftkit train CONFIG`` command (``rl._cli``) and the ``rftkit demo`` command
   (``rl._demo``: warm start and PPO of a tiny GPT-2 on résumé extraction, offline),
   both registered through the ``rftkit.commands`` entry point and imported only when
-  they run.
+  they run;
+* data-parallel training under ``torchrun`` (``rl._distributed``; gloo on CPU, nccl on
+  CUDA): ``torchrun --nproc_per_node 2 -m rl train CONFIG``, or any script that builds a
+  ``PPOTrainer``; each rank trains on its shard of each batch, gradients are averaged,
+  rank 0 alone writes.
 
-Not built yet: a learning-rate scheduler and ``torchrun`` (DDP).
+Not built yet: a learning-rate scheduler.
 """
 
 from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten

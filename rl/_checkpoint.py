@@ -6,6 +6,7 @@ A checkpoint is one directory, ``<root>/step-00000012/``, holding::
     value_head.safetensors   the value head (``gae`` only)
     optimizer.pt             ``optimizer.state_dict()`` (read back with ``torch.load(weights_only=True)``)
     rng.safetensors          torch's CPU RNG, the trainer's minibatch generator, each CUDA device's RNG
+                             (under torchrun: every rank's, ``rank1/torch_cpu``, ...)
     trainer_state.json       step, the prompt queue, python ``random`` states, the config
 
 **Atomicity.** Everything is written into ``<root>/.tmp-step-00000012-<pid>/`` (same
@@ -24,7 +25,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +99,45 @@ def _fsync(path: Path) -> None:
 # --------------------------------------------------------------------------- RNG states
 
 
-def save_rng(directory: Path, generator: torch.Generator, trainer_random: random.Random) -> dict[str, Any]:
-    """Write the tensor RNG states to ``rng.safetensors``; return the python ``random`` states for the JSON file."""
+def rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """This process's tensor RNG states: torch's CPU RNG, the trainer's minibatch generator, each CUDA device's RNG."""
     tensors = {"torch_cpu": torch.get_rng_state(), "generator": generator.get_state()}
     if torch.cuda.is_available():
         tensors.update({f"cuda_{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    return tensors
+
+
+def save_rng(directory: Path, generator: torch.Generator, trainer_random: random.Random, *,
+             other_ranks: Sequence[dict[str, torch.Tensor]] = ()) -> dict[str, Any]:
+    """Write the tensor RNG states to ``rng.safetensors``; return the python ``random`` states for the JSON file.
+
+    Under torchrun, ``other_ranks`` holds the :func:`rng_tensors` of ranks 1, 2, ..., stored as ``rank1/torch_cpu``, ...
+    (rank 0's, this process's, keep the unprefixed names)."""
+    tensors = rng_tensors(generator)
+    for rank, states in enumerate(other_ranks, 1):
+        tensors.update({f"rank{rank}/{name}": state for name, state in states.items()})
     save_file(tensors, str(directory / "rng.safetensors"))
     return {"python_random": _to_json(random.getstate()), "trainer_random": _to_json(trainer_random.getstate())}
 
 
-def load_rng(directory: Path, state: dict[str, Any], generator: torch.Generator, trainer_random: random.Random) -> None:
-    """Restore what :func:`save_rng` wrote (CUDA states only where CUDA is available now)."""
+def load_rng(directory: Path, state: dict[str, Any], generator: torch.Generator, trainer_random: random.Random, *,
+             rank: int = 0) -> bool:
+    """Restore what :func:`save_rng` wrote for ``rank`` (CUDA states only where CUDA is available now).
+
+    The python ``random`` states are rank 0's on every rank. Returns False, the tensor RNGs untouched, when the
+    checkpoint holds no states for ``rank`` (it was written by fewer processes)."""
     tensors = load_file(str(directory / "rng.safetensors"))
-    torch.set_rng_state(tensors["torch_cpu"])
-    generator.set_state(tensors["generator"])
-    cuda = [tensors[f"cuda_{i}"] for i in range(len(tensors)) if f"cuda_{i}" in tensors]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    prefix = f"rank{rank}/" if rank else ""
+    found = prefix + "torch_cpu" in tensors
+    if found:
+        torch.set_rng_state(tensors[prefix + "torch_cpu"])
+        generator.set_state(tensors[prefix + "generator"])
+        cuda = [tensors[f"{prefix}cuda_{i}"] for i in range(len(tensors)) if f"{prefix}cuda_{i}" in tensors]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
     random.setstate(_from_json(state["python_random"]))
     trainer_random.setstate(_from_json(state["trainer_random"]))
+    return found
 
 
 def _to_json(state: tuple[Any, ...]) -> list[Any]:

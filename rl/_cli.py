@@ -13,6 +13,14 @@ The config has five sections (relative paths are read relative to the config fil
 
 A mistake is a :class:`schemas.UserError` whose pointer names the key (``/ppo/learning_rate``);
 the command prints it and exits 2.
+
+Several processes train together under torchrun (``rl/_distributed.py``)::
+
+    torchrun --nproc_per_node 2 -m rl train config.toml
+
+every rank loads the model and data and trains its shard of each batch; only rank 0 prints and
+writes (``metrics.jsonl``, plots, checkpoints, ``model/``); with ``device = "auto"`` or ``"cuda"``
+each rank takes the GPU of its ``LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from rich.markup import escape
 from schemas import UserError, load_jsonl
 
 from ._config import PPOConfig
+from ._distributed import is_main_process, leave_process_group, rank_device
 
 SECTIONS: dict[str, frozenset[str]] = {
     "model": frozenset({"name_or_path", "device"}),
@@ -236,7 +245,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dic
         if resolve_checkpoint(resume_from) is None:
             raise UserError(f"--resume: no checkpoint under {str(resume_from)!r}", code="bad_resume", pointer="/train/output",
                             hint="run without --resume first, or point --output at the earlier run")
-    device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = rank_device(spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.model)
         model: Any = AutoModelForCausalLM.from_pretrained(spec.model)
@@ -252,8 +261,9 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dic
                   f"({len(eval_rows)} held out); writing to {spec.output}")
     history = trainer.train(spec.steps, log_dir=spec.output, eval_every=spec.eval_every, checkpoint_every=spec.checkpoint_every,
                             console_every=spec.console_every)
-    model.save_pretrained(spec.output / "model")
-    tokenizer.save_pretrained(spec.output / "model")
+    if trainer.ranks.is_main:
+        model.save_pretrained(spec.output / "model")
+        tokenizer.save_pretrained(spec.output / "model")
     return history
 
 
@@ -270,15 +280,18 @@ def register(app: typer.Typer) -> None:
         """Train a causal LM with PPO on graded prompts; see docs/rl.md.
 
         Writes OUTPUT/metrics.jsonl, OUTPUT/checkpoints/step-*, and the trained model to OUTPUT/model.
-        Example: rftkit train train.toml --steps 200 (a full config is in docs/rl.md)
+        Example: rftkit train train.toml --steps 200 (a full config is in docs/rl.md).
+        On several processes: torchrun --nproc_per_node 2 -m rl train train.toml
         """
-        console = Console()
+        console = Console(quiet=not is_main_process())  # under torchrun, rank 0 speaks for all
         try:
             spec = parse_config(read_config_file(config), config.resolve().parent, output=output, steps=steps)
             history = run_training(spec, resume=resume, console=console)
         except (UserError, FileNotFoundError) as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            Console().print(f"[red]error:[/red] {escape(str(exc))}")  # from every rank: it may be this rank's alone
             raise typer.Exit(2) from None
+        finally:
+            leave_process_group()
         if history:
             last = history[-1]
             summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("reward/mean", "kl/to_init", "eval/reward/mean") if k in last)

@@ -33,7 +33,11 @@ steps the killed one would have.
 
 The KL weight is ``config.kl_coef``, or, with ``config.kl_target``, Ziegler et al.'s adaptive
 coefficient, updated after each step from that step's ``kl/to_init`` (:func:`rl.adaptive_kl_coef`)
-and saved in checkpoints. Left out: a learning-rate scheduler and ``torchrun``/DDP.
+and saved in checkpoints. Left out: a learning-rate scheduler.
+
+Under ``torchrun`` (``rl/_distributed.py``) every process runs this same loop on its shard of each
+batch's prompts and averages its gradients with the other ranks' before each optimizer step, so the
+weights stay equal; the logged figures cover all ranks; only rank 0 writes files.
 
 Run it::
 
@@ -67,8 +71,9 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from schemas import UserError
 
 from ._advantages import gae, grpo, masked_mean, reinforce_pp, rloo, whiten
-from ._checkpoint import load_rng, resolve_checkpoint, save_rng, write_atomically, write_json
+from ._checkpoint import checkpoint_name, load_rng, resolve_checkpoint, rng_tensors, save_rng, write_atomically, write_json
 from ._config import PPOConfig
+from ._distributed import check_batch_split, join_process_group
 from ._logging import MetricsLogger
 from ._losses import adaptive_kl_coef, approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
 from ._plots import plot_metrics
@@ -132,7 +137,11 @@ class PPOTrainer:
         check_tokenizer(tokenizer)
         _check_rows(train_rows, "train_rows", allow_empty=False)
         _check_rows(eval_rows, "eval_rows", allow_empty=True)
-        torch.manual_seed(config.seed)
+        self.ranks = join_process_group(next(model.parameters()).device)
+        """This process's place among the torchrun processes (``Ranks()``: a single process)."""
+        check_batch_split(config, self.ranks.world_size)
+        torch.manual_seed(config.seed + self.ranks.rank)  # each rank samples with its own seed
+        self.ranks.broadcast_weights(model)  # every rank starts from rank 0's weights, and keeps them as its reference
         self.model, self.tokenizer, self.grader = model.eval(), tokenizer, grader
         self.train_rows, self.eval_rows = list(train_rows), list(eval_rows)
         self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -170,10 +179,10 @@ class PPOTrainer:
     def step(self) -> dict[str, float]:
         """One PPO iteration: rollout -> grade -> rewards -> advantages -> update; returns the metrics."""
         cfg, start = self.config, time.perf_counter()
-        group = cfg.samples_per_prompt
+        group, minibatch_size = cfg.samples_per_prompt, cfg.minibatch_size // self.ranks.world_size
 
-        # 1. Rollout: sample, then score the samples under the policy and the frozen initial policy.
-        rows = self._next_rows()
+        # 1. Rollout: sample (this rank's shard of the prompts), then score the samples under the policy and the initial one.
+        rows = self.ranks.shard(self._next_rows())
         roll = generate_completions(self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group,
                                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
         input_ids, attention_mask, tokens = roll.input_ids, roll.attention_mask, roll.completion_ids
@@ -212,19 +221,22 @@ class PPOTrainer:
         if cfg.whiten_advantages:
             advantages = whiten(advantages, mask)
 
-        # 5. Update: several epochs of shuffled minibatches over the kept completions.
+        # 5. Update: several epochs of shuffled minibatches over the kept completions. Under torchrun every update
+        # averages gradients over the ranks, so all ranks run as many minibatches as the one with the most kept
+        # completions (the others fill up with dropped ones, masked out) and skip a minibatch together.
         stats: dict[str, list[float]] = defaultdict(list)
         skipped_ratio = 0
-        kept_rows = keep.nonzero().squeeze(1)
-        for _ in range(cfg.ppo_epochs if len(kept_rows) else 0):
-            order = kept_rows[torch.randperm(len(kept_rows), generator=self._generator)]
-            for first in range(0, len(order), cfg.minibatch_size):
-                mb = order[first:first + cfg.minibatch_size].to(mask.device)
+        kept_rows, dropped_rows = keep.nonzero().squeeze(1), (~keep).nonzero().squeeze(1)
+        n_rows = self.ranks.max(len(kept_rows))
+        for _ in range(cfg.ppo_epochs if n_rows else 0):
+            order = torch.cat([kept_rows[torch.randperm(len(kept_rows), generator=self._generator)], dropped_rows])[:n_rows]
+            for first in range(0, n_rows, minibatch_size):
+                mb = order[first:first + minibatch_size].to(mask.device)
                 mb_mask = mask[mb]
                 logits, hidden = completion_forward(self.model, input_ids[mb], attention_mask[mb], steps, cfg.temperature)
                 logprobs = gather_logprobs(logits, tokens[mb]) * mb_mask  # (b, T)
                 ratio = masked_mean(torch.exp(logprobs - old_logprobs[mb]), mb_mask)
-                if not ratio.item() <= cfg.ratio_skip_threshold:  # also catches NaN
+                if self.ranks.any(not ratio.item() <= cfg.ratio_skip_threshold):  # also catches NaN
                     skipped_ratio += 1
                     continue
                 policy_loss, clipfrac = clipped_policy_loss(logprobs, old_logprobs[mb], advantages[mb], mb_mask, cfg.clip)
@@ -240,6 +252,7 @@ class PPOTrainer:
                     stats["loss/kl"].append(kl_loss.item())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
+                self.ranks.average_gradients(self.params)  # under torchrun: every rank takes the same step
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
@@ -249,33 +262,35 @@ class PPOTrainer:
                     stats["policy/entropy"].append(masked_mean(entropy_from_logits(logits), mb_mask).item())
         self.step_count += 1
 
-        # 6. Log, then let the adaptive controller (if any) set the KL weight of the next step.
-        kl_to_init = kl.sum(dim=1).mean().item()
+        # 6. Log, then let the adaptive controller (if any) set the KL weight of the next step. Under torchrun the
+        # figures are global: the grades of all ranks, the other metrics averaged over the ranks.
+        all_grades = self.ranks.gather_grades(grades)
         metrics = {
-            **_reward_metrics(grades, "reward"),
-            "kl/to_init": kl_to_init,
+            **_reward_metrics(all_grades, "reward"),
+            **self.ranks.mean({"kl/to_init": kl.sum(dim=1).mean().item(),
+                               **{name: sum(values) / len(values) for name, values in stats.items()},
+                               "rollout/completion_len": real.sum(dim=1).mean().item(),
+                               "rollout/eos_frac": roll.has_eos.float().mean().item()}),
             "kl/coef": self.kl_coef,
-            **{name: sum(values) / len(values) for name, values in stats.items()},
-            "rollout/completion_len": real.sum(dim=1).mean().item(),
-            "rollout/eos_frac": roll.has_eos.float().mean().item(),
-            "rollout/skipped_nan": float((~finite).sum().item()),
+            "rollout/skipped_nan": float(sum(not math.isfinite(g.score) for g in all_grades)),
             "update/skipped_ratio": float(skipped_ratio),
-            "perf/samples_per_s": len(grades) / (time.perf_counter() - start),
+            "perf/samples_per_s": len(all_grades) / (time.perf_counter() - start),
         }
         if cfg.kl_target is not None:
-            self.kl_coef = adaptive_kl_coef(self.kl_coef, kl_to_init, target=cfg.kl_target, horizon=cfg.kl_horizon,
-                                            n_samples=len(grades))
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, metrics["kl/to_init"], target=cfg.kl_target, horizon=cfg.kl_horizon,
+                                            n_samples=len(all_grades))
         return metrics
 
     def evaluate(self) -> dict[str, float]:
         """Greedy completions of every eval row, graded: ``eval/reward/mean`` and ``eval/reward/<field>``."""
         grades: list[Scored] = []
-        size = self.config.batch_size
-        for first in range(0, len(self.eval_rows), size):
-            rows = self.eval_rows[first:first + size]
+        size, eval_rows = self.config.batch_size, self.ranks.shard(self.eval_rows)  # under torchrun, each rank grades a share
+        for first in range(0, len(eval_rows), size):
+            rows = eval_rows[first:first + size]
             roll = generate_completions(self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=1,
                                         max_new_tokens=self.config.max_new_tokens, temperature=None)
             grades += self.grader.grade_batch(roll.texts, [r["reference"] for r in rows])
+        grades = self.ranks.gather_grades(grades)
         return {**_reward_metrics(grades, "eval/reward"),
                 "eval/skipped_nan": float(sum(not math.isfinite(g.score) for g in grades))}
 
@@ -287,7 +302,10 @@ class PPOTrainer:
         Holds the policy and value-head weights (safetensors), the optimizer state, the
         RNG states (torch CPU and CUDA, the minibatch generator, python ``random``), the
         prompt queue, the step and the config. numpy's RNG is not saved: nothing here uses it.
+        Under torchrun every rank must call it: rank 0 writes, with every rank's RNG states, while the others wait.
         """
+        rng = self.ranks.gather([rng_tensors(self._generator)])  # every rank's, rank 0's first
+
         def write(tmp: Path) -> None:
             save_model(self.model, str(tmp / "model.safetensors"))  # stores tied weights (GPT-2's lm_head) once
             if self.value_head is not None:
@@ -295,9 +313,12 @@ class PPOTrainer:
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             write_json(tmp / "trainer_state.json", {
                 "step": self.step_count, "queue": self._queue, "kl_coef": self.kl_coef, "config": dataclasses.asdict(self.config),
-                **save_rng(tmp, self._generator, self._rng)})
+                **save_rng(tmp, self._generator, self._rng, other_ranks=rng[1:])})
 
-        return write_atomically(directory, self.step_count, write, keep_last=self.config.keep_last)
+        if self.ranks.is_main:
+            path = write_atomically(directory, self.step_count, write, keep_last=self.config.keep_last)
+        self.ranks.barrier()  # no rank reads a checkpoint, or goes on, before it is complete
+        return path if self.ranks.is_main else Path(directory) / checkpoint_name(self.step_count)
 
     def _restore(self, checkpoint: Path, state: dict[str, Any]) -> None:
         device = next(self.model.parameters()).device
@@ -307,7 +328,9 @@ class PPOTrainer:
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
         self.step_count, self._queue = int(state["step"]), [int(i) for i in state["queue"]]
         self.kl_coef = float(state.get("kl_coef", self.config.kl_coef))
-        load_rng(checkpoint, state, self._generator, self._rng)  # last: nothing after it may draw a random number
+        if not load_rng(checkpoint, state, self._generator, self._rng, rank=self.ranks.rank):  # last: nothing after it may draw
+            torch.manual_seed(self.config.seed + self.ranks.rank + self.ranks.world_size * self.step_count)  # saved by fewer ranks
+            self._generator.manual_seed(self.config.seed + self.ranks.rank)
 
     def train(self, steps: int, *, log_dir: str | os.PathLike[str] | None = None, eval_every: int | None = None,
               checkpoint_every: int | None = None, console_every: int | None = 10) -> list[dict[str, float]]:
@@ -327,12 +350,13 @@ class PPOTrainer:
         if checkpoint_every is not None and log_dir is None:
             raise UserError("checkpoint_every needs a log_dir to write checkpoints into", code="bad_schedule",
                             pointer="/checkpoint_every", hint="pass log_dir=... or checkpoint_every=None")
+        main = self.ranks.is_main  # under torchrun, only rank 0 logs, draws and prints
         logger = (MetricsLogger(Path(log_dir) / "metrics.jsonl", start_step=self.step_count, console_every=console_every)
-                  if log_dir is not None else None)
+                  if log_dir is not None and main else None)
         history = []
         stderr = Console(stderr=True)
         try:
-            with Progress(console=stderr, transient=True, disable=not sys.stderr.isatty()) as progress:
+            with Progress(console=stderr, transient=True, disable=not (main and sys.stderr.isatty())) as progress:
                 task = progress.add_task("PPO", total=steps, completed=self.step_count)
                 while self.step_count < steps:
                     metrics = self.step()
@@ -350,7 +374,7 @@ class PPOTrainer:
         finally:
             if logger is not None:
                 logger.close()
-        if log_dir is not None:
+        if log_dir is not None and main:
             plot_metrics(Path(log_dir) / "metrics.jsonl", Path(log_dir) / "plots")
         return history
 
