@@ -14,6 +14,7 @@ import multiprocessing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from itertools import islice
 from typing import Any, Protocol
 
 from ._errors import GraderConfigError
@@ -27,23 +28,51 @@ class _Grades(Protocol):
 _WORKER_GRADER: Any = None
 
 
+_YOUNG_EVERY = 1000
+"""While paused, the young generation is collected after this many grades (see :func:`_grade_all`)."""
+
+
 @contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a batch is graded.
+def gc_paused() -> Iterator[bool]:
+    """Pause Python's cyclic garbage collector while a batch is graded; yields whether it was enabled.
 
     Grading builds many small objects and no reference cycles, so the cyclic
-    collector finds nothing to free, yet it keeps re-scanning every grade kept so
-    far: on 20,000 grades it more than doubled the time per grade in
-    ``benchmarks/grader_throughput.py``. Reference counting still frees
-    everything as usual. The collector's previous state is restored afterwards.
+    collector finds nothing to free, yet left on it keeps re-scanning every grade
+    kept so far in its older generations: on 20,000 grades it more than doubled
+    the time per grade in ``benchmarks/grader_throughput.py``. Reference counting
+    still frees everything as usual. The collector's previous state is restored
+    afterwards.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        yield
+        yield was_enabled
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _grade_all(grader: _Grades, pairs: Iterable[tuple[Any, Any]]) -> list[Grade]:
+    """Grade every pair with the collector paused, collecting only its young generation every
+    :data:`_YOUNG_EVERY` grades (when the caller had it on).
+
+    The young collection scans the grades just made, while they are still in the
+    CPU's caches, once; without it, one collection of the whole batch runs when
+    the collector is back on, over objects long out of cache: 8.6 against 7.2 us
+    per grade on 100,000 résumé grades (no difference on 1,000).
+    """
+    with gc_paused() as was_enabled:
+        if not was_enabled:
+            return [grader.grade(response, reference) for response, reference in pairs]
+        out: list[Grade] = []
+        grade = grader.grade
+        rest = iter(pairs)
+        while True:
+            part = [grade(response, reference) for response, reference in islice(rest, _YOUNG_EVERY)]
+            out += part
+            if len(part) < _YOUNG_EVERY:
+                return out
+            gc.collect(0)
 
 
 def _init_worker(grader: _Grades) -> None:
@@ -52,9 +81,7 @@ def _init_worker(grader: _Grades) -> None:
 
 
 def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[Grade]:
-    grader = _WORKER_GRADER
-    with gc_paused():
-        return [grader.grade(response, reference) for response, reference in chunk]
+    return _grade_all(_WORKER_GRADER, chunk)
 
 
 def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *,
@@ -65,15 +92,16 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
     with ``forkserver`` on POSIX, ``spawn`` elsewhere, so it is safe in threaded
     programs). ``progress=True`` shows a progress bar.
     """
-    responses, references = list(responses), list(references)
+    responses = responses if type(responses) is list else list(responses)
+    references = references if type(references) is list else list(references)
     if len(responses) != len(references):
         raise GraderConfigError(f"{len(responses)} responses but {len(references)} references", code="length_mismatch",
                                 hint="pass one reference per response")
-    pairs = list(zip(responses, references))
     if workers < 1:
         raise GraderConfigError(f"workers must be >= 1, got {workers}", code="bad_option", pointer="/workers")
-    if workers == 1 or len(pairs) < 2:
-        return _run_local(grader, pairs, progress)
+    if workers == 1 or len(responses) < 2:
+        return _run_local(grader, responses, references, progress)
+    pairs = list(zip(responses, references))
     size = chunk_size or max(1, min(2000, len(pairs) // (workers * 8) or 1))
     chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -95,10 +123,10 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
     return out
 
 
-def _run_local(grader: _Grades, pairs: list[tuple[Any, Any]], progress: bool) -> list[Grade]:
-    with gc_paused():
-        if not progress:
-            return [grader.grade(r, ref) for r, ref in pairs]
+def _run_local(grader: _Grades, responses: list[Any], references: list[Any], progress: bool) -> list[Grade]:
+    pairs: Iterable[tuple[Any, Any]] = zip(responses, references)
+    if progress:
         from rich.progress import track
 
-        return [grader.grade(r, ref) for r, ref in track(pairs, description="grading", transient=True)]
+        pairs = track(pairs, total=len(responses), description="grading", transient=True)
+    return _grade_all(grader, pairs)

@@ -313,8 +313,18 @@ def _make_normalized(*, strip_punctuation: bool = False) -> Comparator:
         """Two strings score 1 exactly when their keys are equal (and 0 otherwise)."""
         return cache.get(text) or _norm(text, strip_punctuation)
 
+    cached = cache.get
+
+    def keys(texts: list[str]) -> list[str]:
+        """``[key(t) for t in texts]``, with the cache looked up in one C-level pass."""
+        found: list[str | None] = list(map(cached, texts))
+        if all(found):  # every one cached (and not empty): a truth test is cheaper than `None in found`
+            return found  # type: ignore[return-value]  # no None in it
+        return [k if k is not None else _norm(t, strip_punctuation) for k, t in zip(found, texts)]
+
     compare_normalized.matrix = matrix  # type: ignore[attr-defined]  # read by the structured grader's list pairing
     compare_normalized.key = key  # type: ignore[attr-defined]  # lets list pairing match equal keys in O(P + R)
+    compare_normalized.keys = keys  # type: ignore[attr-defined]  # the same, for a whole list at once
     return compare_normalized
 
 
@@ -400,7 +410,8 @@ def _make_fuzzy(
         if not a or not b:
             return 0.0
         s = score_fn(a, b, score_cutoff=cutoff) / scale
-        s = min(s, 1.0)
+        if s > 1.0:  # not min(s, 1.0): a builtin call costs more than the comparison (~150 ns of ~400)
+            s = 1.0
         if s < threshold:
             return 0.0
         return s if partial_credit else 1.0
@@ -582,7 +593,9 @@ def _make_number(*, abs_tol: float = 0.0, rel_tol: float = 0.0) -> Comparator:
         if a == b:
             return 1.0
         # inf - x is inf, never <= a finite tolerance, so overflow scores 0.0
-        return 1.0 if abs(a - b) <= max(abs_tol, rel_tol * max(abs(a), abs(b))) else 0.0
+        size = abs(a) if abs(a) >= abs(b) else abs(b)  # max(|a|, |b|), without the builtin's call cost
+        scaled = rel_tol * size
+        return 1.0 if abs(a - b) <= (abs_tol if abs_tol >= scaled else scaled) else 0.0
 
     return compare_number
 

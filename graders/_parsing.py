@@ -548,6 +548,29 @@ def _success(value: Any, repairs: tuple[str, ...], method: str, found: str, sche
     return Parsed("schema_invalid", value, repairs, issues, method, reason)
 
 
+_NOT_BARE: Any = object()
+"""What :func:`_bare_object` answers when its fast path does not apply."""
+
+
+def _bare_object(text: str, schema: Schema | None) -> Any:
+    """The hot path of :func:`parse_response`: the decoded value of a text that is one bare,
+    strict-JSON object which satisfies ``schema``, else :data:`_NOT_BARE`.
+
+    No scan and no formatting: a bare object is the common case under RL. Anything
+    unusual answers _NOT_BARE and goes through the full stages, which give the same
+    value for such a text (and say what is wrong with any other).
+    """
+    stripped = text.strip()
+    if stripped[:1] == "{" and stripped[-1:] == "}":
+        try:  # raw_decode: `stripped` has no surrounding whitespace for decode() to skip
+            value, end = _DECODER.raw_decode(stripped)
+        except (ValueError, RecursionError):
+            return _NOT_BARE
+        if end == len(stripped) and (schema is None or (isinstance(schema, Schema) and schema.is_valid(value))):
+            return value
+    return _NOT_BARE
+
+
 def parse_response(
     output: str | Mapping[str, Any],
     schema: Schema | None = None,
@@ -576,17 +599,9 @@ def parse_response(
     True
     """
     if type(output) is str and finish_reason != "length":
-        # Hot path (a bare object, the common case under RL): decode and check it with no
-        # scan and no formatting; anything unusual falls through to the full stages below.
-        stripped = output.strip()
-        if stripped[:1] == "{" and stripped[-1:] == "}":
-            try:
-                value = _DECODER.decode(stripped)
-            except (ValueError, RecursionError):
-                pass
-            else:
-                if schema is None or (isinstance(schema, Schema) and schema.is_valid(value)):
-                    return Parsed("ok", value, (), (), "bare", _BARE_REASON)
+        value = _bare_object(output, schema)
+        if value is not _NOT_BARE:
+            return Parsed("ok", value, (), (), "bare", _BARE_REASON)
     if schema is not None and not isinstance(schema, Schema):
         raise UserError(
             f"schema must be a loaded schemas.Schema, not {type(schema).__name__}",
