@@ -80,8 +80,13 @@ def _init_worker(grader: _Grades) -> None:
     _WORKER_GRADER = grader
 
 
-def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[Grade]:
-    return _grade_all(_WORKER_GRADER, chunk)
+def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[Any]:
+    grades = _grade_all(_WORKER_GRADER, chunk)
+    if getattr(_WORKER_GRADER, "_flat_build", None) is None:
+        return grades
+    # A structured fast-path grade travels back as its values (Grade._packed): pickling the
+    # FieldDetail objects instead cost several times the grading itself.
+    return [g._packed() for g in grades]
 
 
 def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *,
@@ -107,19 +112,23 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     out: list[Grade] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(grader,)) as pool:
+    build = getattr(grader, "_flat_build", None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(grader,)) as pool, \
+            gc_paused():
         results = pool.map(_grade_chunk, chunks)
+        bar = None
         if progress:
             from rich.progress import Progress
 
-            with Progress(transient=True) as bar:
-                task = bar.add_task("grading", total=len(pairs))
-                for part in results:
-                    out.extend(part)
-                    bar.advance(task, len(part))
-        else:
-            for part in results:
-                out.extend(part)
+            bar = Progress(transient=True)
+            bar.start()
+            task = bar.add_task("grading", total=len(pairs))
+        for part in results:
+            out.extend(part if build is None else [Grade._unpacked(p, build) for p in part])
+            if bar is not None:
+                bar.advance(task, len(part))
+        if bar is not None:
+            bar.stop()
     return out
 
 
