@@ -317,6 +317,18 @@ def _list_detail(args: tuple[Any, ...]) -> FieldDetail:
     return FieldDetail(label, score, status, pred, ref, precision, recall, f1, list(matched), list(missing), list(extra))
 
 
+def _tally(pairs: Sequence[tuple[int, int, float]]) -> tuple[float, set[int], set[int]]:
+    """The summed similarity of matched pairs, and the prediction and reference indices they use."""
+    matched = 0.0
+    used_p: set[int] = set()
+    used_r: set[int] = set()
+    for i, j, score in pairs:
+        matched += score
+        used_p.add(i)
+        used_r.add(j)
+    return matched, used_p, used_r
+
+
 def _pair_by_key(keys: Callable[[list[str]], list[str]], pred: list[str], ref: list[str],
                  ) -> tuple[list[Pair], Sequence[str], Sequence[str]]:
     """Optimal pairs, missing and extra items under an all-or-nothing comparator whose equal keys score 1.
@@ -479,13 +491,7 @@ class _List(_Node):
             matched = float(len(pairs))  # every pair scores 1.0
         else:
             pairs = assign(element.matrix(pred, ref), self.threshold)
-            matched = 0.0
-            used_p: set[int] = set()
-            used_r: set[int] = set()
-            for i, j, score in pairs:
-                matched += score
-                used_p.add(i)
-                used_r.add(j)
+            matched, used_p, used_r = _tally(pairs)
             missing = [r for j, r in enumerate(ref) if j not in used_r] if len(used_r) < n_ref else ()
             extra = [x for i, x in enumerate(pred) if i not in used_p] if len(used_p) < n_pred else ()
         precision, recall, f1 = matched / n_pred, matched / n_ref, 2.0 * matched / (n_pred + n_ref)  # prf, both non-empty
@@ -509,13 +515,7 @@ class _List(_Node):
             pairs = self._pairs(matrix)
         else:
             pairs = self._pairs(element.matrix(pred, ref))
-        matched = 0.0
-        used_p: set[int] = set()
-        used_r: set[int] = set()
-        for i, j, score in pairs:
-            matched += score
-            used_p.add(i)
-            used_r.add(j)
+        matched, used_p, used_r = _tally(pairs)
         precision, recall, f1 = prf(matched, n_pred, n_ref)
         ctx.tp += matched
         ctx.fp += n_pred - matched
