@@ -75,9 +75,22 @@ def _grade_all(grader: _Grades, pairs: Iterable[tuple[Any, Any]]) -> list[Grade]
             gc.collect(0)
 
 
-def _init_worker(grader: _Grades) -> None:
+def _init_worker(grader: Any) -> None:
     global _WORKER_GRADER
     _WORKER_GRADER = grader
+
+
+def worker_grader() -> Any:
+    """In a process of :func:`worker_pool`: the grader it was started with."""
+    return _WORKER_GRADER
+
+
+def worker_pool(grader: Any, workers: int) -> ProcessPoolExecutor:
+    """``workers`` processes (``forkserver`` on POSIX, ``spawn`` elsewhere, so safe in threaded programs),
+    each holding ``grader`` (sent once, pickled as its config) for :func:`worker_grader`."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=(grader,))
 
 
 def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[Any]:
@@ -109,12 +122,9 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
     pairs = list(zip(responses, references))
     size = chunk_size or max(1, min(2000, len(pairs) // (workers * 8) or 1))
     chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
     out: list[Grade] = []
     build = getattr(grader, "_flat_build", None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(grader,)) as pool, \
-            gc_paused():
+    with worker_pool(grader, workers) as pool, gc_paused():
         results = pool.map(_grade_chunk, chunks)
         bar = None
         if progress:

@@ -21,15 +21,13 @@ Backends:
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ._batch import gc_paused
+from ._batch import gc_paused, worker_grader, worker_pool
 from ._errors import GraderConfigError
 from ._result import Grade, no_errors
 
@@ -71,16 +69,8 @@ def _grade_chunk(grader: RowGrader, chunk: Sequence[tuple[Any, Any]]) -> list[Ro
         return [_grade_one(grader, sample, item) for sample, item in chunk]
 
 
-_WORKER: Any = None
-
-
-def _init_worker(grader: RowGrader) -> None:
-    global _WORKER
-    _WORKER = grader
-
-
 def _worker_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[RowResult]:
-    return _grade_chunk(_WORKER, chunk)
+    return _grade_chunk(worker_grader(), chunk)
 
 
 def grade_rows(grader: RowGrader, samples: Sequence[Any], items: Sequence[Any], *, workers: int = 1,
@@ -108,9 +98,7 @@ def grade_rows(grader: RowGrader, samples: Sequence[Any], items: Sequence[Any], 
         parts: Iterator[list[RowResult]] = (_grade_chunk(grader, c) for c in chunks)
         return _collect(parts, on_progress)
     if backend == "processes":
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                                 initializer=_init_worker, initargs=(grader,)) as pool:
+        with worker_pool(grader, workers) as pool:
             return _collect(pool.map(_worker_chunk, chunks), on_progress)
     if backend == "ray":
         return _collect(_ray_chunks(grader, chunks, workers, ray_address), on_progress)

@@ -122,22 +122,6 @@ def test_multi_combines_named_sub_graders(output: str, score: float, subs: dict[
     assert set(grade.details) == {"name", "email"} and grade.details["name"].comparator == "string_check"
 
 
-def test_tool_call_arguments_compare_as_text() -> None:
-    """Tool-call arguments are strings: whitespace inside the JSON text counts under eq."""
-    config = {
-        "type": "multi", "name": "tool", "calculate_output": "0.5 * fn + 0.5 * args",
-        "graders": {
-            "fn": check("eq", "{{ sample.output_tools[0].function.name }}", "{{ item.function }}", "fn"),
-            "args": check("eq", "{{ sample.output_tools[0].function.arguments }}", "{{ item.arguments }}", "args"),
-        },
-    }
-    item = {"function": "lookup_molecule", "arguments": '{"smiles":"CCO"}'}
-    call = {"type": "function", "function": {"name": "lookup_molecule", "arguments": '{"smiles": "CCO"}'}}
-    assert from_config(config).grade({"output_tools": [call]}, item).score == 0.5
-    call["function"]["arguments"] = '{"smiles":"CCO"}'  # type: ignore[index]  # a nested dict literal
-    assert from_config(config).grade({"output_tools": [call]}, item).score == 1.0
-
-
 def _fixed(scores: dict[str, float], formula: str) -> MultiGrader:
     """A multi whose sub-graders score exactly ``scores`` (1 by eq on equal text, 0 on different text)."""
     graders = {k: check("eq", "x", "x" if v == 1.0 else "y", k) for k, v in scores.items()}
