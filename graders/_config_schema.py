@@ -5,7 +5,7 @@ One ``$defs`` entry per type (OpenAI's ``string_check``, ``text_similarity``,
 ``structured``, whose part comes from :func:`structured_config_schema`). The
 schema is for editors and for checking configs without rftkit; ``from_config`` is
 still the authority (it also checks what JSON Schema cannot say: formulas parse,
-templates are well formed, ``meteor`` is unsupported). A test keeps the shipped
+templates are well formed, ``meteor`` has WordNet installed). A test keeps the shipped
 file equal to :func:`grader_config_schema` and checks that both agree on a table
 of good and bad configs. To regenerate the file::
 
@@ -58,7 +58,7 @@ def grader_config_schema() -> dict[str, Any]:
             "reference": _template("Template of the reference text."),
             "evaluation_metric": {"enum": ["fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4",
                                            "rouge_5", "rouge_l", "cosine"],
-                                  "description": "OpenAI's names; rftkit rejects meteor when building (unsupported_metric)."},
+                                  "description": "OpenAI's names; meteor needs rftkit[meteor] (WordNet 3.0) installed."},
             "pass_threshold": _THRESHOLD},
             "OpenAI's text_similarity: a similarity in [0, 1] between the rendered input and reference."),
         "python": _grader("python", ["name", "source"], {

@@ -12,8 +12,8 @@ metric          implementation
 ``rouge_1..5``  rouge-score ``rougeN`` F-measure (its tokenizer, no stemming)
 ``rouge_l``     rouge-score ``rougeL`` F-measure
 ``cosine``      cosine of mean-pooled, L2-normalised sentence embeddings (local model)
-``meteor``      not supported: NLTK's METEOR needs the WordNet corpus, which no PyPI
-                package ships and ``nltk.download`` cannot fetch offline
+``meteor``      nltk ``meteor_score`` over sacrebleu's 13a tokens, with WordNet 3.0
+                synonyms read offline (``graders/_wordnet.py``; ``rftkit[meteor]``)
 ==============  =====================================================================
 
 nltk (through rouge-score too) takes about 1.2 s to import, and torch more, so
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 EvaluationMetric = Literal[
     "fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l", "cosine",
 ]
-"""OpenAI's metric names (all accepted in a config; ``meteor`` raises ``unsupported_metric``)."""
+"""OpenAI's metric names."""
 
 EMBEDDING_MODEL_ENV = "RFTKIT_EMBEDDING_MODEL"
 """Environment variable naming the sentence-embedding model directory for ``cosine``."""
@@ -99,6 +99,33 @@ def gleu(text: str, reference: str) -> float:
     from nltk.translate.gleu_score import sentence_gleu  # nltk takes ~1.2 s to import
 
     return float(sentence_gleu([_TOKENIZE_13A(reference).split()], _TOKENIZE_13A(text).split()))
+
+
+def meteor(text: str, reference: str) -> float:
+    """nltk's METEOR with its defaults: ``Fmean * (1 - 0.5 * (chunks / matches) ** 3)``.
+
+    ``Fmean = 10 P R / (R + 9 P)`` over unigrams aligned in three stages: exact
+    (lowercased), Porter stem, then WordNet 3.0 synonym. Both texts are split
+    into sacrebleu's 13a tokens, as for ``gleu``. The penalty grows with the
+    number of contiguous matched chunks, so word order counts.
+
+    >>> round(meteor("the fast brown fox", "the quick brown fox"), 4)   # fast~quick by WordNet; 1 chunk of 4
+    0.9922
+    """
+    from nltk.translate.meteor_score import meteor_score  # nltk takes ~1.2 s to import
+
+    from ._wordnet import load_wordnet  # the database takes ~1.6 s to load, once
+
+    return float(meteor_score([_TOKENIZE_13A(reference).split()], _TOKENIZE_13A(text).split(), wordnet=load_wordnet()))
+
+
+def _check_wordnet() -> None:
+    from ._wordnet import nltk_wordnet_installed, packaged_wordnet_dir
+
+    if packaged_wordnet_dir() is None and not nltk_wordnet_installed():
+        raise GraderConfigError(
+            "evaluation_metric 'meteor' needs WordNet 3.0, which is not installed", code="wordnet_missing",
+            pointer="/evaluation_metric", hint="pip install 'rftkit[meteor]' (offline), or nltk.download('wordnet')")
 
 
 def _rouge(kind: str) -> Metric:
@@ -215,8 +242,8 @@ def _cosine(path: Path) -> Metric:
 
 
 def _make_metric(name: str) -> Metric | None:
-    """The metric function named ``name`` (``cosine`` and ``meteor`` aside), or None."""
-    simple: dict[str, Metric] = {"fuzzy_match": fuzzy_match, "bleu": bleu, "gleu": gleu}
+    """The metric function named ``name`` (``cosine`` aside), or None."""
+    simple: dict[str, Metric] = {"fuzzy_match": fuzzy_match, "bleu": bleu, "gleu": gleu, "meteor": meteor}
     if name in simple:
         return simple[name]
     if name == "rouge_l":
@@ -246,7 +273,8 @@ class TextSimilarityGrader:
     both are empty the score is 1 (they are identical), when one is the score
     is 0, for every metric, before any library is called. Otherwise the
     library's value is used, clamped to [0, 1] (a negative cosine scores 0).
-    Identical texts score 1, except where the metric cannot see them:
+    Identical texts score 1, except ``meteor`` (``1 - 0.5 / n ** 3`` for n tokens, its
+    fragmentation penalty) and where the metric cannot see them:
     ``rouge_n`` on texts shorter than n words, and ``rouge_*`` on texts without
     ``[a-z0-9]`` (rouge-score drops other characters), score 0.
 
@@ -283,12 +311,9 @@ class TextSimilarityGrader:
         if evaluation_metric == "cosine":
             self.embedding_model = _embedding_model_path(embedding_model)
             self._metric = _cosine(self.embedding_model)
-        elif evaluation_metric == "meteor":
-            raise GraderConfigError(
-                "evaluation_metric 'meteor' is not supported by rftkit", code="unsupported_metric", pointer="/evaluation_metric",
-                hint="NLTK's METEOR needs the WordNet corpus, which no PyPI package ships and nltk.download cannot fetch "
-                     "offline; use rouge_l, gleu or bleu instead")
         else:
+            if evaluation_metric == "meteor":
+                _check_wordnet()
             metric = _make_metric(evaluation_metric) if isinstance(evaluation_metric, str) else None
             if metric is None:
                 raise GraderConfigError(f"evaluation_metric must be one of {list(_METRIC_NAMES)}, got {evaluation_metric!r}",

