@@ -15,7 +15,7 @@ import graders.adapters
 import graders.serve
 import rl
 import schemas
-from graders._cli import app
+from graders._cli import app, load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +61,7 @@ runner = CliRunner()
 
 
 def test_cli_help_lists_the_commands() -> None:
+    load_plugins(app)  # main() does this; idempotent
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "grade" in result.output and "demo" in result.output
