@@ -6,8 +6,8 @@
 The config has five sections (relative paths are read relative to the config file)::
 
     [model]    name_or_path = "gpt2"   (a local Hugging Face directory or a hub id), device = "auto"
-    [dataset]  train = "train.jsonl"   (rows with "prompt" and "reference"), eval = "eval.jsonl" or eval_count = 8
-    [grader]   config = "grader.json"  (a structured grader config, read by graders.from_config)
+    [dataset]  train = "train.jsonl"   (rows with "prompt" or "messages"; see read_rows), eval = "eval.jsonl" or eval_count = 8
+    [grader]   config = "grader.json"  (any grader config graders.from_config reads: structured or OpenAI's types)
     [ppo]      any PPOConfig field
     [train]    steps = 100, eval_every, checkpoint_every, console_every, output = "runs/resume"
 
@@ -208,14 +208,65 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
     )
 
 
-def read_rows(path: Path, pointer: str) -> list[dict[str, Any]]:
-    """JSONL rows, each an object with ``prompt`` (str) and ``reference``; errors name the file and line."""
+def read_rows(path: Path, pointer: str, *, needs_reference: bool) -> list[dict[str, Any]]:
+    """JSONL rows, each with ``prompt`` (a string) or ``messages`` (OpenAI's chat rows, ending in a user turn).
+
+    A ``structured`` grader (``needs_reference``) also needs each row's ``reference``; OpenAI's
+    grader types read ``{{ item.* }}`` from the row's other keys instead. Errors name the file and line.
+    """
     rows = load_jsonl(path, pointer=pointer)
     for lineno, row in enumerate(rows, 1):
-        if not isinstance(row.get("prompt"), str) or "reference" not in row:
-            raise UserError(f"{path}: row {lineno}: a row must be an object with 'prompt' (a string) and 'reference'",
-                            code="bad_jsonl_row", pointer=pointer)
+        where = f"{path}: row {lineno}"
+        messages = row.get("messages")
+        if "prompt" in row and messages is not None:
+            raise UserError(f"{where}: give 'prompt' or 'messages', not both", code="bad_jsonl_row", pointer=pointer)
+        if messages is not None:
+            if (not isinstance(messages, list) or not messages
+                    or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                               for m in messages)
+                    or messages[-1]["role"] != "user"):
+                raise UserError(f"{where}: 'messages' must be a list of {{role, content}} strings ending in a user turn",
+                                code="bad_jsonl_row", pointer=pointer)
+        elif not isinstance(row.get("prompt"), str):
+            raise UserError(f"{where}: a row needs 'prompt' (a string) or 'messages' (a chat)", code="bad_jsonl_row", pointer=pointer)
+        if needs_reference and "reference" not in row:
+            raise UserError(f"{where}: a structured grader needs each row's 'reference'", code="bad_jsonl_row", pointer=pointer,
+                            hint="or use an OpenAI-type grader config that reads {{ item.<key> }} from the row")
     return rows
+
+
+def trainer_rows(rows: list[dict[str, Any]], tokenizer: Any, *, structured: bool) -> list[dict[str, Any]]:
+    """The trainer's ``{"prompt", "reference"}`` rows: chats rendered with the model's chat template.
+
+    The reference is the row's ``reference`` for a structured grader, and for OpenAI's types the
+    item: every key of the row but ``prompt`` and ``messages``, as OpenAI's RFT datasets pass it.
+    """
+    adds_bos = tokenizer.bos_token is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    out = []
+    for row in rows:
+        prompt = row.get("prompt")
+        if prompt is None:
+            if not getattr(tokenizer, "chat_template", None):
+                raise UserError("'messages' rows need a tokenizer with a chat template", code="bad_tokenizer",
+                                pointer="/model/name_or_path", hint="use a chat model, or give rows a 'prompt' string")
+            prompt = tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
+            if adds_bos and prompt.startswith(tokenizer.bos_token):
+                prompt = prompt[len(tokenizer.bos_token):]  # the rollout's tokenizer call adds BOS again
+        item = {k: v for k, v in row.items() if k not in ("prompt", "messages")}
+        out.append({"prompt": prompt, "reference": row["reference"] if structured else item})
+    return out
+
+
+class ItemGrader:
+    """An OpenAI-type grader (``grade(sample, item)``) in the trainer's ``grade_batch(responses, references)`` shape."""
+
+    def __init__(self, grader: Any) -> None:
+        self.grader = grader
+
+    def grade_batch(self, responses: list[str], references: list[Any]) -> Any:
+        from graders import grade_batch
+
+        return grade_batch(self.grader, responses, references)
 
 
 def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dict[str, float]]:
@@ -227,16 +278,16 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dic
 
     from ._trainer import PPOTrainer
 
-    train_rows = read_rows(spec.train_path, "/dataset/train")
-    eval_rows = read_rows(spec.eval_path, "/dataset/eval") if spec.eval_path is not None else []
+    grader: Any = from_config(spec.grader_path)
+    structured = isinstance(grader, StructuredGrader)
+    if not structured:
+        grader = ItemGrader(grader)
+    train_rows = read_rows(spec.train_path, "/dataset/train", needs_reference=structured)
+    eval_rows = read_rows(spec.eval_path, "/dataset/eval", needs_reference=structured) if spec.eval_path is not None else []
     if spec.eval_count:
         if spec.eval_count >= len(train_rows):
             raise _bad("/dataset/eval_count", f"eval_count {spec.eval_count} leaves no training rows (the file has {len(train_rows)})")
         train_rows, eval_rows = train_rows[:-spec.eval_count], train_rows[-spec.eval_count:]
-    grader = from_config(spec.grader_path)
-    if not isinstance(grader, StructuredGrader):
-        raise _bad("/grader/config", f"rftkit train needs a grader that grades (response, reference) pairs, not {grader.type!r}",
-                   "use a structured grader config")
     resume_from = None
     if resume:
         resume_from = spec.output / "checkpoints"
@@ -252,6 +303,8 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dic
         model = model.to(device)
     except OSError as exc:
         raise _bad("/model/name_or_path", f"cannot load {spec.model!r}: {exc}") from None
+    train_rows = trainer_rows(train_rows, tokenizer, structured=structured)
+    eval_rows = trainer_rows(eval_rows, tokenizer, structured=structured)
     trainer = PPOTrainer(model, tokenizer, grader, train_rows, eval_rows, spec.ppo, resume_from=resume_from)
     start = trainer.step_count
     if start >= spec.steps:
