@@ -87,7 +87,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -279,7 +279,11 @@ def _ends_open(scan: _Scan, finish_reason: str | None) -> bool:
 
 def _candidates(text: str, finish_reason: str | None) -> list[_Candidate]:
     """Every place JSON may be, in the order it is tried (fast path excluded)."""
-    found: list[_Candidate] = []
+    return list(_each_candidate(text, finish_reason))
+
+
+def _each_candidate(text: str, finish_reason: str | None) -> Iterator[_Candidate]:
+    """:func:`_candidates` one at a time: the fences first, so a caller that stops at a fence skips the scan of the text."""
     for lang, start, end, closed in reversed(_fences(text)[-MAX_CANDIDATES:]):
         if lang and not lang.startswith("json"):
             continue
@@ -287,17 +291,16 @@ def _candidates(text: str, finish_reason: str | None) -> list[_Candidate]:
         if not content or content[0] not in "{[":
             continue
         cut = not closed and _ends_open(_scan(text, start, end), finish_reason)
-        found.append(_Candidate(content, "fence", cut, f"a ```{lang} fence"))
+        yield _Candidate(content, "fence", cut, f"a ```{lang} fence")
     scan = _scan(text)
     if _ends_open(scan, finish_reason):
         assert scan.open_at is not None  # for mypy: _ends_open checked it
-        found.append(_Candidate(text[scan.open_at:].rstrip(), "balanced", True, "prose"))
-        return found
+        yield _Candidate(text[scan.open_at:].rstrip(), "balanced", True, "prose")
+        return
     for first, last in reversed(scan.objects):
-        found.append(_Candidate(text[first:last], "balanced", False, "prose"))
+        yield _Candidate(text[first:last], "balanced", False, "prose")
     for first, last in reversed(scan.arrays):
-        found.append(_Candidate(text[first:last], "balanced", False, "prose"))
-    return found
+        yield _Candidate(text[first:last], "balanced", False, "prose")
 
 
 def _bare(text: str) -> str | None:
@@ -569,6 +572,51 @@ def _bare_object(text: str, schema: Schema | None) -> Any:
         if end == len(stripped) and (schema is None or (isinstance(schema, Schema) and schema.is_valid(value))):
             return value
     return _NOT_BARE
+
+
+_UNDECODED: Any = object()
+"""What :func:`_strict_value` answers when no candidate decodes: :func:`parse_response` fails on that text."""
+
+
+def _strict_value(text: str, *, lenient: bool = False) -> Any:
+    """The value :func:`parse_response` finds in ``text`` (a ``finish_reason`` other than ``"length"``) when
+    strict decoding finds it, without the reason, the issues or the schema check; for graders that only
+    need the value (or that there is none) and re-run :func:`parse_response` when the rest is read.
+
+    It tries the same candidates in the same order (the whole text when it is bare, then
+    :func:`_candidates`, a fragment once) and answers the first that decodes as strict JSON; it
+    answers :data:`_UNDECODED` when none does (or there is no text) and ``lenient`` is False, since
+    parse_response then fails (``no_json``, ``invalid_json``, ``truncated`` or ``empty``), and
+    :data:`_NOT_BARE` when only parse_response can tell: with ``lenient``, once a candidate fails strict
+    decoding (a repair might save it, and it would be chosen).
+
+    >>> _strict_value('Sure:\\n```json\\n{"a": 1}\\n```')
+    {'a': 1}
+    >>> _strict_value('{"a": 1, "b": [1,') is _UNDECODED
+    True
+    """
+    if not text.strip():
+        return _UNDECODED
+    tried: set[str] = set()
+    bare = _bare(text)
+    if bare is not None:
+        try:
+            return _DECODER.decode(bare)
+        except (ValueError, RecursionError):  # what _loads counts as failing to decode
+            if lenient:
+                return _NOT_BARE
+        tried.add(bare)
+    for candidate in _each_candidate(text, None):
+        fragment = candidate.fragment
+        if fragment in tried:
+            continue
+        tried.add(fragment)
+        try:
+            return _DECODER.decode(fragment)
+        except (ValueError, RecursionError):
+            if lenient:
+                return _NOT_BARE
+    return _UNDECODED
 
 
 def parse_response(

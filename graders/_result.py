@@ -109,8 +109,8 @@ class Grade:
     (True, '0.500: below 1: state 0.00', False)
     """
 
-    __slots__ = ("score", "sub_scores", "_details", "_build", "_values", "_errors", "repairs", "issues", "_tp", "_fp", "_fn",
-                 "how", "_reason")
+    __slots__ = ("score", "sub_scores", "_details", "_build", "_values", "_errors", "_repairs", "_issues", "_tp", "_fp", "_fn",
+                 "how", "_reason", "_explain")
     _tp: float | None  # the counts, kept as three floats (None: no counts)
     _fp: float
     _fn: float
@@ -135,10 +135,9 @@ class Grade:
         self._build: DetailsBuilder | None = None  # builds the details from _values when _details is None
         self._values: tuple[Any, ...] = ()
         self._errors = errors  # None means "no error": the dict is built when first read
-        self.repairs = repairs
-        """Lenient JSON repairs that were needed to read the response (penalise them if you like)."""
-        self.issues = issues
-        """Parse failures and schema violations, as records."""
+        self._repairs = repairs
+        self._issues = issues
+        self._explain: Callable[[], Grade] | None = None  # see _failed
         self.counts = counts
         self.how = how
         """How the fields were combined (``weighted_mean`` ...), for the reason line."""
@@ -155,14 +154,61 @@ class Grade:
         grade._build = build
         grade._values = values
         grade._errors = None
-        grade.repairs = ()
-        grade.issues = ()
+        grade._repairs = ()
+        grade._issues = ()
+        grade._explain = None
         grade._tp = tp
         grade._fp = fp
         grade._fn = fn
         grade.how = how
         grade._reason = None
         return grade
+
+    @classmethod
+    def _failed(cls, explain: Callable[[], Grade]) -> Grade:
+        """A failed grade (score 0, no field scored) whose errors, reason, repairs and issues are ``explain()``'s,
+        called when one of them is first read.
+
+        The structured grader answers this when it knows cheaply that a response fails (it does not
+        decode, or it violates the schema) and ``explain`` is its full pipeline, which formats the
+        reason and lists every schema issue: a trainer that reads only the scores never pays for them.
+        """
+        grade = cls(0.0)
+        grade._explain = explain
+        return grade
+
+    def _explained(self) -> None:
+        """Fill in the errors, reason, repairs and issues of a :meth:`_failed` grade (two threads may both do it: the results are equal)."""
+        explain = self._explain
+        if explain is None:
+            return
+        full = explain()
+        assert full.score == 0.0 and not full.sub_scores and not full.details, "a failed grade explained as a success"
+        self._errors, self._reason, self._repairs, self._issues = full._errors, full._reason, full._repairs, full._issues
+        self._tp, self._fp, self._fn, self.how = full._tp, full._fp, full._fn, full.how
+        self._explain = None
+
+    @property
+    def repairs(self) -> tuple[str, ...]:
+        """Lenient JSON repairs that were needed to read the response (penalise them if you like)."""
+        if self._explain is not None:
+            self._explained()
+        return self._repairs
+
+    @repairs.setter
+    def repairs(self, value: tuple[str, ...]) -> None:
+        self._repairs = value
+
+    @property
+    def issues(self) -> tuple[Issue, ...]:
+        """Parse failures and schema violations, as records."""
+        if self._explain is not None:
+            self._explained()
+        return self._issues
+
+    @issues.setter
+    def issues(self, value: tuple[Issue, ...]) -> None:
+        self._issues = value
 
     def _packed(self) -> Any:
         """This grade for the trip back from a worker process: a fast-path grade as its values (a tuple;
@@ -182,6 +228,8 @@ class Grade:
     @property
     def counts(self) -> tuple[float, float, float] | None:
         """(true positives, false positives, false negatives) over leaf values, for micro-F1."""
+        if self._explain is not None:
+            self._explained()
         return None if self._tp is None else (self._tp, self._fp, self._fn)  # three floats: no tuple kept per grade
 
     @counts.setter
@@ -204,6 +252,8 @@ class Grade:
     @property
     def reason(self) -> str:
         """One line a person can read."""
+        if self._explain is not None:
+            self._explained()
         if self._reason is None:
             imperfect = [f"{k or 'value'} {v:.2f}" for k, v in self.sub_scores.items() if v < 1.0]
             head = f"{self.score:.3f}" + (f" by {self.how}" if self.how else "")
@@ -218,6 +268,8 @@ class Grade:
     @property
     def errors(self) -> dict[str, bool]:
         """OpenAI's error flags plus rftkit's own (:data:`ERROR_FLAGS`); all False on success."""
+        if self._explain is not None:
+            self._explained()
         if self._errors is None:
             self._errors = no_errors()
         return self._errors
@@ -225,6 +277,8 @@ class Grade:
     @property
     def ok(self) -> bool:
         """True when no error flag is set."""
+        if self._explain is not None:
+            return False  # a failed grade sets a flag
         return self._errors is None or not any(self._errors.values())
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,6 +296,8 @@ class Grade:
     def __reduce__(self) -> tuple[Any, ...]:
         # The details travel built (their builder is a per-schema function); the errors dict and the reason
         # stay unbuilt when they still are, so a batch sent back from worker processes costs less to pickle.
+        if self._explain is not None:
+            self._explained()
         return (Grade, (self.score, self.sub_scores, self.details, self._errors, self._reason, self.repairs, self.issues,
                         self.counts, self.how))
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,7 +71,7 @@ from ._comparators import Comparator, make_comparator
 from ._errors import GraderConfigError
 from ._formula import Formula
 from ._matching import Pair, assign, ordered_pairs, prf
-from ._parsing import _DECODER, _NOT_BARE, parse_response
+from ._parsing import _DECODER, _NOT_BARE, _UNDECODED, _strict_value, parse_response
 from ._result import DetailsBuilder, FieldDetail, Grade, no_errors
 
 Aggregation = Literal["weighted_mean", "micro_f1", "all_or_nothing", "formula"]
@@ -883,7 +884,8 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
     bare JSON object (the hot path of :func:`graders._parsing.parse_response`):
     it answers the Grade, or the decoded and schema-valid object the fast path
     leaves to the generic walk, or ``_NOT_BARE`` (any other text, any other
-    reference, or an invalid object: the full stages say what is wrong).
+    reference, or an invalid object: the full stages say what is wrong), or
+    None (a formula with no finite score, which the full stages report).
 
     With ``weighted_mean`` (the sum of the weights, > 0) the functions also
     combine the field scores; else ``finish`` does. With ``validating`` (the
@@ -990,6 +992,28 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
     source = "\n".join(lines) + "\n"
     exec(compile(source, "<rftkit flat grader>", "exec"), namespace)  # our own source; values live in the namespace
     return namespace["compare_flat"], namespace["grade_text"], source
+
+
+_REFERENCES = 512
+"""How many decoded JSON-string references :func:`_decoded_reference` keeps."""
+
+
+@lru_cache(maxsize=_REFERENCES)
+def _decoded_reference(text: str) -> Any:
+    """A reference given as JSON text, decoded (cached: RL grades a group's samples against one reference)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GraderConfigError(f"reference is not valid JSON: {exc}", code="bad_reference",
+                                hint="references are JSON objects or strings of one") from None
+
+
+def _valid(schema: Schema, value: Any) -> bool | None:
+    """Whether ``value`` satisfies ``schema``; None when it is nested too deeply to tell here (the full stages report it)."""
+    try:
+        return schema.is_valid(value)
+    except RecursionError:
+        return None
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -1142,23 +1166,41 @@ class StructuredGrader:
         """Grade one response (a string or an OpenAI-style sample dict) against its reference.
 
         Never raises on a bad response: it scores 0 with an error flag and a reason.
-        A reference given as a JSON string is decoded first.
+        A reference given as a JSON string is decoded first (the last few hundred
+        decoded are kept: a group of samples shares one reference, so treat a
+        grade's reference values as read-only).
         """
-        flat_text = self._flat_text
-        if flat_text is not None and type(response) is str and finish_reason != "length":
-            # The hot path: a bare JSON object, valid for the schema (which the fast path may check itself).
-            got = flat_text(response, reference)
-            if type(got) is Grade:
-                return got
-            if got is not _NOT_BARE and (not self._flat_validates or self.schema is None or self.schema.is_valid(got)):
-                return self._walk(got, reference, (), ())
-            # else: the full stages below (an invalid object: they say how)
         if type(reference) is str and reference.lstrip()[:1] in ("{", "["):
-            try:
-                reference = json.loads(reference)
-            except json.JSONDecodeError as exc:
-                raise GraderConfigError(f"reference is not valid JSON: {exc}", code="bad_reference",
-                                        hint="references are JSON objects or strings of one") from None
+            reference = _decoded_reference(reference)
+        if type(response) is not str or finish_reason == "length":
+            return self._full(response, reference, finish_reason)
+        # The hot path: a bare JSON object, valid for the schema (which the fast path may check itself).
+        flat_text = self._flat_text
+        got = flat_text(response, reference) if flat_text is not None else _NOT_BARE
+        walk: Callable[[Any, Any, tuple[str, ...], tuple[Issue, ...]], Grade]
+        if type(got) is Grade:
+            return got
+        if got is None:  # a formula that gave no finite score: the full stages report it
+            return self._full(response, reference, finish_reason)
+        if got is not _NOT_BARE:  # a bare object the generated function left to the generic walk
+            valid = not self._flat_validates or self.schema is None or _valid(self.schema, got)
+            walk = self._walk
+        else:  # fenced or wrapped in prose, not JSON at all, or not for the generated function
+            got = _strict_value(response, lenient=self.lenient)
+            if got is _UNDECODED:  # parse_response fails: the full stages say how when the grade is read
+                return Grade._failed(partial(self._full, response, reference, finish_reason))
+            if got is _NOT_BARE:
+                return self._full(response, reference, finish_reason)
+            valid = self.schema is None or _valid(self.schema, got)
+            walk = self.compare
+        if valid:
+            return walk(got, reference, (), ())
+        if valid is False and not self.partial_credit:  # gated to 0: the full stages list the issues when they are read
+            return Grade._failed(partial(self._full, response, reference, finish_reason))
+        return self._full(response, reference, finish_reason)
+
+    def _full(self, response: str | Mapping[str, Any], reference: Any, finish_reason: str | None) -> Grade:
+        """:meth:`grade` by the full stages: extract, decode and validate with every reason and issue, then compare."""
         parsed = parse_response(response, self.schema, lenient=self.lenient, finish_reason=finish_reason)
         if parsed.status == "ok":
             return self.compare(parsed.value, reference, parsed.repairs)

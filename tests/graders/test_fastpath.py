@@ -2,9 +2,15 @@
 
 The fast path (``StructuredGrader._flat``, generated per schema) handles flat
 objects of leaves and lists of leaves when both sides hold plain values; the
-list core (``_List.text_items``) has shortcuts of its own. Each test here grades
-a randomized corpus both ways and requires the same score, sub-scores, details
-(``to_dict`` and the ``FieldDetail`` objects), counts and reason, bit for bit.
+list core (``_List.text_items``) has shortcuts of its own. ``grade`` also takes
+shortcuts before them: a reference given as JSON text is decoded once (cached),
+JSON in a fence or in prose is found without the full parse stages, and output
+that fails (no JSON, cut, schema-invalid) gets a grade whose reason and issues
+the full stages give when read. Each test here grades a randomized corpus both
+ways, against the full stages (``StructuredGrader._full`` on a grader without
+the fast path), and requires the same score, sub-scores, details (``to_dict``
+and the ``FieldDetail`` objects), counts, reason, error flags, repairs and
+issues, bit for bit.
 """
 
 from __future__ import annotations
@@ -12,13 +18,18 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import re
+from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graders import FieldDetail, Grade, StructuredGrader, assign
+from graders import FieldDetail, Grade, GraderConfigError, StructuredGrader, assign, from_config
+from graders._adapters import _END_MARKERS, _strip_end, response_from_query
+from graders._result import no_errors
 from graders._structured import _flat_plan, _List, _list_detail
 
 WORDS = ["Python", "python", " PYTHON ", "c++", "C++", "C#", "c", "Los Angeles", "los  angeles", "LA", "Berkeley",
@@ -68,6 +79,13 @@ def _pair(config: dict[str, Any]) -> tuple[StructuredGrader, StructuredGrader]:
     generic = StructuredGrader(**config)
     generic._flat = generic._flat_text = None  # the generic walk only
     return fast, generic
+
+
+def full(generic: StructuredGrader, text: str, ref: Any, finish_reason: str | None = None) -> Grade:
+    """The grade by the full stages alone (parse_response, then the generic walk): what every shortcut must give."""
+    if isinstance(ref, str) and ref.lstrip()[:1] in ("{", "["):
+        ref = json.loads(ref)
+    return generic._full(text, ref, finish_reason)
 
 
 GRADERS = [_pair(config) for config in CONFIGS]
@@ -132,7 +150,7 @@ def test_fast_path_grades_like_the_generic_walk(data: st.DataObject) -> None:
     schema = CONFIGS[which]["schema"]
     pred, ref = data.draw(records(schema)), data.draw(records(schema))
     text = json.dumps(pred)
-    want = generic.grade(text, ref)
+    want = full(generic, text, ref)
     assert_same_grade(fast.grade(text, ref), want)
     assert_same_grade(fast.grade(text, json.dumps(ref)), want)  # a reference given as JSON text
     assert_same_grade(fast.compare(pred, ref), generic.compare(pred, ref))
@@ -180,7 +198,7 @@ def test_fast_path_on_the_benchmark_shape(fields: dict[str, Any] | None) -> None
         text = json.dumps(pred)
         taken = fast._flat is not None and fast._flat(pred, ref) is not None
         assert taken == bool(pred["programming_languages"])  # an empty list is left to the generic walk
-        assert_same_grade(fast.grade(text, ref), generic.grade(text, ref))
+        assert_same_grade(fast.grade(text, ref), full(generic, text, ref))
 
 
 @pytest.mark.parametrize("n", [1, 64, 65, 200])
@@ -188,7 +206,7 @@ def test_long_identical_lists(n: int) -> None:
     fast, generic = _pair({"schema": SCHEMA, "fields": {"tags": {"comparator": "normalized"}}})
     ref = {"a": "x", "b": "y", "tags": [f"t{i}" for i in range(n)], "more": ["m"]}
     text = json.dumps(ref)
-    assert_same_grade(fast.grade(text, ref), generic.grade(text, ref))
+    assert_same_grade(fast.grade(text, ref), full(generic, text, ref))
     assert fast.grade(text, ref).details["tags"].matched == [(i, i, 1.0) for i in range(n)]
 
 
@@ -247,6 +265,129 @@ def test_details_are_built_once_on_first_read_and_survive_pickling() -> None:
     assert again.to_dict() == grade.to_dict()
     grade.details = {}
     assert grade.details == {}
+
+
+
+# --------------------------------------------------------------------------- text that is not one bare object
+
+NESTED = {"type": "object", "properties": {"a": STRING, "tags": LIST, "inner": {"type": "object", "properties": {
+    "b": STRING, "n": {"type": "integer"}}}}, "required": ["a"]}
+WRAPPED_CONFIGS: list[dict[str, Any]] = [
+    *CONFIGS,
+    {"schema": SCHEMA, "lenient": True, "repair_penalty": 0.25, "fields": {"tags": {"comparator": "normalized"}}},
+    {"schema": CHECKED, "lenient": True, "partial_credit": True},
+    {"schema": NESTED},  # outside the generated fast path: the other shortcuts still apply
+    {"schema": NESTED, "lenient": True, "partial_credit": True},
+    {},  # no schema
+]
+WRAPPED = [_pair(config) for config in WRAPPED_CONFIGS]
+WRAPS = [
+    "@", "```json\n@\n```", "Here is the profile:\n```json\n@\n```\nDone.", "Sure! @ Hope that helps.", "```\n@\n```",
+    "```python\n@\n```", "```json\n@", "@ @", 'First {"a": "x"}, then: @', "[@]", "  @\n\n",
+    '```json\n@\n```\n```json\n{"a": 1}\n```', "@,", "The answer: ```json @ ```", "```json\n@\n```\nor @",
+]
+
+
+@st.composite
+def outputs(draw: st.DrawFn, schema: dict[str, Any]) -> str:
+    """Model outputs as RL sees them: the JSON bare, fenced or in prose, cut short, made non-JSON, or no JSON at all."""
+    record = draw(records(schema)) if "properties" in schema and "inner" not in schema["properties"] else draw(
+        st.fixed_dictionaries({}, optional={"a": words, "tags": text_lists, "inner": st.fixed_dictionaries(
+            {}, optional={"b": words, "n": st.one_of(st.integers(0, 3), words)}), "extra": values}))
+    text = json.dumps(record)
+    change = draw(st.sampled_from(["none", "none", "cut", "quotes", "comma", "python", "other"]))
+    if change == "cut":
+        text = text[: draw(st.integers(0, len(text)))]
+    elif change == "quotes":
+        text = text.replace('"', "'")
+    elif change == "comma" and text.endswith("}") and len(text) > 2:
+        text = text[:-1] + ",}"
+    elif change == "python":
+        text = text.replace("true", "True").replace("null", "None")
+    elif change == "other":
+        return draw(st.sampled_from(["I could not find the fields.", "", "   ", "{", "[1, 2", "```json\n```", "{} and []",
+                                     '{"a": NaN}', '```json\n{"a": "x"}\n```\n{"a": "y"']))
+    return draw(st.sampled_from(WRAPS)).replace("@", text)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_every_output_grades_like_the_full_stages(data: st.DataObject) -> None:
+    which = data.draw(st.integers(0, len(WRAPPED) - 1))
+    fast, generic = WRAPPED[which]
+    schema = WRAPPED_CONFIGS[which].get("schema", {})
+    text = data.draw(outputs(schema))
+    ref = data.draw(records(schema)) if "properties" in schema and "inner" not in schema["properties"] else {
+        "a": "Python", "tags": ["c++", "python"], "inner": {"b": "Berkeley", "n": 2}}
+    finish_reason = data.draw(st.sampled_from([None, None, "stop", "length"]))
+    want = full(generic, text, ref, finish_reason)
+    got = fast.grade(text, ref, finish_reason=finish_reason)
+    assert got.ok == want.ok  # before anything else is read: a failed grade knows it failed
+    assert_same_grade(got, want)
+    assert_same_grade(fast.grade(text, json.dumps(ref), finish_reason=finish_reason), want)
+    assert_same_grade(pickle.loads(pickle.dumps(fast.grade(text, ref, finish_reason=finish_reason))), want)
+
+
+BENCHMARK_ROWS = [json.loads(line) for line in (Path(__file__).parents[2] / "graders" / "data" / "resume_demo.jsonl")
+                  .read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_benchmark_rows_take_the_shortcuts_and_grade_like_the_full_stages() -> None:
+    config = json.loads((Path(__file__).parents[2] / "graders" / "data" / "resume_grader.json").read_text(encoding="utf-8"))
+    fast = from_config(config)
+    generic = from_config(config)
+    assert isinstance(fast, StructuredGrader) and isinstance(generic, StructuredGrader)
+    generic._flat = generic._flat_text = None
+    for row in BENCHMARK_ROWS:
+        label = json.dumps(row["reference"])
+        want = full(generic, row["output"], label)
+        with patch("graders._structured.parse_response", side_effect=AssertionError("the full stages ran")):
+            got = fast.grade(row["output"], label)
+            assert (got.score, got.sub_scores) == (want.score, want.sub_scores)
+        assert_same_grade(got, want)  # the reason and issues of a failed grade: the full stages, now
+
+
+def test_a_failed_grade_is_explained_once_on_first_read() -> None:
+    calls = []
+
+    def explain() -> Grade:
+        calls.append(1)
+        return Grade(0.0, {}, {}, {**no_errors(), "sample_parse_error": True}, "no JSON", (), ())
+
+    grade = Grade._failed(explain)
+    assert (grade.score, grade.sub_scores, grade.details, grade.ok, grade.how) == (0.0, {}, {}, False, "")
+    assert grade._packed() is grade and not calls  # a failed grade travels as itself (and is explained when pickled)
+    assert grade.reason == "no JSON" and grade.errors["sample_parse_error"] and grade.counts is None
+    assert grade.repairs == () and grade.issues == () and calls == [1]
+    again = Grade._failed(explain)
+    assert pickle.loads(pickle.dumps(again)).to_dict() == grade.to_dict() and calls == [1, 1]
+
+
+def test_a_reference_given_as_json_text_is_decoded_once() -> None:
+    grader = StructuredGrader(schema=RESUME)
+    label = json.dumps({"university": "MIT", "programming_languages": ["go"], "city": "Boston", "state": "MA"})
+    with patch("graders._structured.json.loads", wraps=json.loads) as loads:
+        scores = {grader.grade(f'{{"university": "MIT", "programming_languages": ["go"], "city": "Boston", "state": "{s}"}}',
+                               label).score for s in ("MA", "NY", "MA")}
+    assert scores == {1.0, 0.75} and loads.call_count <= 1
+    with pytest.raises(GraderConfigError, match="reference is not valid JSON"):
+        grader.grade("{}", "{not json")
+    with pytest.raises(GraderConfigError, match="reference is not valid JSON"):
+        grader.grade("{}", "{not json")  # an error is not cached
+
+
+END_BITS = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<eos>", "<|end|>", " ", "\n", "\t", "\u00a0", "x",
+            "}", "<|im_end", "s>", "<|end|", "end|>"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(END_BITS), max_size=8), st.lists(st.sampled_from(END_BITS), max_size=8))
+def test_the_response_cut_strips_the_end_as_the_regex_did(head: list[str], tail: list[str]) -> None:
+    old = re.compile("(?:" + "|".join(re.escape(m) for m in _END_MARKERS) + r"|\s)+\Z")
+    text = "".join(head) + "{}" + "".join(tail)
+    assert _strip_end(text) == old.sub("", text)
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert response_from_query(prompt + text, prompt) == old.sub("", text).lstrip("\n")
 
 
 # --------------------------------------------------------------------------- the list core
