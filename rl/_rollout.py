@@ -40,6 +40,12 @@ class Rollout:
     """(B,) bool: the completion ended with EOS (False: it hit ``max_new_tokens``)."""
     texts: list[str]
     """The decoded completions, special tokens dropped."""
+    prompt_ids: torch.Tensor | None = None
+    """(P, Lp) the distinct prompts, left-padded, when the rollout was sampled with them shared (``rl._shared_prefix``)."""
+    prompt_mask: torch.Tensor | None = None
+    """(P, Lp) 1 on real prompt tokens, with ``prompt_ids``."""
+    rows: torch.Tensor | None = None
+    """(B,) the index in ``prompt_ids`` of each row's prompt, with ``prompt_ids``."""
 
     @property
     def completion_ids(self) -> torch.Tensor:
@@ -73,12 +79,16 @@ def generate_completions(model: Any, tokenizer: Any, prompts: list[str], *, samp
     generation = GenerationConfig(  # type: ignore[no-untyped-call]  # transformers leaves GenerationConfig.__init__ untyped
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens, use_cache=True, **sampling)
     out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation)
-    completion = out[:, prompt_ids.shape[1]:]  # (B, T)
+    completion_mask, has_eos, texts = cut_at_eos(tokenizer, out[:, prompt_ids.shape[1]:])
+    return Rollout(out, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask, has_eos, texts)
+
+
+def cut_at_eos(tokenizer: Any, completion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The mask of each completion up to and including its first EOS (B, T), whether it has one (B,), and its text."""
     is_eos = completion == tokenizer.eos_token_id
     after_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0  # (B, T): strictly after the first EOS
-    completion_mask = (~after_eos).long()
     texts = tokenizer.batch_decode(completion.masked_fill(after_eos, tokenizer.pad_token_id), skip_special_tokens=True)
-    return Rollout(out, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask, is_eos.any(dim=1), texts)
+    return (~after_eos).long(), is_eos.any(dim=1), texts
 
 
 def completion_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_len: int,

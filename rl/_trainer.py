@@ -3,9 +3,10 @@
 One :meth:`PPOTrainer.step` is one iteration, in execution order:
 
 1. **rollout** -- ``prompts_per_batch`` prompts, ``samples_per_prompt`` sampled completions
-   each (``model.generate``, KV cache, temperature, top-k off, top-p 1), then the
-   per-token log-probs under the policy and under a frozen copy of the initial
-   policy, both from ``logits / temperature``;
+   each (KV cache, temperature, top-k off, top-p 1), with the per-token log-probs of the
+   logits that sampled them, ``logits / temperature``; then the log-probs under a frozen copy
+   of the initial policy. Each prompt is run once per group and its keys and values are shared
+   by the group's samples, when sampling and in every forward after (``rl/_shared_prefix.py``);
 2. **grade** -- ``grader.grade_batch(completions, references)``; a non-finite score is
    skipped and counted (``rollout/skipped_nan``), never trained on;
 3. **rewards** -- :func:`token_rewards`: the score (minus ``no_eos_penalty`` when the
@@ -15,7 +16,7 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    the policy's last hidden state), or a critic-free estimator (``grpo``, ``rloo``,
    ``reinforce++``) over each completion's return (the sum of its token rewards);
    then whitened;
-5. **update** -- ``ppo_epochs`` passes of shuffled minibatches: clipped policy loss,
+5. **update** -- ``ppo_epochs`` passes of minibatches of whole groups, shuffled: clipped policy loss,
    clipped value loss (``gae``), ``kl_coef * k3`` (``kl_estimator="k3"``), gradient
    clipping, AdamW; a minibatch whose mean importance ratio exceeds
    ``ratio_skip_threshold`` is skipped and counted (``update/skipped_ratio``);
@@ -77,7 +78,8 @@ from ._distributed import check_batch_split, join_process_group
 from ._logging import MetricsLogger
 from ._losses import adaptive_kl_coef, approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
 from ._plots import plot_metrics
-from ._rollout import check_tokenizer, completion_forward, gather_logprobs, generate_completions, sequence_logprobs
+from ._rollout import check_tokenizer, gather_logprobs, generate_completions
+from ._shared_prefix import sample_rollout, score_completions, shares_prefix
 
 
 class Scored(Protocol):
@@ -146,6 +148,8 @@ class PPOTrainer:
         self.train_rows, self.eval_rows = list(train_rows), list(eval_rows)
         self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         """The frozen initial policy: the KL penalty and ``kl/to_init`` are measured against it."""
+        self.shared_prefix = shares_prefix(model)
+        """Each prompt is run once per group (checked once on a probe; else every sequence is run whole, with the same results)."""
         self.value_head: torch.nn.Linear | None = None
         """``gae`` only: the value of each state, read from the policy's last hidden state."""
         if config.advantage == "gae":
@@ -156,7 +160,7 @@ class PPOTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if self.value_head is not None:
             self.params += list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate)
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, foreach=True)  # one kernel per step, not per tensor
         self.kl_coef = config.kl_coef
         """The KL penalty's current weight: ``config.kl_coef``, moved after every step when ``config.kl_target`` is set."""
         self.step_count = 0
@@ -181,19 +185,17 @@ class PPOTrainer:
         cfg, start = self.config, time.perf_counter()
         group, minibatch_size = cfg.samples_per_prompt, cfg.minibatch_size // self.ranks.world_size
 
-        # 1. Rollout: sample (this rank's shard of the prompts), then score the samples under the policy and the initial one.
+        # 1. Rollout: sample (this rank's shard of the prompts) with the policy's log-probs, then score under the initial policy.
         rows = self.ranks.shard(self._next_rows())
-        roll = generate_completions(self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group,
-                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-        input_ids, attention_mask, tokens = roll.input_ids, roll.attention_mask, roll.completion_ids
-        real = roll.completion_mask.float()  # (B, T)
-        steps = real.shape[1]
+        roll, old_logprobs, hidden = sample_rollout(
+            self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group, max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature, hidden=self.value_head is not None, shared=self.shared_prefix)  # (B, T), (B, T, H)
+        tokens, real = roll.completion_ids, roll.completion_mask.float()  # (B, T) each
         with torch.no_grad():
-            logits, hidden = completion_forward(self.model, input_ids, attention_mask, steps, cfg.temperature)
-            old_logprobs = gather_logprobs(logits, tokens) * real  # (B, T)
-            old_values = self.value_head(hidden).squeeze(-1) * real if self.value_head is not None else None  # (B, T)
-            ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, real, cfg.temperature)  # (B, T)
-        del logits, hidden
+            old_values = self.value_head(hidden).squeeze(-1) * real if self.value_head is not None and hidden is not None else None
+            ref_logits, _ = score_completions(self.ref_model, roll, torch.arange(len(real), device=real.device), cfg.temperature)
+            ref_logprobs = gather_logprobs(ref_logits, tokens) * real  # (B, T)
+        del ref_logits, hidden
 
         # 2. Grade. A non-finite score is skipped: its completion (for grpo/rloo: its whole group) gets no gradient.
         references = [r["reference"] for r in rows for _ in range(group)]
@@ -221,19 +223,22 @@ class PPOTrainer:
         if cfg.whiten_advantages:
             advantages = whiten(advantages, mask)
 
-        # 5. Update: several epochs of shuffled minibatches over the kept completions. Under torchrun every update
-        # averages gradients over the ranks, so all ranks run as many minibatches as the one with the most kept
-        # completions (the others fill up with dropped ones, masked out) and skip a minibatch together.
+        # 5. Update: several epochs over the groups with a kept completion, shuffled, a group's samples side by side so
+        # that a minibatch runs each prompt once. Under torchrun every update averages gradients over the ranks, so all
+        # ranks run as many minibatches as the one with the most such rows (the others fill up with dropped groups,
+        # masked out) and skip a minibatch together.
         stats: dict[str, list[float]] = defaultdict(list)
         skipped_ratio = 0
-        kept_rows, dropped_rows = keep.nonzero().squeeze(1), (~keep).nonzero().squeeze(1)
-        n_rows = self.ranks.max(len(kept_rows))
+        kept_group = keep.view(-1, group).any(dim=1)  # (B / group,)
+        kept_groups, dropped_groups = kept_group.nonzero().squeeze(1), (~kept_group).nonzero().squeeze(1)
+        n_rows = self.ranks.max(len(kept_groups) * group)
         for _ in range(cfg.ppo_epochs if n_rows else 0):
-            order = torch.cat([kept_rows[torch.randperm(len(kept_rows), generator=self._generator)], dropped_rows])[:n_rows]
+            groups = torch.cat([kept_groups[torch.randperm(len(kept_groups), generator=self._generator)], dropped_groups])
+            order = (groups[:, None] * group + torch.arange(group)).flatten()[:n_rows]  # (n_rows,) row indices
             for first in range(0, n_rows, minibatch_size):
                 mb = order[first:first + minibatch_size].to(mask.device)
                 mb_mask = mask[mb]
-                logits, hidden = completion_forward(self.model, input_ids[mb], attention_mask[mb], steps, cfg.temperature)
+                logits, hidden = score_completions(self.model, roll, mb, cfg.temperature)  # (b, T, V), (b, T, H)
                 logprobs = gather_logprobs(logits, tokens[mb]) * mb_mask  # (b, T)
                 ratio = masked_mean(torch.exp(logprobs - old_logprobs[mb]), mb_mask)
                 if self.ranks.any(not ratio.item() <= cfg.ratio_skip_threshold):  # also catches NaN
