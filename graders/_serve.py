@@ -83,6 +83,8 @@ RUN_PATH = "/v1/fine_tuning/alpha/graders/run"
 VALIDATE_PATH = "/v1/fine_tuning/alpha/graders/validate"
 _SETTINGS_ENV = "_RFTKIT_SERVE_SETTINGS"  # how `rftkit serve --workers N` hands its settings to each worker process
 _CACHE_SIZE = 128
+_INLINE_BYTES = 16 * 1024
+"""A structured grader's ``/get_reward`` request up to this size is graded on the event loop (see :meth:`_Server._respond`)."""
 
 log = logging.getLogger("rftkit.serve")
 
@@ -99,9 +101,24 @@ class Rejected(Exception):
         self.status, self.code, self.message, self.pointer, self.hint = status, code, message, pointer, hint
         self.headers = dict(headers or {})
 
+    def body(self) -> bytes:
+        return _dumps({"error": {"code": self.code, "message": self.message, "pointer": self.pointer, "hint": self.hint}})
+
     def response(self) -> Response:
-        body = {"error": {"code": self.code, "message": self.message, "pointer": self.pointer, "hint": self.hint}}
-        return Response(_dumps(body), self.status, self.headers, media_type="application/json")
+        return Response(self.body(), self.status, self.headers, media_type="application/json")
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+async def _send(send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+    """One whole response, JSON unless empty, as ASGI messages (what a Starlette ``Response`` sends, without building one)."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] if headers else []
+    raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    if body:
+        raw.append(_JSON_TYPE)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _dumps(value: Any) -> bytes:
@@ -297,6 +314,8 @@ class _Server:
         self.grader = grader
         self.declared = field_names(grader)
         self.structured = isinstance(grader, StructuredGrader)
+        self.inline_bytes = _INLINE_BYTES if self.structured else 0
+        """``/get_reward`` bodies up to this size are graded on the event loop, not on a grading thread."""
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
@@ -309,10 +328,9 @@ class _Server:
 
     # -- the stages every POST goes through
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, header: str | None) -> None:
         if self.token is None:
             return
-        header = request.headers.get("authorization")
         if header is None:
             raise Rejected(401, "missing_token", "this server needs a bearer token", "",
                            "send the header 'Authorization: Bearer <token>' (the token rftkit serve was started with)",
@@ -328,24 +346,33 @@ class _Server:
                         "", "send smaller batches, or start the server with a larger --max-body-bytes",
                         {"Connection": "close"})
 
-    async def _body(self, request: Request) -> dict[str, Any]:
-        """The request's JSON object, after the token and the size limit."""
-        self._authorize(request)
-        length = request.headers.get("content-length")
+    async def _body(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], int]:
+        """The request's JSON object and its size in bytes, after the token and the size limit."""
+        authorization = length = None
+        for key, value in scope["headers"]:  # the first of each, as Starlette's Headers.get answers
+            if key == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif key == b"content-length" and length is None:
+                length = value.decode("latin-1")
+        self._authorize(authorization)
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise _bad("bad_content_length", f"Content-Length must be a number of bytes, got {length!r}", "")
             if int(length) > self.max_body_bytes:
                 raise self._too_large(length)
-            raw = await request.body()
-        else:  # chunked: count as it arrives
-            parts, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise self._too_large(f"more than {self.max_body_bytes}")
-                parts.append(chunk)
-            raw = b"".join(parts)
+        parts, size = [], 0  # a chunked body (no Content-Length) is counted as it arrives
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large(f"more than {self.max_body_bytes}")
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -353,21 +380,39 @@ class _Server:
                        "", "send one JSON object (UTF-8), with Content-Type: application/json") from None
         if not isinstance(body, dict):
             raise _bad("wrong_type", f"the request body must be a JSON object, got {_type_name(body)}", "")
-        return body
+        return body, size
 
-    async def _respond(self, request: Request, work: Callable[[dict[str, Any]], Callable[[], Any]]) -> Response:
-        """Read and check the request with ``work(body)`` (which returns the grading job), grade, answer."""
+    async def _respond(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Read and check the request with the path's method (which returns the grading job), grade, answer.
+
+        A small ``/get_reward`` request to a structured grader is graded right here,
+        on the event loop: that grader is pure CPU work that never waits (no I/O, no
+        sub-process), a few microseconds per sample, while the hop to a grading thread
+        and back (a queue, a thread wake-up, the GIL changing hands, a wake-up of the
+        loop) costs far more (``docs/serve.md`` has the numbers). The size bound keeps
+        any one such request short; everything else, and every other grader, goes to
+        the grading threads, under the deadline and the concurrency limit.
+        """
         try:
-            job = work(await self._body(request))
-            return Response(await self.pool.run(job, self.timeout_s), media_type="application/json")
+            body, size = await self._body(scope, receive)
+            job = self.posts[path](body)
+            if size <= self.inline_bytes and path == "/get_reward":
+                answer = job()
+            else:
+                answer = await self.pool.run(job, self.timeout_s)
         except Rejected as exc:
-            return exc.response()
+            await _send(send, exc.status, exc.body(), exc.headers)
+            return
         except ClientDisconnect:  # the client left before its body arrived: nobody to answer
-            return Response(status_code=400)
+            await _send(send, 400, b"")
+            return
         except Exception as exc:  # a grader bug: report it, keep serving
-            log.exception("grading failed on %s", request.url.path)
-            return Rejected(500, "grader_error", f"the grader raised {type(exc).__name__}: {exc}", "",
-                            "this is a bug in the grader (or rftkit): the server log has the traceback").response()
+            log.exception("grading failed on %s", path)
+            error = Rejected(500, "grader_error", f"the grader raised {type(exc).__name__}: {exc}", "",
+                             "this is a bug in the grader (or rftkit): the server log has the traceback")
+            await _send(send, error.status, error.body())
+            return
+        await _send(send, 200, answer)
 
     # -- the protocols: each checks its request and returns the job that grades it and encodes the answer
 
@@ -460,15 +505,19 @@ class _Server:
         return {"status": "ok", "grader": {"name": self.grader.name, "type": self.grader.type},
                 "in_flight": self.pool.in_flight, "max_concurrency": self.pool.limit}
 
-    async def answer(self, request: Request, path: str) -> Response:
-        """The response to a request for one of rftkit's :data:`ENDPOINTS`."""
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a request for one of rftkit's :data:`ENDPOINTS`."""
+        path, method = scope["path"], scope["method"]
         if path == "/health":
-            if request.method in ("GET", "HEAD"):
-                return Response(_dumps(self.health()), media_type="application/json")
-            return _not_allowed(request, "GET")
-        if request.method != "POST":
-            return _not_allowed(request, "POST")
-        return await self._respond(request, self.posts[path])
+            if method in ("GET", "HEAD"):
+                await _send(send, 200, _dumps(self.health()))
+                return
+            await _not_allowed(send, method, path, "GET")
+            return
+        if method != "POST":
+            await _not_allowed(send, method, path, "POST")
+            return
+        await self._respond(scope, receive, send, path)
 
 
 ENDPOINTS = frozenset({"/get_reward", RUN_PATH, VALIDATE_PATH, "/grade", "/score", "/health"})
@@ -476,9 +525,10 @@ ENDPOINTS = frozenset({"/get_reward", RUN_PATH, VALIDATE_PATH, "/grade", "/score
 _ENDPOINT_LIST = f"POST /get_reward, /grade, /score, {RUN_PATH}, {VALIDATE_PATH}; GET /health"
 
 
-def _not_allowed(request: Request, allowed: str) -> Response:
-    return Rejected(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}; use {allowed}", "",
-                    f"endpoints: {_ENDPOINT_LIST}", {"Allow": allowed}).response()
+async def _not_allowed(send: Send, method: str, path: str, allowed: str) -> None:
+    error = Rejected(405, "method_not_allowed", f"{method} is not allowed on {path}; use {allowed}", "",
+                     f"endpoints: {_ENDPOINT_LIST}", {"Allow": allowed})
+    await _send(send, error.status, error.body(), error.headers)
 
 
 class _Dispatch:
@@ -496,8 +546,7 @@ class _Dispatch:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in ENDPOINTS:
-            response = await self.server.answer(Request(scope, receive), scope["path"])
-            await response(scope, receive, send)
+            await self.server.answer(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -549,7 +598,19 @@ def create_app(grader_config: GraderSource, *, token: str | None = None, max_bod
 # --------------------------------------------------------------------------- the command
 
 
-def _app_from_env() -> FastAPI:
+def _served(app: FastAPI) -> ASGIApp:
+    """What ``rftkit serve`` hands uvicorn: rftkit's paths answered before FastAPI's own layers, the rest by ``app``.
+
+    ``app`` answers the same requests the same way (its :class:`_Dispatch`
+    middleware does); in front of it, a request to ``/get_reward`` also skips
+    FastAPI's and Starlette's entry layers (about 20 us of CPU per request).
+    """
+    server = app.state.rftkit
+    assert isinstance(server, _Server)
+    return _Dispatch(app, server)
+
+
+def _app_from_env() -> ASGIApp:
     """The app of one ``--workers`` process, from the settings the parent put in the environment.
 
     Once the app is built, :func:`gc.freeze` moves everything alive (the modules,
@@ -561,7 +622,7 @@ def _app_from_env() -> FastAPI:
     app = create_app(s["grader"], token=s["token"], max_body_bytes=s["max_body_bytes"], timeout_s=s["timeout_s"],
                      max_concurrency=s["max_concurrency"], threads=s["threads"])
     gc.freeze()
-    return app
+    return _served(app)
 
 
 def serve(
@@ -601,7 +662,7 @@ def serve(
     common: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log}
     if workers == 1:
         gc.freeze()  # see _app_from_env
-        uvicorn.run(app, **common)
+        uvicorn.run(_served(app), **common)
         return
     os.environ[_SETTINGS_ENV] = json.dumps(settings)
     uvicorn.run(f"{__name__}:_app_from_env", factory=True, workers=workers, **common)
