@@ -18,8 +18,9 @@ rows of ``graders/data/resume_demo.jsonl``, cycled), so the server also cuts
 the response out of the query, as it does for OpenRLHF. Every reward is checked
 against the grader run in-process: a wrong reward counts as an error.
 
-The load generator is deliberately light: pre-encoded HTTP/1.1 requests on raw
-asyncio streams (uvloop when installed), not an HTTP client library, because it
+The load generator is deliberately light: pre-encoded HTTP/1.1 requests on a
+bare asyncio protocol (uvloop when installed; responses decoded with orjson when
+installed), not an HTTP client library, because it
 shares the machine's cores with the server and every microsecond it spends is
 one the server does not get. Latency is measured per request, from the first
 byte sent to the last byte read. Besides wall-clock rates, which swing with
@@ -41,8 +42,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+try:
+    import orjson
+
+    loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # the server needs orjson, but the load generator does not
+    loads = json.loads
 
 ROOT = Path(__file__).resolve().parent.parent
 GRADER = ROOT / "graders" / "data" / "resume_grader.json"
@@ -104,33 +113,71 @@ def request_bytes(port: int, samples: list[dict[str, Any]]) -> bytes:
     return head + body
 
 
+class _Exchange(asyncio.Protocol):
+    """One client connection: a request written whole, its response read whole (by its Content-Length).
+
+    A protocol, not asyncio streams: no reader, writer and stream protocol per
+    connection, which the new-connection pattern would pay on every request.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.waiting: asyncio.Future[tuple[bytes, bytes]] | None = None
+        self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiting is None:
+            return
+        head = bytes(self.buffer[:end])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if len(self.buffer) >= end + 4 + length:
+            body = bytes(self.buffer[end + 4:end + 4 + length])
+            del self.buffer[:end + 4 + length]
+            waiting, self.waiting = self.waiting, None
+            if not waiting.done():
+                waiting.set_result((head, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiting is not None and not self.waiting.done():
+            self.waiting.set_exception(ConnectionError(f"the server closed the connection ({exc!r})"))
+
+    def exchange(self, payload: bytes) -> asyncio.Future[tuple[bytes, bytes]]:
+        assert self.transport is not None
+        self.waiting = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        return self.waiting
+
+
 async def client(port: int, payloads: list[tuple[bytes, list[float]]], latencies: list[float], errors: list[str],
                  reconnect: bool) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    loop = asyncio.get_running_loop()
+    transport, conn = await loop.create_connection(_Exchange, "127.0.0.1", port)
     try:
         for n, (payload, expected) in enumerate(payloads):
             start = time.perf_counter()
             if reconnect and n:  # a new connection per request, as OpenRLHF's aiohttp session per request does
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(payload)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            body = await reader.readexactly(length)
+                transport.close()
+                transport, conn = await loop.create_connection(_Exchange, "127.0.0.1", port)
+            head, body = await conn.exchange(payload)
             latencies.append(time.perf_counter() - start)
             if not head.startswith(b"HTTP/1.1 200"):
                 errors.append(head.split(b"\r\n", 1)[0].decode() + " " + body[:200].decode(errors="replace"))
                 continue
-            rewards = json.loads(body)["rewards"]
+            rewards = loads(body)["rewards"]
             if len(rewards) != len(expected) or any(abs(a - b) > 1e-9 for a, b in zip(rewards, expected)):
                 errors.append(f"wrong rewards: {rewards[:4]} != {expected[:4]}")
-    except (OSError, asyncio.IncompleteReadError) as exc:
+    except OSError as exc:
         errors.append(f"connection: {exc!r}")
     finally:
-        writer.close()
+        transport.close()
 
 
 async def load(port: int, n_requests: int, batch: int, concurrency: int, data: list[dict[str, Any]],
