@@ -279,10 +279,9 @@ def run_rftkit(name: str, args: argparse.Namespace) -> None:
     config = replace(ppo_config(args.seed), advantage=name.removeprefix("rftkit-"))
     trainer = PPOTrainer(model, tokenizer, grader, rows, [], config)  # held-out rows are graded by heldout_reward()
     run = Run(name, args, model, tokenizer, grader, heldout[:args.heldout], config.max_new_tokens)
-    trainer_module.generate_completions = run.profile.wrap("generate", trainer_module.generate_completions)
-    trainer_module.completion_forward = run.profile.wrap("logprobs, no grad", trainer_module.completion_forward,
-                                                         with_grad="update forward")
-    trainer_module.sequence_logprobs = run.profile.wrap("logprobs, no grad", trainer_module.sequence_logprobs)
+    trainer_module.sample_rollout = run.profile.wrap("generate", trainer_module.sample_rollout)  # with the old policy's log-probs
+    trainer_module.score_completions = run.profile.wrap("logprobs, no grad", trainer_module.score_completions,
+                                                        with_grad="update forward")
     grader.grade_batch = run.profile.wrap("grade", grader.grade_batch)  # the instance attribute shadows the method
     run.begin()
     while True:

@@ -160,7 +160,8 @@ class PPOTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if self.value_head is not None:
             self.params += list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, foreach=True)  # one kernel per step, not per tensor
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.params)  # AdamW in one kernel per step, not a few per tensor
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, fused=fused, foreach=not fused)
         self.kl_coef = config.kl_coef
         """The KL penalty's current weight: ``config.kl_coef``, moved after every step when ``config.kl_target`` is set."""
         self.step_count = 0
