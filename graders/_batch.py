@@ -1,21 +1,45 @@
 """Grading many responses at once, in worker processes.
 
-The grader travels to each worker once (pickled as its config and rebuilt
-there), then chunks of (response, reference) pairs go out and come back in
-input order. A worker never swallows a grader bug: an exception in one chunk
-propagates to the caller. Bad *responses* are not exceptions -- they come back
-as flagged zero grades, like any other.
+Where ``fork`` is safe (POSIX other than macOS, and no other thread running in
+this process), :func:`grade_batch` forks its workers with the batch already in
+memory, so no response or reference is pickled: each worker takes chunks of row
+numbers from a shared counter, grades them with its own copy of the grader
+(rebuilt from its pickle, so a grader's connections and sandboxes are never
+shared with this process), and sends back per chunk the scores as one array.
+A structured fast-path grade travels as its numbers only (sub-scores and
+micro-F1 counts, in arrays); its per-field details are rebuilt in this process
+when first read, by grading that pair again (the grader is deterministic; the
+score is checked). Any other grade travels whole, pickled. The result is a
+:class:`GradeList`, a list whose Grade objects are made as they are read.
+
+Elsewhere the workers are started with ``forkserver`` (``spawn`` where that is
+missing), the grader is sent once per worker and chunks of (response,
+reference) pairs go out pickled.
+
+Either way results come back in input order, and a worker never swallows a
+grader bug: the exception of the first row (in input order) whose grading
+raised propagates to the caller, as with ``workers=1``. Bad *responses* are not
+exceptions -- they come back as flagged zero grades, like any other.
 """
 
 from __future__ import annotations
 
 import gc
 import multiprocessing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import pickle
+import sys
+import threading
+import traceback
+import warnings
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from multiprocessing.connection import Connection, wait
+from operator import attrgetter, index
+from typing import Any, Protocol, SupportsIndex, overload
 
 from ._errors import GraderConfigError
 from ._result import Grade
@@ -75,6 +99,130 @@ def _grade_all(grader: _Grades, pairs: Iterable[tuple[Any, Any]]) -> list[Grade]
             gc.collect(0)
 
 
+# --------------------------------------------------------------------------- the result
+
+
+class GradeList(list[Grade]):
+    """The grades :func:`grade_batch` returns: a ``list[Grade]`` in input order, plus :attr:`scores`.
+
+    From forked workers the Grade objects are made as they are read (a million
+    of them cost the parent about as much as a third of the grading), so
+    ``len``, indexing, slicing, iteration and :attr:`scores` never make more than
+    they return; reading the same index twice gives the same object. Any other
+    list operation (comparison, ``+``, ``in``, mutation, ``repr``, copying,
+    pickling) first makes every Grade, once, and from then on it is an ordinary
+    list. Code that reads a list's storage without calling its methods (numpy,
+    slice assignment ``a[i:j] = grades``, ``heapq``) must be given ``list(grades)``.
+
+    >>> grades = GradeList([Grade(1.0), Grade(0.5)])
+    >>> grades.scores, len(grades), grades[1].score
+    ([1.0, 0.5], 2, 0.5)
+    """
+
+    __slots__ = ("_n", "_make", "_made", "_scores")
+    _make: Callable[[int], Grade] | None
+    """Makes the Grade of one row, until every row is in the list's own storage (then None)."""
+
+    def __init__(self, grades: Iterable[Grade] = ()) -> None:
+        super().__init__(grades)
+        self._n = 0
+        self._make = None
+        self._made: list[Grade | None] = []
+        self._scores: array[float] | None = None
+
+    @classmethod
+    def _lazy(cls, n: int, make: Callable[[int], Grade], scores: array[float]) -> GradeList:
+        """``n`` grades, the i-th made by ``make(i)`` when first read; ``scores`` holds every score."""
+        out = cls()
+        out._n, out._make, out._made, out._scores = n, make, [None] * n, scores
+        return out
+
+    @property
+    def scores(self) -> list[float]:
+        """Every grade's score, in input order (a new list; no Grade object is made for it)."""
+        if self._make is not None and self._scores is not None:
+            return self._scores.tolist()
+        return [g.score for g in list.__iter__(self)]
+
+    def _row(self, i: int) -> Grade:
+        if self._make is None:
+            return list.__getitem__(self, i)
+        made = self._made[i]
+        if made is None:
+            made = self._made[i] = self._make(i)
+        return made
+
+    def _fill(self) -> None:
+        """Make every Grade and keep them in the list's own storage: an ordinary list from now on."""
+        if self._make is not None:
+            grades = [self._row(i) for i in range(self._n)]
+            self._make, self._made, self._scores = None, [], None
+            list.extend(self, grades)
+
+    def __len__(self) -> int:
+        return self._n if self._make is not None else list.__len__(self)
+
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> Grade: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Grade]: ...
+
+    def __getitem__(self, i: SupportsIndex | slice) -> Grade | list[Grade]:
+        if self._make is None:
+            return list.__getitem__(self, i)
+        if isinstance(i, slice):
+            return [self._row(k) for k in range(*i.indices(self._n))]
+        k = index(i)
+        if not -self._n <= k < self._n:
+            raise IndexError("list index out of range")
+        return self._row(k + self._n if k < 0 else k)
+
+    def __iter__(self) -> Iterator[Grade]:
+        if self._make is None:
+            return list.__iter__(self)
+        return map(self._row, range(self._n))
+
+    def __reversed__(self) -> Iterator[Grade]:
+        if self._make is None:
+            return list.__reversed__(self)
+        return map(self._row, range(self._n - 1, -1, -1))
+
+    def __radd__(self, other: Any) -> Any:
+        if not isinstance(other, list):
+            return NotImplemented
+        self._fill()
+        return list.__add__(other, self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return (list, (list(self),))  # copies and pickles are plain lists of plain Grades
+
+
+def _filled_first(name: str) -> Callable[..., Any]:
+    base = getattr(list, name)
+
+    def method(self: GradeList, *args: Any, **kwargs: Any) -> Any:
+        self._fill()
+        for arg in args:
+            if isinstance(arg, GradeList):
+                arg._fill()
+        return base(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = base.__doc__
+    return method
+
+
+for _name in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__contains__", "__add__", "__mul__", "__rmul__",
+              "__iadd__", "__imul__", "__setitem__", "__delitem__", "__repr__", "__sizeof__", "append", "extend", "insert",
+              "pop", "remove", "clear", "sort", "reverse", "index", "count", "copy"):
+    setattr(GradeList, _name, _filled_first(_name))
+del _name
+
+
+# --------------------------------------------------------------------------- worker processes (pickled chunks)
+
+
 def _init_worker(grader: Any) -> None:
     global _WORKER_GRADER
     _WORKER_GRADER = grader
@@ -102,13 +250,227 @@ def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[Any]:
     return [g._packed() for g in grades]
 
 
-def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *,
-                workers: int = 1, progress: bool = False, chunk_size: int | None = None) -> list[Grade]:
-    """Grade ``responses[i]`` against ``references[i]`` for every i; results in input order.
+def _grade_pooled(grader: _Grades, responses: list[Any], references: list[Any], workers: int, progress: bool,
+                  size: int) -> GradeList:
+    pairs = list(zip(responses, references))
+    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    out = GradeList()
+    build = getattr(grader, "_flat_build", None)
+    with worker_pool(grader, workers) as pool, gc_paused(), _progress_bar(progress, len(pairs)) as advance:
+        for part in pool.map(_grade_chunk, chunks):
+            out.extend(part if build is None else [Grade._unpacked(p, build) for p in part])
+            advance(len(part))
+    return out
 
-    ``workers=1`` grades in this process; ``workers=N`` uses N processes (started
-    with ``forkserver`` on POSIX, ``spawn`` elsewhere, so it is safe in threaded
-    programs). ``progress=True`` shows a progress bar.
+
+# --------------------------------------------------------------------------- forked workers (the batch in memory)
+
+
+def fork_is_safe() -> bool:
+    """Whether :func:`grade_batch` forks its workers: ``fork`` exists, this is not macOS (whose system
+    libraries may crash in a forked child), the program has not chosen another start method
+    (``multiprocessing.set_start_method``), and no other Python thread runs (a forked child could inherit
+    a lock that thread holds, and deadlock on it).
+
+    Threads started by C libraries are not counted: numpy's BLAS keeps a pool of idle threads in every
+    process that imported ``graders`` (it needs scipy), and BLAS libraries make their pools safe to fork.
+    """
+    if sys.platform == "darwin" or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    return multiprocessing.get_start_method(allow_none=True) in (None, "fork") and threading.active_count() == 1
+
+
+_SCORE = attrgetter("score")
+_DETAILS = attrgetter("_details")
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One chunk's grades as a worker sends them back."""
+
+    scores: bytes
+    """Every row's score (an array of doubles)."""
+    whole: dict[int, Grade]
+    """The rows sent whole, by their place in the chunk: every grade but the fast path's (whose details are
+    not built yet), which is made again here when read."""
+
+
+def _pack_chunk(grades: list[Grade]) -> _Chunk:
+    """A chunk's grades for the trip back: every score, and the grades that are not the fast path's whole."""
+    scores = array("d", map(_SCORE, grades)).tobytes()
+    lazy = list(map(_DETAILS, grades))
+    if lazy.count(None) == len(lazy):
+        return _Chunk(scores, {})
+    return _Chunk(scores, {j: g for j, (g, d) in enumerate(zip(grades, lazy)) if d is not None})
+
+
+class _WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker process (set as its ``__cause__``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What the workers share with the parent (all inherited by fork, none pickled)."""
+
+    grader: bytes
+    responses: list[Any]
+    references: list[Any]
+    size: int
+    chunks: int
+    next_chunk: Any  # multiprocessing.Value("q"): the next chunk to take; its lock also guards stop_after
+    stop_after: Any  # multiprocessing.RawValue("q"): the lowest chunk where a grade raised (no chunk after it is taken)
+
+
+def _forked_worker(shared: _Shared, conn: Connection) -> None:
+    """A forked worker: take chunk numbers until none is left, send each chunk's grades, then ``None``."""
+    gc.disable()  # no cycles to find, and a collection would copy every page it touches of the parent's memory
+    grader = pickle.loads(shared.grader)
+    grade = grader.grade
+    responses, references, size = shared.responses, shared.references, shared.size
+    while True:
+        with shared.next_chunk.get_lock():
+            chunk = shared.next_chunk.value
+            if chunk >= shared.chunks or chunk > shared.stop_after.value:
+                break
+            shared.next_chunk.value = chunk + 1
+        start = chunk * size
+        grades: list[Grade] = []
+        append = grades.append
+        try:
+            for response, reference in zip(responses[start:start + size], references[start:start + size]):
+                append(grade(response, reference))
+        except Exception as exc:
+            with shared.next_chunk.get_lock():
+                shared.stop_after.value = min(shared.stop_after.value, chunk)
+            _send_raised(conn, start + len(grades), exc)
+            break
+        conn.send((chunk, _pack_chunk(grades)))
+    conn.send(None)
+    conn.close()
+
+
+def _send_raised(conn: Connection, row: int, exc: Exception) -> None:
+    cause = _WorkerTraceback("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    try:
+        conn.send((row, exc, cause))
+    except Exception:  # an exception that does not pickle: its text, then
+        conn.send((row, RuntimeError(f"grading row {row} raised {type(exc).__name__}: {exc}"), cause))
+
+
+class _Rows:
+    """Makes the Grade of any row from the chunks the workers sent back (for :class:`GradeList`)."""
+
+    def __init__(self, grader: _Grades, responses: list[Any], references: list[Any], size: int, chunks: list[_Chunk],
+                 scores: array[float]) -> None:
+        self._grader, self._responses, self._references, self._size = grader, responses, references, size
+        self._whole = [c.whole for c in chunks]
+        self._scores = scores
+
+    def grade(self, i: int) -> Grade:
+        """Row ``i``'s grade: as sent whole, or the fast path's, made again here (the grader is deterministic)."""
+        c, j = divmod(i, self._size)
+        whole = self._whole[c]
+        if whole:
+            grade = whole.get(j)
+            if grade is not None:
+                return grade
+        grade = self._grader.grade(self._responses[i], self._references[i])
+        if grade.score != self._scores[i]:
+            raise RuntimeError(f"row {i} scored {self._scores[i]!r} in a worker process but {grade.score!r} when "
+                               "graded again here: the grader is not deterministic, or the row's inputs were changed")
+        return grade
+
+
+def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], workers: int, progress: bool,
+                  size: int) -> GradeList:
+    n = len(responses)
+    count = (n + size - 1) // size
+    context = multiprocessing.get_context("fork")
+    next_chunk = context.Value("q", 0)
+    shared = _Shared(pickle.dumps(grader), responses, references, size, count, next_chunk, context.RawValue("q", count))
+    chunks: list[_Chunk | None] = [None] * count
+    raised: list[tuple[int, BaseException, BaseException]] = []
+    processes, readers = [], []
+    with gc_paused():  # a collection in this process would copy the pages the workers share
+        try:
+            for _ in range(min(workers, count)):
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(target=_forked_worker, args=(shared, writer), daemon=True)
+                with warnings.catch_warnings():  # Python >= 3.12 warns of any thread; the C libraries' ones are fine
+                    warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+                    process.start()
+                writer.close()
+                processes.append(process)
+                readers.append(reader)
+            with _progress_bar(progress, n) as advance:  # after the fork: the bar runs a thread
+                live = list(readers)
+                while live:
+                    for ready in wait(live):
+                        reader = readers[readers.index(ready)]  # type: ignore[arg-type]  # wait() answers what it was given
+                        try:
+                            message = reader.recv()
+                        except EOFError:
+                            message = None  # the worker died (killed?): the missing chunks say so below
+                        if message is None:
+                            live.remove(reader)
+                        elif isinstance(message[1], _Chunk):
+                            chunks[message[0]] = message[1]
+                            advance(len(message[1].scores) // 8)
+                        else:
+                            raised.append(message)
+        finally:
+            for process in processes:  # each has sent its last chunk (or died, or this process was interrupted)
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.terminate()
+                    process.join()
+            for reader in readers:
+                reader.close()
+    if raised:
+        row, exc, cause = min(raised, key=lambda r: r[0])
+        raise exc from cause
+    missing = [c for c, chunk in enumerate(chunks) if chunk is None]
+    if missing:
+        codes = sorted({str(p.exitcode) for p in processes})
+        raise RuntimeError(f"a worker process exited (exit codes {codes}) before grading rows {missing[0] * size} "
+                           f"onwards; no grade was lost silently, so none is returned")
+    done = [c for c in chunks if c is not None]
+    scores = array("d", b"".join(c.scores for c in done))
+    return GradeList._lazy(n, _Rows(grader, responses, references, size, done, scores).grade, scores)
+
+
+# --------------------------------------------------------------------------- the entry point
+
+
+@contextmanager
+def _progress_bar(show: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """Yields ``advance(rows)``; with ``show``, a transient progress bar it moves."""
+    if not show:
+        yield lambda rows: None
+        return
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("grading", total=total)
+    bar.start()
+    try:
+        yield lambda rows: bar.advance(task, rows)
+    finally:
+        bar.stop()
+
+
+def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *,
+                workers: int = 1, progress: bool = False, chunk_size: int | None = None) -> GradeList:
+    """Grade ``responses[i]`` against ``references[i]`` for every i; results in input order, as a :class:`GradeList`.
+
+    ``workers=1`` grades in this process; ``workers=N`` uses N processes: forked
+    with the batch in memory where that is safe (see :func:`fork_is_safe`; grades
+    come back as numbers, details are remade here when read), else started with
+    ``forkserver`` (``spawn`` where missing) and sent the pairs. Either way every
+    grade reads the same as with ``workers=1``. ``progress=True`` shows a
+    progress bar. From forked workers a grade's details are made when first read,
+    from the same response and reference objects (the lists are copied, their
+    items are not), so do not change those until then.
     """
     responses = responses if type(responses) is list else list(responses)
     references = references if type(references) is list else list(references)
@@ -118,28 +480,11 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
     if workers < 1:
         raise GraderConfigError(f"workers must be >= 1, got {workers}", code="bad_option", pointer="/workers")
     if workers == 1 or len(responses) < 2:
-        return _run_local(grader, responses, references, progress)
-    pairs = list(zip(responses, references))
-    size = chunk_size or max(1, min(2000, len(pairs) // (workers * 8) or 1))
-    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
-    out: list[Grade] = []
-    build = getattr(grader, "_flat_build", None)
-    with worker_pool(grader, workers) as pool, gc_paused():
-        results = pool.map(_grade_chunk, chunks)
-        bar = None
-        if progress:
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task("grading", total=len(pairs))
-        for part in results:
-            out.extend(part if build is None else [Grade._unpacked(p, build) for p in part])
-            if bar is not None:
-                bar.advance(task, len(part))
-        if bar is not None:
-            bar.stop()
-    return out
+        return GradeList(_run_local(grader, responses, references, progress))
+    size = chunk_size or max(1, min(2000, len(responses) // (workers * 8) or 1))
+    if fork_is_safe():  # the grades' details may be remade from the inputs later: keep the lists as they are now
+        return _grade_forked(grader, list(responses), list(references), workers, progress, size)
+    return _grade_pooled(grader, responses, references, workers, progress, size)
 
 
 def _run_local(grader: _Grades, responses: list[Any], references: list[Any], progress: bool) -> list[Grade]:

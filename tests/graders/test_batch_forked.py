@@ -1,0 +1,213 @@
+"""grade_batch with worker processes reads, row for row, exactly as grading in this process: every
+attribute of every grade, the exception of a row that raises, and the list it returns."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import threading
+from typing import Any
+
+import pytest
+
+from graders import StructuredGrader, grade_batch
+from graders._batch import GradeList, _grade_forked, _grade_pooled, fork_is_safe
+from graders._errors import GraderConfigError
+from graders._result import Grade
+
+FLAT = {"type": "object", "properties": {"city": {"type": "string"}, "langs": {"type": "array", "items": {"type": "string"}},
+                                         "year": {"type": "integer"}}, "required": ["city", "langs"]}
+NESTED = {"type": "object", "properties": {"name": {"type": "string"}, "address": {"type": "object", "properties": {
+    "city": {"type": "string"}, "zip": {"type": "string"}}}, "jobs": {"type": "array", "items": {
+        "type": "object", "properties": {"title": {"type": "string"}, "years": {"type": "number"}}}}}, "required": ["name"]}
+
+REF = {"city": "Paris", "langs": ["python", "c"], "year": 2020}
+FLAT_ROWS: list[tuple[Any, Any]] = [
+    ('{"city": "Paris", "langs": ["python", "c"], "year": 2020}', REF),  # valid, the fast path
+    ('{"city": "Pariss", "langs": ["c", "rust"], "year": 2021}', REF),  # valid, imperfect
+    ('Here it is:\n```json\n{"city": "Paris", "langs": ["c"], "year": 2020}\n```', REF),  # fenced
+    ('{"city": "Paris", "langs": ["python", "c"], "ye', REF),  # truncated
+    ('{"city": 3, "langs": ["python"], "year": 2020}', REF),  # schema-invalid: partial credit, an issue
+    ('{"langs": ["python"]}', REF),  # schema-invalid: a required field missing
+    ("no JSON here at all", REF),  # non-JSON
+    ("", REF),  # empty
+    ('{"city": "Paris", "langs": [], "year": 2020}', REF),  # an empty list: the generic path
+    ('{"city": "  ", "langs": ["c"], "year": 2020}', REF),  # a blank value: the generic path
+    ("{'city': 'Paris', 'langs': ['c'], 'year': 2020,}", REF),  # repaired (lenient): penalised
+    ({"output_text": '{"city": "Lyon", "langs": ["c"], "year": 2020}'}, REF),  # an OpenAI-style sample
+    ({"output_json": {"city": "Paris", "langs": ["python", "c"], "year": 2020}}, REF),
+    ('{"city": "Paris", "langs": ["python", "c", "c"], "year": 2020}', json_ref := '{"city": "Paris", "langs": ["c"]}'),
+    ('{"city": "Paris", "langs": ["python"], "year": 2020, "extra": 1}', REF),  # an extra key
+]
+NESTED_REF = {"name": "Ada", "address": {"city": "London", "zip": "N1"}, "jobs": [{"title": "eng", "years": 3}]}
+NESTED_ROWS: list[tuple[Any, Any]] = [
+    ('{"name": "Ada", "address": {"city": "London", "zip": "N1"}, "jobs": [{"title": "eng", "years": 3}]}', NESTED_REF),
+    ('{"name": "Ada", "address": {"city": "Londn"}, "jobs": [{"title": "eng", "years": 4}, {"title": "x"}]}', NESTED_REF),
+    ('{"name": 1}', NESTED_REF),
+    ("nope", NESTED_REF),
+]
+
+
+def every_attribute(grade: Grade) -> dict[str, Any]:
+    """Everything a grade says, compared field by field (FieldDetail is a dataclass: == compares values)."""
+    return {"type": type(grade), "score": grade.score, "sub_scores": list(grade.sub_scores.items()),
+            "details": list(grade.details.items()), "errors": list(grade.errors.items()), "reason": grade.reason,
+            "repairs": grade.repairs, "issues": grade.issues, "counts": grade.counts, "how": grade.how, "ok": grade.ok,
+            "to_dict": grade.to_dict(), "repr": repr(grade)}
+
+
+def corpus(rows: list[tuple[Any, Any]], times: int) -> tuple[list[Any], list[Any]]:
+    rows = rows * times
+    return [r for r, _ in rows], [f for _, f in rows]
+
+
+GRADERS = {
+    "flat": lambda: StructuredGrader(FLAT, fields={"langs": {"comparator": "normalized"}}, lenient=True, repair_penalty=0.1),
+    "flat-formula": lambda: StructuredGrader(FLAT, aggregation="formula", formula="0.5 * city + 0.5 * langs", partial_credit=True),
+    "nested": lambda: StructuredGrader(NESTED),
+    "schemaless": lambda: StructuredGrader(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GRADERS))
+@pytest.mark.parametrize("transport", ["forked", "pooled"])
+def test_every_attribute_of_every_row_is_as_in_this_process(kind: str, transport: str) -> None:
+    grader = GRADERS[kind]()
+    responses, references = corpus(NESTED_ROWS if kind == "nested" else FLAT_ROWS, 3)
+    local = grade_batch(grader, responses, references)
+    run = _grade_forked if transport == "forked" else _grade_pooled
+    for workers, size in ((2, 4), (3, 7), (2, 1000)) if transport == "forked" else ((2, 4),):  # pools start slowly
+        parallel = run(grader, list(responses), list(references), workers, False, size)
+        assert len(parallel) == len(local)
+        assert parallel.scores == local.scores == [g.score for g in local]
+        assert [every_attribute(g) for g in parallel] == [every_attribute(g) for g in local]
+
+
+def test_the_flat_corpus_takes_both_paths() -> None:
+    grader = GRADERS["flat"]()
+    lazy = [g._details is None for g in grade_batch(grader, *corpus(FLAT_ROWS, 1))]
+    assert any(lazy) and not all(lazy)  # fast-path grades come back as scores, the others whole
+
+
+def test_grade_batch_forks_where_it_is_safe_and_falls_back_where_a_thread_runs() -> None:
+    grader = GRADERS["flat"]()
+    responses, references = corpus(FLAT_ROWS, 2)
+    expected = [every_attribute(g) for g in grade_batch(grader, responses, references)]
+    assert fork_is_safe()  # the test process runs no other Python thread
+    assert [every_attribute(g) for g in grade_batch(grader, responses, references, workers=2, chunk_size=3)] == expected
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not fork_is_safe()
+        got = grade_batch(grader, responses, references, workers=2, chunk_size=3)
+    finally:
+        stop.set()
+        thread.join()
+    assert [every_attribute(g) for g in got] == expected
+
+
+@pytest.mark.parametrize("transport", ["forked", "pooled"])
+def test_the_first_row_that_raises_propagates_as_in_this_process(transport: str) -> None:
+    grader = GRADERS["flat"]()
+    responses, references = corpus(FLAT_ROWS, 4)
+    references[13] = '{"broken'  # raises GraderConfigError (bad_reference) ...
+    references[41] = 7  # ... and so would this later one
+    with pytest.raises(GraderConfigError) as local:
+        grade_batch(grader, responses, references)
+    run = _grade_forked if transport == "forked" else _grade_pooled
+    for size in (2, 5, 100) if transport == "forked" else (5,):
+        with pytest.raises(GraderConfigError) as parallel:
+            run(grader, list(responses), list(references), 2, False, size)
+        assert (parallel.value.code, str(parallel.value)) == (local.value.code, str(local.value))
+
+
+class Dies:
+    """A grader whose process dies on one row (as if killed)."""
+
+    def grade(self, response: Any, reference: Any) -> Grade:
+        if response == "die":
+            os._exit(3)
+        return Grade(1.0)
+
+
+def test_a_worker_that_dies_is_an_error_not_missing_rows() -> None:
+    with pytest.raises(RuntimeError, match="exit codes"):
+        _grade_forked(Dies(), ["ok"] * 10 + ["die"] + ["ok"] * 10, [None] * 21, 2, False, 3)
+
+
+class Flaky:
+    """A fast-path-shaped grader that is not deterministic: its details could not be made again."""
+
+    def grade(self, response: Any, reference: Any) -> Grade:
+        return Grade._recorded(os.getpid() / 1e9, {"a": 1.0}, lambda values: {}, (), 1.0, 0.0, 0.0, "weighted_mean")
+
+
+def test_a_grader_that_is_not_deterministic_is_caught_when_its_grades_are_read() -> None:
+    grades = _grade_forked(Flaky(), ["x"] * 4, [None] * 4, 2, False, 2)
+    assert len(grades.scores) == 4
+    with pytest.raises(RuntimeError, match="not deterministic"):
+        grades[0]
+
+
+def test_progress_bar_runs_with_forked_workers() -> None:
+    grader = GRADERS["flat"]()
+    responses, references = corpus(FLAT_ROWS, 2)
+    got = _grade_forked(grader, responses, references, 2, True, 4)
+    assert got.scores == grade_batch(grader, responses, references).scores
+
+
+# --------------------------------------------------------------------------- GradeList
+
+
+def lazy_and_plain() -> tuple[GradeList, list[Grade]]:
+    grader = GRADERS["flat"]()
+    responses, references = corpus(FLAT_ROWS[:3], 3)
+    return _grade_forked(grader, responses, references, 2, False, 2), grade_batch(grader, responses, references)
+
+
+def test_a_grade_list_reads_like_a_list_without_making_every_grade() -> None:
+    lazy, plain = lazy_and_plain()
+    assert isinstance(lazy, list) and len(lazy) == 9 and lazy
+    assert lazy._make is not None
+    assert lazy[0] is lazy[0] and lazy[-1] is lazy[8]  # made once, kept
+    assert [g.score for g in lazy[1:7:2]] == [g.score for g in plain[1:7:2]]
+    assert [g.score for g in reversed(lazy)] == [g.score for g in reversed(plain)]
+    assert [g.score for g in lazy] == lazy.scores == plain.scores
+    with pytest.raises(IndexError):
+        lazy[9]
+    with pytest.raises(TypeError):
+        lazy["0"]  # type: ignore[call-overload]  # what a list says too
+    assert lazy._make is not None  # none of that needed every grade in the list's own storage
+
+
+def test_a_grade_list_compares_adds_copies_and_pickles_like_a_list() -> None:
+    lazy, _ = lazy_and_plain()
+    items = list(lazy)
+    assert lazy == items and items == lazy and not lazy != items and lazy[0] in lazy
+    assert lazy._make is None  # comparing needed every grade: now an ordinary list
+    other, _ = lazy_and_plain()
+    assert other != lazy  # other grades (Grade compares by identity, as in any list)
+    one, _ = lazy_and_plain()
+    two = one[:]
+    assert list.__len__(one) == 0 and one == two and two == one  # filled before comparing
+    again, _ = lazy_and_plain()
+    assert [g.score for g in [Grade(0.0)] + again] == [0.0] + again.scores
+    again, _ = lazy_and_plain()
+    assert len(again + [Grade(0.0)]) == 10 and len(again * 2) == 18
+    again, _ = lazy_and_plain()
+    assert [g.score for g in pickle.loads(pickle.dumps(again))] == again.scores
+    assert type(copy.copy(again)) is list and type(copy.deepcopy(again)) is list
+    again, _ = lazy_and_plain()
+    again.append(Grade(0.25))
+    assert len(again) == 10 and again[-1].score == 0.25 and again.scores[-1] == 0.25
+    again, _ = lazy_and_plain()
+    again.sort(key=lambda g: g.score)
+    assert again.scores == sorted(again.scores)
+
+
+def test_a_grade_list_from_grades_in_hand() -> None:
+    grades = GradeList([Grade(1.0), Grade(0.5)])
+    assert grades.scores == [1.0, 0.5] and len(grades) == 2 and grades == list(grades)
+    assert grade_batch(StructuredGrader(), [], []) == []
