@@ -9,7 +9,8 @@ Built so far:
   (``adaptive_kl_coef``) and the per-token rewards (``token_rewards``);
 * ``PPOConfig`` (every knob, checked at construction; a fixed or adaptive KL coefficient);
 * rollouts: ``generate_completions`` (batched, left-padded, KV-cached sampling)
-  and ``sequence_logprobs`` (log-probs under the sampling temperature);
+  and ``sequence_logprobs`` (log-probs under the sampling temperature); the trainer
+  itself samples and scores with each prompt run once per group (``rl._shared_prefix``);
 * ``PPOTrainer``: one ``step()`` is rollout -> grade -> rewards -> advantages ->
   clipped update -> metrics; ``evaluate()`` grades greedy completions;
   ``save_checkpoint()`` writes an atomic checkpoint (safetensors weights, optimizer,

@@ -65,7 +65,8 @@ class PPOConfig:
     ppo_epochs: int = 4
     """Passes over each rollout batch."""
     minibatch_size: int = 8
-    """Completions per gradient step; at most the batch size."""
+    """Completions per gradient step; at most the batch size. Minibatches are filled group by group (a prompt's
+    samples side by side, each prompt run once), so a multiple of ``samples_per_prompt`` holds whole groups."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm."""
     no_eos_penalty: float = 0.0
