@@ -385,15 +385,20 @@ def openrlhf_rewards(grader: AnyGrader, queries: Sequence[str], prompts: Sequenc
     """
     fields_declared = field_names(grader) if declared is None else declared
     grades = []
+    structured = isinstance(grader, StructuredGrader)
     for i, (q, p, label) in enumerate(zip(queries, prompts, labels)):
-        try:
-            grades.append(_grade(grader, response_from_query(q, p), label, {"prompt": p}))
+        try:  # as _grade(grader, text, label, {"prompt": p}) does
+            text = response_from_query(q, p)
+            grades.append(grader.grade(text, label) if structured else grader.grade(text, {"prompt": p, "reference": label}))
         except UserError as exc:
             raise type(exc)(exc.message, code=exc.code, pointer=f"/labels/{i}{exc.pointer}", hint=exc.hint) from None
     scores = [x.score for x in grades]
-    rows = [_field_scores(x, fields_declared) for x in grades]
-    fields = list(dict.fromkeys(f for r in rows for f in r))
-    extra = {f"reward/{grader.name}/{f}": [r.get(f, 0.0) for r in rows] for f in fields}
+    if fields_declared and grades:  # every row has every declared field (see _field_scores): one column each
+        extra = {f"reward/{grader.name}/{f}": [x.sub_scores.get(f, 0.0) for x in grades] for f in fields_declared}
+    else:
+        rows = [_field_scores(x, fields_declared) for x in grades]
+        fields = list(dict.fromkeys(f for r in rows for f in r))
+        extra = {f"reward/{grader.name}/{f}": [r.get(f, 0.0) for r in rows] for f in fields}
     return {"rewards": scores, "scores": list(scores), "extra_logs": extra}
 
 

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from graders import Grade, GraderConfigError, StructuredGrader, from_config, run_grader, validate_grader
 from graders._adapters import response_from_query
 from graders._openai import lazy_builder
-from graders._serve import RUN_PATH, VALIDATE_PATH, create_app
+from graders._serve import _INLINE_BYTES, RUN_PATH, VALIDATE_PATH, _served, create_app
 from schemas import UserError
 
 DATA = Path(__file__).resolve().parents[2] / "graders" / "data"
@@ -254,6 +254,39 @@ def test_body_over_the_limit(client: httpx.Client) -> None:
     error(client.post("/get_reward", content=chunks()), 413, "body_too_large")
     still_serving(client)
 
+
+
+def test_small_structured_requests_are_graded_on_the_event_loop() -> None:
+    """rftkit serve's app: a small /get_reward to a structured grader skips the grading threads; the rest use them."""
+    app = create_app(GRADER)
+    pool = app.state.rftkit.pool
+    hops: list[int] = []
+    run = pool.run
+
+    async def counted(job: Any, timeout_s: float) -> Any:
+        hops.append(1)
+        return await run(job, timeout_s)
+
+    pool.run = counted
+    small = {"query": [r["output"] for r in ROWS], "labels": [json.dumps(r["reference"]) for r in ROWS]}
+    big = {key: value * 40 for key, value in small.items()}
+    assert len(json.dumps(small)) <= _INLINE_BYTES < len(json.dumps(big))
+    with serving(_served(app)) as url, httpx.Client(base_url=url, timeout=20) as c:
+        want = [local(r).score for r in ROWS]
+        assert c.post("/get_reward", json=small).json()["rewards"] == want and hops == []
+        assert c.post("/get_reward", json=big).json()["rewards"] == want * 40 and hops == [1]
+        row = ROWS[0]
+        assert c.post("/score", json={"sample": row["output"], "item": {"reference": row["reference"]}}).json()["score"] == (
+            local(row).score) and hops == [1, 1]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length
+            body = json.dumps(small).encode()
+            yield from (body[i:i + 100] for i in range(0, len(body), 100))
+
+        assert c.post("/get_reward", content=chunks()).json()["rewards"] == want
+        error(c.post("/get_reward", content=b"{"), 400, "malformed_json")
+        assert c.get("/nowhere").status_code == 404 and c.get("/health").json()["status"] == "ok"
+        error(c.get("/get_reward"), 405, "method_not_allowed")
 
 def test_token(client: httpx.Client) -> None:
     url = str(client.base_url.join("/score"))
