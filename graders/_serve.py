@@ -598,6 +598,61 @@ def create_app(grader_config: GraderSource, *, token: str | None = None, max_bod
 # --------------------------------------------------------------------------- the command
 
 
+class _Coalesced:
+    """A transport whose writes in one turn of the event loop leave as one write (one system call, one wake-up of the client).
+
+    uvicorn writes a response's head and its body separately; on a loopback
+    connection each write is a system call that also wakes the client, which
+    reads a head without its body first. Joined, a response costs one of each.
+    Everything else (close, flow control, extra info) is the transport's own;
+    ``close`` sends what is pending first.
+    """
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+try:  # the serve extra installs httptools; without it uvicorn picks its own protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]  # (checked in _http_protocol)
+
+if HttpToolsProtocol is not None:
+    class _Protocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, its writes joined per turn of the event loop (:class:`_Coalesced`)."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # (as uvicorn's own)
+            super().connection_made(_Coalesced(transport, self.loop))  # type: ignore[arg-type]  # a transport in all but name
+
+
+def _http_protocol() -> Any:
+    """The protocol class ``rftkit serve`` hands uvicorn (module level: ``--workers`` processes unpickle it)."""
+    return _Protocol if HttpToolsProtocol is not None else "auto"
+
+
 def _served(app: FastAPI) -> ASGIApp:
     """What ``rftkit serve`` hands uvicorn: rftkit's paths answered before FastAPI's own layers, the rest by ``app``.
 
@@ -659,7 +714,8 @@ def serve(
         typer.echo(f"warning: serving on {host} without a token: anyone who can reach it can use it", err=True)
     typer.echo(f"rftkit serve: grader {grader} on http://{host}:{port} ({workers} worker(s)); POST /get_reward, /grade, "
                f"/score, {RUN_PATH}, {VALIDATE_PATH}; GET /health", err=True)
-    common: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log}
+    common: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
+                              "http": _http_protocol()}
     if workers == 1:
         gc.freeze()  # see _app_from_env
         uvicorn.run(_served(app), **common)
