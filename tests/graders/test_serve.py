@@ -7,6 +7,7 @@ request the server is checked to still answer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -27,7 +28,7 @@ from typer.testing import CliRunner
 from graders import Grade, GraderConfigError, StructuredGrader, from_config, run_grader, validate_grader
 from graders._adapters import response_from_query
 from graders._openai import lazy_builder
-from graders._serve import _INLINE_BYTES, RUN_PATH, VALIDATE_PATH, _served, create_app
+from graders._serve import _INLINE_BYTES, RUN_PATH, VALIDATE_PATH, _Coalesced, _served, create_app
 from schemas import UserError
 
 DATA = Path(__file__).resolve().parents[2] / "graders" / "data"
@@ -287,6 +288,42 @@ def test_small_structured_requests_are_graded_on_the_event_loop() -> None:
         error(c.post("/get_reward", content=b"{"), 400, "malformed_json")
         assert c.get("/nowhere").status_code == 404 and c.get("/health").json()["status"] == "ok"
         error(c.get("/get_reward"), 405, "method_not_allowed")
+
+
+def test_writes_in_one_turn_of_the_loop_leave_as_one() -> None:
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_extra_info(self, name: str) -> str:
+            return f"info {name}"
+
+    async def exercise() -> Transport:
+        raw = Transport()
+        joined = _Coalesced(raw, asyncio.get_running_loop())  # type: ignore[arg-type]  # a stand-in transport
+        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        joined.write(b"{}")
+        assert raw.writes == [] and joined.get_extra_info("peername") == "info peername"
+        await asyncio.sleep(0)
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
+        joined.write(b"last")
+        joined.close()  # sends what is pending first
+        assert raw.writes[-1] == b"last" and raw.closed
+        await asyncio.sleep(0)
+        assert len(raw.writes) == 2
+        return raw
+
+    asyncio.run(exercise())
 
 def test_token(client: httpx.Client) -> None:
     url = str(client.base_url.join("/score"))
