@@ -29,12 +29,20 @@ What it deliberately leaves out, and why:
   whose job is microsecond rewards, and the checks say exactly which element is
   wrong, in rftkit's error shape rather than FastAPI's 422 list. The app is still
   a FastAPI app, so routes a user adds to it work as usual.
-* **Grading on the event loop.** Grading runs on a small pool of daemon threads,
-  so a grader that blocks (an HTTP endpoint, a stuck sub-process) cannot stall
-  the server: the request gets 504 at its deadline and the slot stays taken
-  until the grader returns, so a server whose threads are all stuck answers 503
-  at once rather than queueing forever. A thread cannot be killed: the stuck
-  grading itself goes on in the background.
+* **Grading on the event loop**, except where it cannot block. Grading runs on
+  a small pool of daemon threads, so a grader that blocks (an HTTP endpoint, a
+  stuck sub-process) cannot stall the server: the request gets 504 at its
+  deadline and the slot stays taken until the grader returns, so a server whose
+  threads are all stuck answers 503 at once rather than queueing forever. A
+  thread cannot be killed: the stuck grading itself goes on in the background.
+  The one exception is a ``/get_reward`` body of at most 16 KiB for a
+  structured grader (OpenRLHF's one sample per request): that grader only
+  computes, for microseconds, and the hop to a thread and back cost more CPU
+  than the grading (see :meth:`_Server._respond`).
+
+``rftkit serve`` itself hands uvicorn :func:`_served` (rftkit's paths answered
+before FastAPI's layers) and a protocol whose response head and body leave in
+one write (:class:`_Coalesced`); ``docs/serve.md`` has what each saved.
 """
 
 from __future__ import annotations
