@@ -25,6 +25,7 @@ exceptions -- they come back as flagged zero grades, like any other.
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import pickle
 import sys
@@ -317,8 +318,10 @@ class _Shared:
     references: list[Any]
     size: int
     chunks: int
-    next_chunk: Any  # multiprocessing.Value("q"): the next chunk to take; its lock also guards stop_after
-    stop_after: Any  # multiprocessing.RawValue("q"): the lowest chunk where a grade raised (no chunk after it is taken)
+    counters: memoryview
+    """Two integers in memory shared with the workers: the next chunk to take, and the lowest chunk where a
+    grade raised (no chunk after it is taken; the number of chunks while none has)."""
+    lock: Any  # a multiprocessing Lock, held while the counters are read or changed
 
 
 def _forked_worker(shared: _Shared, conn: Connection) -> None:
@@ -328,11 +331,11 @@ def _forked_worker(shared: _Shared, conn: Connection) -> None:
     grade = grader.grade
     responses, references, size = shared.responses, shared.references, shared.size
     while True:
-        with shared.next_chunk.get_lock():
-            chunk = shared.next_chunk.value
-            if chunk >= shared.chunks or chunk > shared.stop_after.value:
+        with shared.lock:
+            chunk = shared.counters[0]
+            if chunk >= shared.chunks or chunk > shared.counters[1]:
                 break
-            shared.next_chunk.value = chunk + 1
+            shared.counters[0] = chunk + 1
         start = chunk * size
         grades: list[Grade] = []
         append = grades.append
@@ -340,8 +343,8 @@ def _forked_worker(shared: _Shared, conn: Connection) -> None:
             for response, reference in zip(responses[start:start + size], references[start:start + size]):
                 append(grade(response, reference))
         except Exception as exc:
-            with shared.next_chunk.get_lock():
-                shared.stop_after.value = min(shared.stop_after.value, chunk)
+            with shared.lock:
+                shared.counters[1] = min(shared.counters[1], chunk)
             _send_raised(conn, start + len(grades), exc)
             break
         conn.send((chunk, _pack_chunk(grades)))
@@ -386,8 +389,9 @@ def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], 
     n = len(responses)
     count = (n + size - 1) // size
     context = multiprocessing.get_context("fork")
-    next_chunk = context.Value("q", 0)
-    shared = _Shared(pickle.dumps(grader), responses, references, size, count, next_chunk, context.RawValue("q", count))
+    counters = memoryview(mmap.mmap(-1, 16)).cast("q")  # anonymous and shared: forked workers see the same pages
+    counters[1] = count
+    shared = _Shared(pickle.dumps(grader), responses, references, size, count, counters, context.Lock())
     chunks: list[_Chunk | None] = [None] * count
     raised: list[tuple[int, BaseException, BaseException]] = []
     processes, readers = [], []
@@ -481,8 +485,11 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
         raise GraderConfigError(f"workers must be >= 1, got {workers}", code="bad_option", pointer="/workers")
     if workers == 1 or len(responses) < 2:
         return GradeList(_run_local(grader, responses, references, progress))
-    size = chunk_size or max(1, min(2000, len(responses) // (workers * 8) or 1))
-    if fork_is_safe():  # the grades' details may be remade from the inputs later: keep the lists as they are now
+    forked = fork_is_safe()
+    # Chunks: at least 8 per worker, so that one slowed down (by other jobs on the machine) delays the end little;
+    # at most 4,096 rows (2,000 when pickled), so that the parent's work per chunk is negligible.
+    size = chunk_size or max(1, min(4096 if forked else 2000, len(responses) // (workers * 8) or 1))
+    if forked:  # the grades may be made again from the inputs later: keep the lists as they are now
         return _grade_forked(grader, list(responses), list(references), workers, progress, size)
     return _grade_pooled(grader, responses, references, workers, progress, size)
 
