@@ -995,17 +995,26 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
 
 
 _REFERENCES = 512
-"""How many decoded JSON-string references :func:`_decoded_reference` keeps."""
+"""How many decoded JSON-text references :func:`_decoded_reference` keeps."""
+_REFERENCE_CHARS = 64 * 1024
+"""References longer than this are decoded every time (so the cache holds at most 512 x 64 KiB of text)."""
 
 
-@lru_cache(maxsize=_REFERENCES)
 def _decoded_reference(text: str) -> Any:
-    """A reference given as JSON text, decoded (cached: RL grades a group's samples against one reference)."""
+    """A reference given as JSON text, decoded; the last few hundred short ones are kept, because RL
+    grades a group's samples (8, say) against one reference, sent as the same text each time."""
+    return _decode_reference(text) if len(text) > _REFERENCE_CHARS else _cached_reference(text)
+
+
+def _decode_reference(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise GraderConfigError(f"reference is not valid JSON: {exc}", code="bad_reference",
                                 hint="references are JSON objects or strings of one") from None
+
+
+_cached_reference = lru_cache(maxsize=_REFERENCES)(_decode_reference)  # an error is raised, not kept
 
 
 def _valid(schema: Schema, value: Any) -> bool | None:

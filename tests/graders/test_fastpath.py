@@ -374,6 +374,11 @@ def test_a_reference_given_as_json_text_is_decoded_once() -> None:
         grader.grade("{}", "{not json")
     with pytest.raises(GraderConfigError, match="reference is not valid JSON"):
         grader.grade("{}", "{not json")  # an error is not cached
+    long = json.dumps({"university": "MIT " * 20000, "programming_languages": ["go"], "city": "Boston", "state": "MA"})
+    with patch("graders._structured.json.loads", wraps=json.loads) as loads:
+        grader.grade("{}", long)
+        grader.grade("{}", long)
+    assert loads.call_count == 2  # a long reference is not kept
 
 
 END_BITS = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<eos>", "<|end|>", " ", "\n", "\t", "\u00a0", "x",
