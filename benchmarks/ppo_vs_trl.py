@@ -43,8 +43,9 @@ Measured:
 * **peak memory** -- the contender process's high-water RSS (``VmHWM``: imports, model,
   reference copy, optimizer state, rollouts, autograd), and its growth from just after the
   model was loaded (TRL's imports of ``trl``, ``datasets`` and ``accelerate`` come before that point).
-* **where the time goes** -- generation (tokenise, ``model.generate``, decode), log-probs without
-  grad (old policy and reference), grading, the update's forward with grad, and the rest
+* **where the time goes** -- generation (tokenise, sample, decode; rftkit's ``sample_rollout`` also keeps
+  the old policy's log-probs), log-probs without grad (rftkit: the reference; TRL: the old policy and
+  the reference), grading, the update's forward with grad, and the rest
   (backward, AdamW, advantages, bookkeeping), timed by wrapping those calls from outside:
   neither trainer is edited.
 
