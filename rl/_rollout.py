@@ -13,6 +13,10 @@
 * :func:`sequence_logprobs` is ``log_softmax(logits / temperature)`` gathered at the
   completion tokens, zero on padding.
 
+``PPOTrainer`` samples and scores through ``rl/_shared_prefix.py``, which runs each prompt once per
+group; the functions here are its plain path (for a model that cannot share a prompt's cache) and
+``evaluate()``'s greedy decoding.
+
 Shapes: ``B`` sequences, ``L`` prompt + completion tokens, ``T`` completion tokens, ``V`` vocabulary, ``H`` hidden size.
 """
 

@@ -60,9 +60,9 @@ def sample_rollout(model: Any, tokenizer: Any, prompts: list[str], *, samples_pe
     """Sample ``samples_per_prompt`` completions per prompt; returns the rollout, the sampled tokens' log-probs (B, T),
     zero after EOS, and, if ``hidden``, the last hidden state where each token was predicted (B, T, H).
 
-    ``shared``: the loop above; otherwise ``generate_completions`` and a full forward for the log-probs.
+    ``shared``: each prompt run once (the loop below); otherwise ``generate_completions`` and a full forward for the log-probs.
     """
-    model.eval()  # dropout off: the sampling policy is the one whose log-probs are recomputed
+    model.eval()  # dropout off: the policy that samples is the one the update scores
     if not shared:
         roll = generate_completions(model, tokenizer, prompts, samples_per_prompt=samples_per_prompt,
                                     max_new_tokens=max_new_tokens, temperature=temperature)
