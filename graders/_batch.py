@@ -128,14 +128,14 @@ class GradeList(list[Grade]):
         super().__init__(grades)
         self._n = 0
         self._make = None
-        self._made: list[Grade | None] = []
+        self._made: dict[int, Grade] = {}
         self._scores: array[float] | None = None
 
     @classmethod
     def _lazy(cls, n: int, make: Callable[[int], Grade], scores: array[float]) -> GradeList:
         """``n`` grades, the i-th made by ``make(i)`` when first read; ``scores`` holds every score."""
         out = cls()
-        out._n, out._make, out._made, out._scores = n, make, [None] * n, scores
+        out._n, out._make, out._scores = n, make, scores
         return out
 
     @property
@@ -148,7 +148,7 @@ class GradeList(list[Grade]):
     def _row(self, i: int) -> Grade:
         if self._make is None:
             return list.__getitem__(self, i)
-        made = self._made[i]
+        made = self._made.get(i)
         if made is None:
             made = self._made[i] = self._make(i)
         return made
@@ -157,7 +157,7 @@ class GradeList(list[Grade]):
         """Make every Grade and keep them in the list's own storage: an ordinary list from now on."""
         if self._make is not None:
             grades = [self._row(i) for i in range(self._n)]
-            self._make, self._made, self._scores = None, [], None
+            self._make, self._made, self._scores = None, {}, None
             list.extend(self, grades)
 
     def __len__(self) -> int:
