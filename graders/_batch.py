@@ -325,29 +325,36 @@ class _Shared:
 
 
 def _forked_worker(shared: _Shared, conn: Connection) -> None:
-    """A forked worker: take chunk numbers until none is left, send each chunk's grades, then ``None``."""
+    """A forked worker: take chunk numbers until none is left, send each chunk's grades, then ``None``.
+
+    An exception stops every worker at its next chunk after the one where it was raised, and goes to the
+    parent with its row: a grade's (the row that raised), or the grader's rebuilding or a grade's pickling
+    (the chunk's first row; -1 before the first chunk)."""
     gc.disable()  # no cycles to find, and a collection would copy every page it touches of the parent's memory
-    grader = pickle.loads(shared.grader)
-    grade = grader.grade
-    responses, references, size = shared.responses, shared.references, shared.size
-    while True:
-        with shared.lock:
-            chunk = shared.counters[0]
-            if chunk >= shared.chunks or chunk > shared.counters[1]:
-                break
-            shared.counters[0] = chunk + 1
-        start = chunk * size
-        grades: list[Grade] = []
-        append = grades.append
-        try:
-            for response, reference in zip(responses[start:start + size], references[start:start + size]):
-                append(grade(response, reference))
-        except Exception as exc:
+    chunk, start = -1, -1
+    try:
+        grade = pickle.loads(shared.grader).grade
+        responses, references, size = shared.responses, shared.references, shared.size
+        while True:
             with shared.lock:
-                shared.counters[1] = min(shared.counters[1], chunk)
-            _send_raised(conn, start + len(grades), exc)
-            break
-        conn.send((chunk, _pack_chunk(grades)))
+                chunk = shared.counters[0]
+                if chunk >= shared.chunks or chunk > shared.counters[1]:
+                    break
+                shared.counters[0] = chunk + 1
+            start = chunk * size
+            grades: list[Grade] = []
+            append = grades.append
+            try:
+                for response, reference in zip(responses[start:start + size], references[start:start + size]):
+                    append(grade(response, reference))
+            except Exception:
+                start += len(grades)  # the row that raised
+                raise
+            conn.send((chunk, _pack_chunk(grades)))
+    except Exception as exc:
+        with shared.lock:
+            shared.counters[1] = min(shared.counters[1], chunk)
+        _send_raised(conn, start, exc)
     conn.send(None)
     conn.close()
 

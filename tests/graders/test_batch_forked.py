@@ -211,3 +211,15 @@ def test_a_grade_list_from_grades_in_hand() -> None:
     grades = GradeList([Grade(1.0), Grade(0.5)])
     assert grades.scores == [1.0, 0.5] and len(grades) == 2 and grades == list(grades)
     assert grade_batch(StructuredGrader(), [], []) == []
+
+
+class Unpicklable:
+    """A grader whose grades cannot travel back from a worker (a lambda among their details)."""
+
+    def grade(self, response: Any, reference: Any) -> Grade:
+        return Grade(1.0, details={"x": lambda: None})  # type: ignore[dict-item]  # deliberately not a FieldDetail
+
+
+def test_a_grade_that_does_not_pickle_raises_here() -> None:
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        _grade_forked(Unpicklable(), ["x"] * 6, [None] * 6, 2, False, 2)
