@@ -1,16 +1,17 @@
 """Grading many responses at once, in worker processes.
 
-Where ``fork`` is safe (POSIX other than macOS, and no other thread running in
-this process), :func:`grade_batch` forks its workers with the batch already in
-memory, so no response or reference is pickled: each worker takes chunks of row
-numbers from a shared counter, grades them with its own copy of the grader
-(rebuilt from its pickle, so a grader's connections and sandboxes are never
-shared with this process), and sends back per chunk the scores as one array.
-A structured fast-path grade travels as its numbers only (sub-scores and
-micro-F1 counts, in arrays); its per-field details are rebuilt in this process
-when first read, by grading that pair again (the grader is deterministic; the
-score is checked). Any other grade travels whole, pickled. The result is a
-:class:`GradeList`, a list whose Grade objects are made as they are read.
+Where ``fork`` is safe (:func:`fork_is_safe`), :func:`grade_batch` forks its
+workers with the batch already in memory, so no response or reference is
+pickled: each worker takes chunks of row numbers from a counter in shared
+memory, grades them with its own copy of the grader (rebuilt from its pickle,
+so a grader's connections and sandboxes are never shared with this process),
+and sends back per chunk the scores as one array. A structured fast-path grade
+(whose details are not built yet) goes no further: it is made again in this
+process, by grading that pair, when the caller first reads it (the grader is
+deterministic; the score is checked). Any other grade travels whole, pickled.
+The result is a :class:`GradeList`, a list whose Grade objects are made as
+they are read. The exchange was the cost: pickling a fast-path grade and its
+pair costs more than the grade itself (about 7 us).
 
 Elsewhere the workers are started with ``forkserver`` (``spawn`` where that is
 missing), the grader is sent once per worker and chunks of (response,
@@ -106,8 +107,8 @@ def _grade_all(grader: _Grades, pairs: Iterable[tuple[Any, Any]]) -> list[Grade]
 class GradeList(list[Grade]):
     """The grades :func:`grade_batch` returns: a ``list[Grade]`` in input order, plus :attr:`scores`.
 
-    From forked workers the Grade objects are made as they are read (a million
-    of them cost the parent about as much as a third of the grading), so
+    From forked workers the Grade objects are made as they are read (a
+    fast-path grade by grading its pair again, as much as the grading saved), so
     ``len``, indexing, slicing, iteration and :attr:`scores` never make more than
     they return; reading the same index twice gives the same object. Any other
     list operation (comparison, ``+``, ``in``, mutation, ``repr``, copying,
@@ -468,13 +469,13 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
     """Grade ``responses[i]`` against ``references[i]`` for every i; results in input order, as a :class:`GradeList`.
 
     ``workers=1`` grades in this process; ``workers=N`` uses N processes: forked
-    with the batch in memory where that is safe (see :func:`fork_is_safe`; grades
-    come back as numbers, details are remade here when read), else started with
-    ``forkserver`` (``spawn`` where missing) and sent the pairs. Either way every
-    grade reads the same as with ``workers=1``. ``progress=True`` shows a
-    progress bar. From forked workers a grade's details are made when first read,
-    from the same response and reference objects (the lists are copied, their
-    items are not), so do not change those until then.
+    with the batch in memory where that is safe (see :func:`fork_is_safe`; the
+    scores come back as arrays, and a structured fast-path grade is made again
+    here when first read), else started with ``forkserver`` (``spawn`` where
+    missing) and sent the pairs. Either way every grade reads the same as with
+    ``workers=1``. ``progress=True`` shows a progress bar. From forked workers a
+    grade is made when first read, from the same response and reference objects
+    (the lists are copied, their items are not), so do not change those until then.
     """
     responses = responses if type(responses) is list else list(responses)
     references = references if type(references) is list else list(references)
