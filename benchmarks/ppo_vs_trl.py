@@ -19,11 +19,12 @@ In execution order:
    chunk-by-chunk alternation of the other benchmarks does;
 3. **report** -- tables, ``OUTPUT/results.json`` (every point) and ``OUTPUT/ppo_vs_trl.png``
    (held-out reward and samples against training seconds); ``--docs`` also writes the plot to
-   ``docs/img/ppo_vs_trl.png``.
+   ``docs/img/ppo_vs_trl.png`` (``docs/img/ppo_vs_trl_lr<rate>.png`` at a ``--learning-rate``
+   other than the default).
 
 Shared settings, the demo's PPO config: 8 prompts x 8 samples = 64 completions per rollout,
-2 passes of minibatches of 32 (4 optimizer steps per rollout), AdamW at 1e-4 (weight decay
-0.01, betas 0.9/0.999, no schedule), the KL to the initial policy as ``0.05 * k3`` in the loss
+2 passes of minibatches of 32 (4 optimizer steps per rollout), AdamW at 1e-4 (``--learning-rate``
+sets another rate for every contender alike; weight decay 0.01, betas 0.9/0.999, no schedule), the KL to the initial policy as ``0.05 * k3`` in the loss
 (the demo puts ``k1`` in the reward; TRL has only the loss form, so rftkit uses its ``k3``
 option here), ratio clip 0.2, temperature 1 with top-k and top-p off, at most 24 new tokens,
 gradient norm clipped to 1, fp32, no dropout, no gradient checkpointing. The settings that
@@ -38,8 +39,11 @@ Measured:
 * **held-out reward** -- greedy completions of the first ``--heldout`` of the demo's held-out
   prompts graded by the résumé grader, with the same code for every contender (``rl``'s
   ``generate_completions``, then ``grade_batch``), at training time 0, at the first rollout
-  boundary after every ``--eval-every-s`` training seconds, and at the end; and the training
-  time at which it first reaches 0.9.
+  boundary after every ``--eval-every-s`` training seconds, and at the end; the training
+  time at which it first reaches 0.9; and its time average over the budget -- the area under
+  the held-out curve, each evaluation's reward held until the next one, up to ``--budget-s``,
+  divided by ``--budget-s`` -- which compares the contenders at equal wall clock over the
+  whole budget rather than at one point.
 * **peak memory** -- the contender process's high-water RSS (``VmHWM``: imports, model,
   reference copy, optimizer state, rollouts, autograd), and its growth from just after the
   model was loaded (TRL's imports of ``trl``, ``datasets`` and ``accelerate`` come before that point).
@@ -49,7 +53,7 @@ Measured:
   (backward, AdamW, advantages, bookkeeping), timed by wrapping those calls from outside:
   neither trainer is edited.
 
-Run:     .venv/bin/python benchmarks/ppo_vs_trl.py [--budget-s 90] [--output runs/ppo_vs_trl] [--docs]
+Run:     .venv/bin/python benchmarks/ppo_vs_trl.py [--budget-s 90] [--learning-rate 1e-4] [--output runs/ppo_vs_trl] [--docs]
          (about 8 minutes on 2 cores: a 90 s warm start, then 3 x (the budget + evaluations))
 Targets: rftkit >= 2x TRL's samples/s, and a higher held-out reward at equal wall clock.
 """
@@ -75,16 +79,28 @@ from typing import Any
 CONTENDERS = ("rftkit-gae", "rftkit-grpo", "trl-grpo")
 BASELINE = "trl-grpo"
 DOCS_PLOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "ppo_vs_trl.png"
+DEFAULT_LEARNING_RATE = 1e-4
+"""The demo's PPO learning rate, and ``--learning-rate``'s default."""
 PHASES = ("generate", "logprobs, no grad", "grade", "update forward", "update rest")
 TURN_S = 5.0
 """Training seconds a contender runs before the next one takes its turn (ended at a rollout boundary)."""
 
 
-def ppo_config(seed: int) -> Any:
-    """The demo's PPO config with the KL as ``k3`` in the loss (TRL's only form); ``advantage`` is set per contender."""
+def ppo_config(seed: int, learning_rate: float) -> Any:
+    """The demo's PPO config with the KL as ``k3`` in the loss (TRL's only form) and ``learning_rate``.
+
+    ``advantage`` is set per contender. TRL's ``GRPOConfig`` takes its rate from this config too.
+    """
     from rl._demo import DemoSettings  # the demo's settings are the benchmark's; private, but this is the same repository
 
-    return replace(DemoSettings().ppo, kl_estimator="k3", seed=seed)
+    return replace(DemoSettings().ppo, kl_estimator="k3", seed=seed, learning_rate=learning_rate)
+
+
+def docs_plot(learning_rate: float) -> Path:
+    """Where ``--docs`` writes the plot: ``docs/img/ppo_vs_trl.png``, or ``..._lr<rate>.png`` at another rate."""
+    if learning_rate == DEFAULT_LEARNING_RATE:
+        return DOCS_PLOT
+    return DOCS_PLOT.with_name(f"{DOCS_PLOT.stem}_lr{learning_rate:g}{DOCS_PLOT.suffix}")
 
 
 # --------------------------------------------------------------------------- measuring
@@ -277,7 +293,7 @@ def run_rftkit(name: str, args: argparse.Namespace) -> None:
 
     model, tokenizer, grader, rows, heldout = load_base(args.output / "base")
     rss_after_load = peak_rss_mib()
-    config = replace(ppo_config(args.seed), advantage=name.removeprefix("rftkit-"))
+    config = replace(ppo_config(args.seed, args.learning_rate), advantage=name.removeprefix("rftkit-"))
     trainer = PPOTrainer(model, tokenizer, grader, rows, [], config)  # held-out rows are graded by heldout_reward()
     run = Run(name, args, model, tokenizer, grader, heldout[:args.heldout], config.max_new_tokens)
     trainer_module.sample_rollout = run.profile.wrap("generate", trainer_module.sample_rollout)  # with the old policy's log-probs
@@ -303,7 +319,7 @@ def run_trl(name: str, args: argparse.Namespace) -> None:
 
     model, tokenizer, grader, rows, heldout = load_base(args.output / "base")
     rss_after_load = peak_rss_mib()
-    ppo = ppo_config(args.seed)
+    ppo = ppo_config(args.seed, args.learning_rate)
     steps_per_rollout = ppo.batch_size // ppo.minibatch_size * ppo.ppo_epochs  # optimizer steps per rollout: 4
     run = Run(name, args, model, tokenizer, grader, heldout[:args.heldout], ppo.max_new_tokens)
 
@@ -411,7 +427,7 @@ class Contender:
         self._from_child, from_child = os.pipe()
         command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--control", f"{to_child},{from_child}",
                    "--output", str(args.output), "--budget-s", str(args.budget_s), "--eval-every-s", str(args.eval_every_s),
-                   "--heldout", str(args.heldout), "--seed", str(args.seed)]
+                   "--heldout", str(args.heldout), "--seed", str(args.seed), "--learning-rate", repr(args.learning_rate)]
         self.process = subprocess.Popen(command, pass_fds=(to_child, from_child))
         os.close(to_child)
         os.close(from_child)
@@ -460,6 +476,21 @@ def reward_at(points: list[dict[str, Any]], seconds: float) -> tuple[float, floa
     return point["reward"], point["train_s"]
 
 
+def time_averaged_reward(points: list[dict[str, Any]], budget_s: float) -> float:
+    """The held-out reward averaged over ``[0, budget_s]`` training seconds: each evaluation's reward held until the next.
+
+    The area under the step-wise held-out curve divided by ``budget_s``; an evaluation past the
+    budget (the last one ends at a rollout boundary) counts only up to ``budget_s``.
+    """
+    area = 0.0
+    for point, following in zip(points, points[1:]):
+        start, end = min(point["train_s"], budget_s), min(following["train_s"], budget_s)
+        area += point["reward"] * (end - start)
+    last = points[-1]
+    area += last["reward"] * max(0.0, budget_s - last["train_s"])  # only if training stopped short of the budget
+    return area / budget_s
+
+
 def time_to(points: list[dict[str, Any]], reward: float) -> str:
     """The training time of the first evaluation at or above ``reward``, as text."""
     return next((f"at {p['train_s']:5.1f} s" for p in points if p["reward"] >= reward), "never")
@@ -469,6 +500,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, meta: d
            loads: list[list[float]]) -> None:
     """Print the tables and write ``results.json`` and the plot."""
     base = results.get(BASELINE)
+    for r in results.values():
+        r["reward_time_averaged"] = time_averaged_reward(r["points"], args.budget_s)
     print()
     print(f"{'contender':<12} {'rollouts':>8} {'samples':>8} {'train s':>8} {'samples/s':>10} {'vs TRL':>7} "
           f"{'per CPU s':>10} {'vs TRL':>7} {'peak RSS':>9} {'growth':>7} {'reward t=0':>11} {'reward end':>11}")
@@ -486,6 +519,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, meta: d
         cells = [f"{reward:.3f} (at {at:5.1f} s)" for reward, at in (reward_at(r["points"], mark) for r in results.values())]
         print(f"{mark:>6.0f} " + " ".join(f"{c:>20}" for c in cells))
     print(f"{'>= 0.9':>6} " + " ".join(f"{time_to(r['points'], 0.9):>20}" for r in results.values()))
+    print(f"{'mean':>6} " + " ".join(f"{r['reward_time_averaged']:>20.3f}" for r in results.values())
+          + f"   (time-averaged over the {args.budget_s:.0f} s: area under the step-wise curve / budget)")
+    print(f"{'end':>6} " + " ".join(f"{r['points'][-1]['reward']:>20.3f}" for r in results.values()))
     print("\nwhere the training time goes (s, and share of training time)")
     print(f"{'phase':<18} " + " ".join(f"{name:>16}" for name in results))
     for phase in PHASES:
@@ -495,15 +531,18 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, meta: d
     one_minute = [load[0] for load in loads]
     print(f"\nload average (1 min) at the start of each of the {len(loads)} rounds: mean {sum(one_minute) / len(one_minute):.2f}, "
           f"min {min(one_minute):.2f}, max {max(one_minute):.2f} ({os.cpu_count()} CPUs)")
-    summary = {"budget_s": args.budget_s, "eval_every_s": args.eval_every_s, "turn_s": TURN_S, "heldout": args.heldout,
+    summary = {"budget_s": args.budget_s, "learning_rate": args.learning_rate, "eval_every_s": args.eval_every_s, "turn_s": TURN_S, "heldout": args.heldout,
                "seed": args.seed, "warm_start": meta, "python": sys.version.split()[0], "cpus": os.cpu_count(),
-               "loadavg_per_round": loads, "contenders": results}
+               "loadavg_per_round": loads, "contenders": results,
+               "reward_summary": {name: {"time_averaged": r["reward_time_averaged"], "end": r["points"][-1]["reward"],
+                                         "end_train_s": r["points"][-1]["train_s"]} for name, r in results.items()}}
     (args.output / "results.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     plot(results, args.output / "ppo_vs_trl.png", args)
+    docs = docs_plot(args.learning_rate)
     if args.docs:
-        DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.output / "ppo_vs_trl.png", DOCS_PLOT)
-    print(f"\nwrote {args.output / 'results.json'} and {args.output / 'ppo_vs_trl.png'}" + (f", {DOCS_PLOT}" if args.docs else ""))
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.output / "ppo_vs_trl.png", docs)
+    print(f"\nwrote {args.output / 'results.json'} and {args.output / 'ppo_vs_trl.png'}" + (f", {docs}" if args.docs else ""))
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path, args: argparse.Namespace) -> None:
@@ -520,8 +559,10 @@ def plot(results: dict[str, dict[str, Any]], path: Path, args: argparse.Namespac
             ax.plot(seconds, [p["reward"] for p in r["points"]], marker="o", markersize=4, label=name)
         samples_ax.plot(seconds, [p["samples"] for p in r["points"]], marker="o", markersize=4,
                         label=f"{name} ({r['samples_per_s']:.0f}/s)")
+        reward_ax.lines[-1].set_label(f"{name} (mean {time_averaged_reward(r['points'], args.budget_s):.3f})")
     ylabel = f"held-out reward ({args.heldout} prompts, greedy)"
-    reward_ax.set(xlabel="training seconds", ylabel=ylabel, title=f"held-out reward, {args.budget_s:.0f} s each", ylim=(0.4, 1))
+    reward_ax.set(xlabel="training seconds", ylabel=ylabel, ylim=(0.4, 1),
+                  title=f"held-out reward, {args.budget_s:.0f} s each, lr {args.learning_rate:g}, seed {args.seed}")
     early_ax.set(xlabel="training seconds", ylabel=ylabel, title="the first 20 s", xlim=(-0.5, 20), ylim=(0.4, 1))
     samples_ax.set(xlabel="training seconds", ylabel="completions generated and trained on", title="samples")
     for ax in (reward_ax, early_ax, samples_ax):
@@ -545,16 +586,21 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=90.0, help="training seconds per contender (evaluations excluded)")
     parser.add_argument("--eval-every-s", type=float, default=2.0, help="held-out evaluation every this many training seconds")
     parser.add_argument("--heldout", type=int, default=64, help="held-out prompts evaluated (the first N of the demo's 128)")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
+                        help="AdamW's rate for every contender (rftkit's PPOConfig and TRL's GRPOConfig alike)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the data, the model, the warm start and every trainer")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="which to run")
     parser.add_argument("--output", type=Path, default=Path("runs/ppo_vs_trl"), help="folder for base/, results.json, the plot")
     parser.add_argument("--reuse-base", action="store_true", help="reuse OUTPUT/base from an earlier run (skips the warm start)")
-    parser.add_argument("--docs", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(DOCS_PLOT.parents[2])}")
+    parser.add_argument("--docs", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(DOCS_PLOT.parents[2])} "
+                                                            "(..._lr<rate>.png at another --learning-rate)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: run one contender in this process
     parser.add_argument("--control", help=argparse.SUPPRESS)  # internal: the child's ends of its two control pipes, "read,write"
     args = parser.parse_args()
     if not 1 <= args.heldout <= 128:
         parser.error("--heldout must be between 1 and 128 (the demo's held-out prompts)")
+    if not args.learning_rate > 0:
+        parser.error("--learning-rate must be positive")
     if args.child:
         child(args)
         return
@@ -562,7 +608,8 @@ def main() -> None:
     load = os.getloadavg()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     meta = warm_start(args)
-    print(f"contenders: {', '.join(args.contenders)}, {args.budget_s:.0f} s of training each, in turns of {TURN_S:.0f} s")
+    print(f"contenders: {', '.join(args.contenders)}, {args.budget_s:.0f} s of training each, in turns of {TURN_S:.0f} s, "
+          f"learning rate {args.learning_rate:g}")
     results, loads = run_contenders(args)
     report(results, args, meta, loads)
 
