@@ -11,7 +11,7 @@ from typing import Any as _Any
 
 from . import comparators
 from ._adapters import TrlReward, VerlComputeScore, openrlhf_reward_func, trl_reward, verl_compute_score
-from ._batch import grade_batch
+from ._batch import GradeList, grade_batch
 from ._comparators import Comparator, ComparatorName, make_comparator, normalize_text, parse_date, parse_number
 from ._config import AnyGrader, from_config
 from ._errors import GraderConfigError
@@ -63,6 +63,7 @@ __all__ = [
     "FieldSpec",
     "Formula",
     "Grade",
+    "GradeList",
     "GraderConfigError",
     "LabelModelGrader",
     "ListMode",
