@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_train_cli import PPO, invoke
+from test_train_cli import invoke, toml_config
 from test_trainer import tiny_model, tiny_tokenizer
 from tokenizers import Tokenizer, decoders, models, processors
 from transformers import PreTrainedTokenizerFast
@@ -98,24 +98,10 @@ def test_rftkit_train_runs_an_openai_grader_on_chat_rows(tmp_path: Path, monkeyp
                          "close": {"type": "text_similarity", "name": "close", "evaluation_metric": "fuzzy_match",
                                    "input": "{{ sample.output_text }}", "reference": "{{ item.city }}"}}}
     (tmp_path / "grader.json").write_text(json.dumps(multi), encoding="utf-8")
-    (tmp_path / "train.toml").write_text(f"""
-[model]
-name_or_path = "model"
-device = "cpu"
-[dataset]
-train = "data.jsonl"
-eval_count = 2
-[grader]
-config = "grader.json"
-{PPO}
-[train]
-steps = 2
-eval_every = 2
-output = "runs/chat"
-""", encoding="utf-8")
+    (tmp_path / "train.toml").write_text(toml_config(steps=2, extra="eval_every = 2"), encoding="utf-8")
     code, output = invoke(["train", str(tmp_path / "train.toml")], monkeypatch)
     assert code == 0, output
-    metrics = read_metrics(tmp_path / "runs" / "chat" / "metrics.jsonl")
+    metrics = read_metrics(tmp_path / "runs" / "a" / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
     last = metrics[-1]
     assert 0.0 <= last["reward/exact"] <= 1.0 and 0.0 <= last["reward/close"] <= 1.0  # the multi's sub-graders, per field
