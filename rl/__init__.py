@@ -6,7 +6,8 @@ Built so far:
   estimators (``gae``, ``grpo``, ``rloo``, ``reinforce_pp``, ``whiten``), the
   losses (``clipped_policy_loss``, ``clipped_value_loss``, ``kl_k1``, ``kl_k3``,
   ``kl_from_logits``, ``approx_kl``, ``entropy_from_logits``), the adaptive KL controller
-  (``adaptive_kl_coef``) and the per-token rewards (``token_rewards``);
+  (``adaptive_kl_coef``), the learning-rate schedule (``lr_factor``) and the per-token
+  rewards (``token_rewards``);
 * ``PPOConfig`` (every knob, checked at construction; a fixed or adaptive KL coefficient);
 * rollouts: ``generate_completions`` (batched, left-padded, KV-cached sampling)
   and ``sequence_logprobs`` (log-probs under the sampling temperature); the trainer
@@ -27,12 +28,10 @@ Built so far:
   CUDA): ``torchrun --nproc_per_node 2 -m rl train CONFIG``, or any script that builds a
   ``PPOTrainer``; each rank trains on its shard of each batch, gradients are averaged,
   rank 0 alone writes.
-
-Not built yet: a learning-rate scheduler.
 """
 
 from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten
-from ._config import KLEstimator, PPOConfig
+from ._config import KLEstimator, LRSchedule, PPOConfig
 from ._logging import MetricsLogger, read_metrics
 from ._losses import (
     adaptive_kl_coef,
@@ -43,6 +42,7 @@ from ._losses import (
     kl_from_logits,
     kl_k1,
     kl_k3,
+    lr_factor,
 )
 from ._plots import plot_metrics
 from ._rollout import Rollout, generate_completions, sequence_logprobs
@@ -52,6 +52,7 @@ __all__ = [
     "AdvantageEstimator",
     "BatchGrader",
     "KLEstimator",
+    "LRSchedule",
     "MetricsLogger",
     "PPOConfig",
     "PPOTrainer",
@@ -68,6 +69,7 @@ __all__ = [
     "kl_from_logits",
     "kl_k1",
     "kl_k3",
+    "lr_factor",
     "masked_mean",
     "plot_metrics",
     "read_metrics",

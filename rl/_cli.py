@@ -128,11 +128,11 @@ def _ppo_config(section: Mapping[str, Any]) -> PPOConfig:
         if f.name not in section:
             continue
         value, default, pointer = section[f.name], f.default, f"/ppo/{f.name}"
-        if default is None:  # the only optional fields are `float | None` (kl_target); YAML may say null, TOML cannot
+        if default is None:  # optional fields: `float | None` (kl_target), `int | None` (lr_decay_steps); YAML may say null
             if value is None:
                 kwargs[f.name] = None
                 continue
-            default = 0.0
+            default = 0 if str(f.type).startswith("int") else 0.0
         if isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, int):
@@ -143,7 +143,7 @@ def _ppo_config(section: Mapping[str, Any]) -> PPOConfig:
         else:
             ok = isinstance(value, str)
         if not ok:
-            raise _bad(pointer, f"{f.name} must be a {type(default).__name__}, got {section[f.name]!r}")
+            raise _bad(pointer, f"{f.name} must be {'an' if type(default) is int else 'a'} {type(default).__name__}, got {section[f.name]!r}")
         kwargs[f.name] = value
     try:
         return PPOConfig(**kwargs)

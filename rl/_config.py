@@ -21,6 +21,9 @@ from schemas import UserError
 
 from ._advantages import AdvantageEstimator
 
+LRSchedule = Literal["constant", "linear", "cosine"]
+"""The learning rate after warm-up: unchanged, or decayed to 0 at ``lr_decay_steps`` along a line or a half cosine."""
+
 KLEstimator = Literal["k1", "k3"]
 """How the KL to the initial policy enters training: ``k1`` as a per-token penalty inside the
 reward, ``k3`` as a separate, always non-negative loss term."""
@@ -31,7 +34,14 @@ class PPOConfig:
     """The PPO trainer's settings; defaults suit RFT's regime (dozens of prompts, many samples each)."""
 
     learning_rate: float = 1e-5
-    """AdamW learning rate for the policy (and the value head)."""
+    """AdamW learning rate for the policy (and the value head); the peak when a schedule is set."""
+    warmup_steps: int = 0
+    """Trainer steps over which the learning rate rises linearly to ``learning_rate`` (0: none); see ``rl.lr_factor``."""
+    lr_schedule: LRSchedule = "constant"
+    """After warm-up: ``constant``, or ``linear`` / ``cosine`` decay to 0 at step ``lr_decay_steps``."""
+    lr_decay_steps: int | None = None
+    """The trainer step at which ``linear`` and ``cosine`` reach 0 (warm-up included; required by them, unused by
+    ``constant``). Usually the run's total steps."""
     samples_per_prompt: int = 4
     """Completions sampled per prompt; they form one group for ``grpo`` and ``rloo``."""
     prompts_per_batch: int = 8
@@ -95,6 +105,18 @@ class PPOConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 _reject(name, f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            _reject("warmup_steps", f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if self.lr_schedule not in get_args(LRSchedule):
+            _reject("lr_schedule", f"unknown lr_schedule {self.lr_schedule!r}", "choose one of " + ", ".join(get_args(LRSchedule)))
+        decay = self.lr_decay_steps
+        if self.lr_schedule == "constant":
+            if decay is not None:
+                _reject("lr_decay_steps", "lr_decay_steps is only read by the linear and cosine schedules",
+                        "set lr_schedule = 'linear' or 'cosine', or drop lr_decay_steps")
+        elif isinstance(decay, bool) or not isinstance(decay, int) or decay <= self.warmup_steps:
+            _reject("lr_decay_steps", f"the {self.lr_schedule} schedule needs lr_decay_steps, an integer above warmup_steps "
+                    f"({self.warmup_steps}), got {decay!r}", "usually the run's total steps")
         for name in ("learning_rate", "temperature", "clip", "value_clip", "max_grad_norm"):
             if getattr(self, name) <= 0:
                 hint = {"clip": "PPO's usual value is 0.2", "temperature": "use 1.0 to sample from the model as is"}

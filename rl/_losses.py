@@ -97,3 +97,25 @@ def adaptive_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n_s
         return coef
     error = min(max(kl / target - 1.0, -0.2), 0.2)
     return coef * (1.0 + error * n_samples / horizon)
+
+
+def lr_factor(step: int, *, warmup_steps: int, schedule: str, decay_steps: int | None) -> float:
+    """The learning-rate multiplier for trainer step ``step`` (0 for the first step).
+
+    Warm-up: ``(step + 1) / warmup_steps`` while ``step < warmup_steps``, so the first step
+    already moves and the last warm-up step runs at the full rate. Then, with
+    ``p = (step - warmup_steps) / (decay_steps - warmup_steps)`` clipped to [0, 1]:
+    ``constant`` 1, ``linear`` ``1 - p``, ``cosine`` ``(1 + cos(pi p)) / 2``. From
+    ``decay_steps`` on the rate is 0.
+
+    >>> [round(lr_factor(s, warmup_steps=2, schedule="linear", decay_steps=6), 2) for s in range(7)]
+    [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    >>> round(lr_factor(3, warmup_steps=0, schedule="cosine", decay_steps=6), 4)   # halfway: (1 + cos(pi / 2)) / 2
+    0.5
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or decay_steps is None:
+        return 1.0
+    progress = min(max((step - warmup_steps) / (decay_steps - warmup_steps), 0.0), 1.0)
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -29,12 +29,13 @@ sampled differ from the one being scored, and the ratio would start away from 1.
 :meth:`PPOTrainer.save_checkpoint` (atomic: a temp directory renamed into place, see
 ``rl/_checkpoint.py``), logging every step to ``metrics.jsonl`` through
 :class:`MetricsLogger`. ``PPOTrainer(..., resume_from=dir)`` restores weights,
-optimizer, RNG states, prompt queue and step, so the resumed run takes exactly the
+optimizer, learning-rate scheduler, RNG states, prompt queue and step, so the resumed run takes exactly the
 steps the killed one would have.
 
 The KL weight is ``config.kl_coef``, or, with ``config.kl_target``, Ziegler et al.'s adaptive
 coefficient, updated after each step from that step's ``kl/to_init`` (:func:`rl.adaptive_kl_coef`)
-and saved in checkpoints. Left out: a learning-rate scheduler.
+and saved in checkpoints. The learning rate follows ``config.warmup_steps`` and ``config.lr_schedule``
+(:func:`rl.lr_factor`, stepped once per trainer step, saved in checkpoints).
 
 Under ``torchrun`` (``rl/_distributed.py``) every process runs this same loop on its shard of each
 batch's prompts and averages its gradients with the other ranks' before each optimizer step, so the
@@ -76,7 +77,16 @@ from ._checkpoint import checkpoint_name, load_rng, resolve_checkpoint, rng_tens
 from ._config import PPOConfig
 from ._distributed import check_batch_split, join_process_group
 from ._logging import MetricsLogger
-from ._losses import adaptive_kl_coef, approx_kl, clipped_policy_loss, clipped_value_loss, entropy_from_logits, kl_k1, kl_k3
+from ._losses import (
+    adaptive_kl_coef,
+    approx_kl,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    kl_k1,
+    kl_k3,
+    lr_factor,
+)
 from ._plots import plot_metrics
 from ._rollout import check_tokenizer, gather_logprobs, generate_completions
 from ._shared_prefix import sample_rollout, score_completions, shares_prefix
@@ -162,6 +172,8 @@ class PPOTrainer:
             self.params += list(self.value_head.parameters())
         fused = all(p.device.type in ("cpu", "cuda") for p in self.params)  # AdamW in one kernel per step, not a few per tensor
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, fused=fused, foreach=not fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(
+            step, warmup_steps=config.warmup_steps, schedule=config.lr_schedule, decay_steps=config.lr_decay_steps))
         self.kl_coef = config.kl_coef
         """The KL penalty's current weight: ``config.kl_coef``, moved after every step when ``config.kl_target`` is set."""
         self.step_count = 0
@@ -267,6 +279,8 @@ class PPOTrainer:
                     stats["policy/approx_kl"].append(approx_kl(logprobs, old_logprobs[mb], mb_mask).item())
                     stats["policy/entropy"].append(masked_mean(entropy_from_logits(logits), mb_mask).item())
         self.step_count += 1
+        lr = float(self.scheduler.get_last_lr()[0])  # the rate this step ran at
+        self.scheduler.step()
 
         # 6. Log, then let the adaptive controller (if any) set the KL weight of the next step. Under torchrun the
         # figures are global: the grades of all ranks, the other metrics averaged over the ranks.
@@ -278,6 +292,7 @@ class PPOTrainer:
                                "rollout/completion_len": real.sum(dim=1).mean().item(),
                                "rollout/eos_frac": roll.has_eos.float().mean().item()}),
             "kl/coef": self.kl_coef,
+            "update/lr": lr,
             "rollout/skipped_nan": float(sum(not math.isfinite(g.score) for g in all_grades)),
             "update/skipped_ratio": float(skipped_ratio),
             "perf/samples_per_s": len(all_grades) / (time.perf_counter() - start),
@@ -305,7 +320,7 @@ class PPOTrainer:
     def save_checkpoint(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``directory/step-<step>/`` atomically and keep the newest ``config.keep_last``; returns its path.
 
-        Holds the policy and value-head weights (safetensors), the optimizer state, the
+        Holds the policy and value-head weights (safetensors), the optimizer and scheduler states, the
         RNG states (torch CPU and CUDA, the minibatch generator, python ``random``), the
         prompt queue, the step and the config. numpy's RNG is not saved: nothing here uses it.
         Under torchrun every rank must call it: rank 0 writes, with every rank's RNG states, while the others wait.
@@ -317,6 +332,7 @@ class PPOTrainer:
             if self.value_head is not None:
                 save_file(self.value_head.state_dict(), str(tmp / "value_head.safetensors"))
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             write_json(tmp / "trainer_state.json", {
                 "step": self.step_count, "queue": self._queue, "kl_coef": self.kl_coef, "config": dataclasses.asdict(self.config),
                 **save_rng(tmp, self._generator, self._rng, other_ranks=rng[1:])})
@@ -332,6 +348,8 @@ class PPOTrainer:
         if self.value_head is not None:
             self.value_head.load_state_dict(load_file(str(checkpoint / "value_head.safetensors"), device=str(device)))
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
+        if (checkpoint / "scheduler.pt").is_file():  # checkpoints written before the scheduler existed ran at a constant rate
+            self.scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
         self.step_count, self._queue = int(state["step"]), [int(i) for i in state["queue"]]
         self.kl_coef = float(state.get("kl_coef", self.config.kl_coef))
         if not load_rng(checkpoint, state, self._generator, self._rng, rank=self.ranks.rank):  # last: nothing after it may draw

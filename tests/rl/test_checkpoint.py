@@ -49,14 +49,19 @@ def without_timing(metrics: dict[str, float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize(("advantage", "kl_target"), [("gae", None), ("grpo", 0.01)])
-def test_a_resumed_run_takes_the_same_step_as_the_uninterrupted_one(tmp_path: Path, advantage: str, kl_target: float | None) -> None:
-    original = make_trainer(advantage=advantage, kl_target=kl_target, kl_horizon=8)
+@pytest.mark.parametrize(("advantage", "kl_target", "schedule"), [("gae", None, {}), ("grpo", 0.01, {}),
+                                                                   ("grpo", None, {"warmup_steps": 1, "lr_schedule": "linear",
+                                                                                   "lr_decay_steps": 5})])
+def test_a_resumed_run_takes_the_same_step_as_the_uninterrupted_one(tmp_path: Path, advantage: str, kl_target: float | None,
+                                                                    schedule: dict[str, Any]) -> None:
+    original = make_trainer(advantage=advantage, kl_target=kl_target, kl_horizon=8, **schedule)
     original.step()
     original.step()
     saved = original.save_checkpoint(tmp_path)
     assert saved == tmp_path / "step-00000002"
     expected_metrics, expected_weights = original.step(), weights(original)
+    if schedule:  # the resumed step must run at the decayed rate, not at the schedule's start
+        assert expected_metrics["update/lr"] == pytest.approx(original.config.learning_rate * 0.75)
 
     resumed = make_trainer(resume_from=tmp_path)  # the newest checkpoint under the folder, with its own config
     assert resumed.step_count == 2 and resumed.config == original.config
@@ -75,7 +80,7 @@ def test_the_checkpoint_holds_weights_optimizer_rng_step_and_config(tmp_path: Pa
     trainer.step()
     saved = trainer.save_checkpoint(tmp_path)
     assert sorted(p.name for p in saved.iterdir()) == ["model.safetensors", "optimizer.pt", "rng.safetensors",
-                                                       "trainer_state.json", "value_head.safetensors"]
+                                                       "scheduler.pt", "trainer_state.json", "value_head.safetensors"]
     state = json.loads((saved / "trainer_state.json").read_text())
     assert state["step"] == 1 and state["config"]["learning_rate"] == trainer.config.learning_rate
     assert {"python_random", "trainer_random", "queue", "kl_coef"} <= set(state)

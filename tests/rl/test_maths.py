@@ -19,6 +19,7 @@ from rl import (
     kl_from_logits,
     kl_k1,
     kl_k3,
+    lr_factor,
     reinforce_pp,
     rloo,
     whiten,
@@ -200,3 +201,29 @@ def test_adaptive_kl_coef_moves_towards_the_target_and_ignores_nan() -> None:
     # the proportional error is clipped at +-0.2: a KL 100x the target moves it no more than 1.2x the target does
     assert adaptive_kl_coef(0.1, 200.0, target=2.0, horizon=100, n_samples=10) == adaptive_kl_coef(0.1, 2.4, target=2.0, horizon=100,
                                                                                                     n_samples=10)
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+@pytest.mark.parametrize("warmup", [0, 1, 3])
+def test_lr_factor_matches_a_plain_schedule(schedule: str, warmup: int) -> None:
+    decay = None if schedule == "constant" else 10
+    previous = math.inf
+    for step in range(14):
+        if step < warmup:
+            expected = (step + 1) / warmup  # rises by 1/warmup a step, full rate on the last warm-up step
+        elif decay is None:
+            expected = 1.0
+        else:
+            done = min(step - warmup, decay - warmup) / (decay - warmup)  # fraction of the decay behind us
+            expected = 1.0 - done if schedule == "linear" else (1.0 + math.cos(math.pi * done)) / 2.0
+        got = lr_factor(step, warmup_steps=warmup, schedule=schedule, decay_steps=decay)
+        assert got == pytest.approx(expected, abs=1e-12), step
+        if step >= warmup:
+            assert got <= previous  # never rises after warm-up
+            previous = got
+    if decay is not None:
+        assert lr_factor(decay, warmup_steps=warmup, schedule=schedule, decay_steps=decay) == 0.0
+        assert lr_factor(warmup, warmup_steps=warmup, schedule=schedule, decay_steps=decay) == 1.0

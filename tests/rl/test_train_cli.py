@@ -181,6 +181,20 @@ def test_the_ppo_section_reads_an_optional_kl_target() -> None:
         assert info.value.pointer == pointer
 
 
+def test_the_ppo_section_reads_a_learning_rate_schedule() -> None:
+    from rl._cli import _ppo_config
+    from schemas import UserError
+
+    config = _ppo_config({"warmup_steps": 5, "lr_schedule": "cosine", "lr_decay_steps": 200})
+    assert (config.warmup_steps, config.lr_schedule, config.lr_decay_steps) == (5, "cosine", 200)
+    assert isinstance(config.lr_decay_steps, int)  # an `int | None` field stays an int (not 200.0)
+    for bad, pointer in (({"lr_schedule": "cosine", "lr_decay_steps": 200.5}, "/ppo/lr_decay_steps"),
+                         ({"lr_schedule": "linear"}, "/ppo/lr_decay_steps"), ({"lr_schedule": 1}, "/ppo/lr_schedule")):
+        with pytest.raises(UserError) as info:
+            _ppo_config(bad)
+        assert info.value.pointer == pointer
+
+
 def test_a_plugin_that_cannot_import_becomes_a_stub_that_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib.metadata import EntryPoint
 

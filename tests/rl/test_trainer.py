@@ -68,6 +68,11 @@ def small_config(**overrides: Any) -> PPOConfig:
     ({"kl_target": math.inf}, "/kl_target"),
     ({"kl_target": 1.0, "kl_coef": 0.0}, "/kl_coef"),
     ({"kl_horizon": 0}, "/kl_horizon"),
+    ({"warmup_steps": -1}, "/warmup_steps"),
+    ({"lr_schedule": "step"}, "/lr_schedule"),
+    ({"lr_schedule": "linear"}, "/lr_decay_steps"),  # a decay needs its end
+    ({"lr_schedule": "cosine", "warmup_steps": 10, "lr_decay_steps": 10}, "/lr_decay_steps"),
+    ({"lr_decay_steps": 100}, "/lr_decay_steps"),  # read only by linear and cosine
 ])
 def test_config_rejects_bad_values_with_a_pointer(overrides: dict[str, Any], pointer: str) -> None:
     with pytest.raises(UserError) as info:
@@ -233,6 +238,18 @@ def test_minibatches_whose_ratio_explodes_are_skipped_and_counted() -> None:
     # 4 epochs x 4 minibatches; the first one always runs (the ratio is 1 before any update).
     assert 1 <= metrics["update/skipped_ratio"] < 16, metrics
     assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_the_learning_rate_follows_warm_up_and_decay_and_is_logged() -> None:
+    tok = tiny_tokenizer()
+    config = small_config(learning_rate=0.01, warmup_steps=2, lr_schedule="linear", lr_decay_steps=4, ppo_epochs=1)
+    trainer = PPOTrainer(tiny_model(tok), tok, StructuredGrader(), ROWS, ROWS, config)
+    rates = [trainer.step()["update/lr"] for _ in range(4)]
+    assert rates == pytest.approx([0.005, 0.01, 0.01, 0.005])  # warm-up 1/2, 2/2; then decay 2/2, 1/2
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.0  # step 4 = lr_decay_steps: the rate has reached 0
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.step()  # AdamW at rate 0 (weight decay is scaled by the rate too): nothing moves
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
 
 
 def test_an_adaptive_kl_coefficient_follows_the_controller_and_is_logged() -> None:
