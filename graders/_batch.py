@@ -356,8 +356,9 @@ def _forked_worker(shared: _Shared, conn: Connection) -> None:
 def _send_raised(conn: Connection, row: int, exc: Exception) -> None:
     cause = _WorkerTraceback("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     try:
+        pickle.loads(pickle.dumps(exc))  # some exceptions pickle but cannot be rebuilt (required __init__ arguments)
         conn.send((row, exc, cause))
-    except Exception:  # an exception that does not pickle: its text, then
+    except Exception:  # an exception that does not travel: its text, then
         conn.send((row, RuntimeError(f"grading row {row} raised {type(exc).__name__}: {exc}"), cause))
 
 

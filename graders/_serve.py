@@ -322,7 +322,7 @@ class _Server:
         self.grader = grader
         self.declared = field_names(grader)
         self.structured = isinstance(grader, StructuredGrader)
-        self.inline_bytes = _INLINE_BYTES if self.structured else 0
+        self.inline_bytes = _INLINE_BYTES if isinstance(grader, StructuredGrader) and grader._bounded else 0
         """``/get_reward`` bodies up to this size are graded on the event loop, not on a grading thread."""
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
@@ -393,9 +393,10 @@ class _Server:
     async def _respond(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Read and check the request with the path's method (which returns the grading job), grade, answer.
 
-        A small ``/get_reward`` request to a structured grader is graded right here,
-        on the event loop: that grader is pure CPU work that never waits (no I/O, no
-        sub-process), a few microseconds per sample, while the hop to a grading thread
+        A small ``/get_reward`` request to a structured grader whose cost is bounded
+        (``StructuredGrader._bounded``: flat, no ``math`` field, lists matched by key)
+        is graded right here, on the event loop: that grader is pure CPU work that
+        never waits (no I/O, no sub-process), a few microseconds per sample, while the hop to a grading thread
         and back (a queue, a thread wake-up, the GIL changing hands, a wake-up of the
         loop) costs far more (``docs/serve.md`` has the numbers). The size bound keeps
         any one such request short; everything else, and every other grader, goes to

@@ -68,6 +68,7 @@ from schemas import Issue, Schema, SchemaError, SchemaSource, json_pointer
 from schemas._loading import FieldTypes
 
 from ._comparators import Comparator, make_comparator
+from ._comparators import math as _math_comparator
 from ._errors import GraderConfigError
 from ._formula import Formula
 from ._matching import Pair, assign, ordered_pairs, prf
@@ -1161,6 +1162,14 @@ class StructuredGrader:
         self._flat_validates = False
         """True when the fast path checks the schema itself (its checks are the schema's), so grade() skips validation before it."""
         plan = _flat_plan(self._root)
+        self._bounded = plan is not None and all(
+            (leaf is None or (leaf is not _math_comparator and not getattr(leaf, "slow_on_long_texts", False)))
+            and (lst is None or getattr(lst.element, "key", None) is not None)
+            for _, _, _, leaf, lst in plan)
+        """True when a grade costs about linear time in the response's size: the flat fast path, no ``math`` leaf
+        (sympy can take seconds), no ``partial_ratio``/``WRatio`` fuzzy leaf, and lists matched by key only (no
+        pairwise similarity matrix). ``rftkit serve`` grades such small requests on its event loop; any other goes
+        to a grading thread under the deadline."""
         if plan is not None:
             inline = self._weights if self.aggregation == "weighted_mean" and self._weights > 0 else None
             validating = _validating_types(plan, self.schema)

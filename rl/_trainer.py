@@ -251,6 +251,8 @@ class PPOTrainer:
             for first in range(0, n_rows, minibatch_size):
                 mb = order[first:first + minibatch_size].to(mask.device)
                 mb_mask = mask[mb]
+                if not self.ranks.any(bool(mb_mask.any())):  # only skipped (NaN) rows on every rank: no step, not even decay
+                    continue
                 logits, hidden = score_completions(self.model, roll, mb, cfg.temperature)  # (b, T, V), (b, T, H)
                 logprobs = gather_logprobs(logits, tokens[mb]) * mb_mask  # (b, T)
                 ratio = masked_mean(torch.exp(logprobs - old_logprobs[mb]), mb_mask)

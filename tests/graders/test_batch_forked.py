@@ -223,3 +223,23 @@ class Unpicklable:
 def test_a_grade_that_does_not_pickle_raises_here() -> None:
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         _grade_forked(Unpicklable(), ["x"] * 6, [None] * 6, 2, False, 2)
+
+
+class NeedsArguments(Exception):
+    """An exception that pickles but cannot be rebuilt: ``__init__`` takes two arguments, ``args`` holds one."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+
+
+class RaisesOddly:
+    def grade(self, response: Any, reference: Any) -> Grade:
+        if response == 7:
+            raise NeedsArguments(503, "upstream")
+        return Grade(1.0)
+
+
+def test_an_exception_that_cannot_be_rebuilt_arrives_as_its_text_with_the_worker_traceback() -> None:
+    with pytest.raises(RuntimeError, match=r"grading row 7 raised NeedsArguments: 503: upstream") as info:
+        _grade_forked(RaisesOddly(), list(range(20)), [None] * 20, 2, False, 4)
+    assert "NeedsArguments" in str(info.value.__cause__)  # the worker's traceback

@@ -290,6 +290,37 @@ def test_small_structured_requests_are_graded_on_the_event_loop() -> None:
         error(c.get("/get_reward"), 405, "method_not_allowed")
 
 
+@pytest.mark.parametrize(("field", "bounded"), [
+    ({"comparator": "normalized"}, True), ({"comparator": "fuzzy", "scorer": "token_set_ratio"}, True),
+    ({"comparator": "math"}, False),  # sympy: seconds for one hard answer
+    ({"comparator": "fuzzy", "scorer": "partial_ratio"}, False),  # slides one long text along another
+])
+def test_only_graders_of_bounded_cost_are_graded_on_the_event_loop(field: dict[str, Any], bounded: bool) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}}}
+    grader = StructuredGrader(schema=schema, fields={"a": field, "tags": {"comparator": "normalized"}})  # tags matched by key
+    assert grader._bounded is bounded
+    assert (create_app(grader).state.rftkit.inline_bytes > 0) is bounded
+    fuzzy_list = StructuredGrader(schema=schema)  # strings default to fuzzy: a pairwise matrix per list
+    assert not fuzzy_list._bounded and create_app(fuzzy_list).state.rftkit.inline_bytes == 0
+
+
+def test_a_slow_structured_grade_times_out_and_the_server_keeps_answering() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    grader = StructuredGrader(schema=schema, fields={"a": {"comparator": "math"}})
+    real = grader.grade
+
+    def slow(*args: Any, **kwargs: Any) -> Grade:
+        time.sleep(1.5)  # a hard sympy simplification, in effect
+        return real(*args, **kwargs)
+
+    grader.grade = slow  # type: ignore[method-assign]  # the slow path, on purpose
+    with serving(create_app(grader, timeout_s=0.3)) as url, httpx.Client(base_url=url, timeout=20) as c:
+        started = time.monotonic()
+        body = error(c.post("/get_reward", json={"query": ['{"a": "1/2"}'], "labels": ['{"a": "0.5"}']}), 504, "grading_timeout")
+        assert time.monotonic() - started < 1.2, body  # answered at the deadline, not when the grade ended
+        assert c.get("/health").json()["status"] == "ok"
+
+
 def test_writes_in_one_turn_of_the_loop_leave_as_one() -> None:
     class Transport:
         def __init__(self) -> None:

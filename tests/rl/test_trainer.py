@@ -212,6 +212,23 @@ def test_nan_rewards_are_skipped_and_counted(advantage: str) -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+class NaNFirstTwo(NaNEveryThird):
+    def grade_batch(self, responses: Sequence[str], references: Sequence[Any]) -> list[Grade]:
+        grades = list(self.inner.grade_batch(responses, references))
+        return [Grade(math.nan) if i < 2 else g for i, g in enumerate(grades)]
+
+
+def test_a_minibatch_of_only_skipped_rows_takes_no_optimizer_step() -> None:
+    tok = tiny_tokenizer()
+    config = small_config(advantage="reinforce++", minibatch_size=2, ppo_epochs=1)  # minibatches are half groups
+    trainer = PPOTrainer(tiny_model(tok), tok, NaNFirstTwo(), ROWS, ROWS, config)
+    steps: list[int] = []
+    trainer.optimizer.register_step_pre_hook(lambda *_: steps.append(1))
+    metrics = trainer.step()
+    assert metrics["rollout/skipped_nan"] == 2
+    assert len(steps) == 3  # 4 minibatches of 2 rows; rows 0 and 1 (both NaN) would only move the weights by decay
+
+
 def test_trainer_rejects_a_tokenizer_whose_pad_is_eos() -> None:
     tok = tiny_tokenizer()
     model = tiny_model(tok)
