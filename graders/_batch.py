@@ -424,6 +424,9 @@ def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], 
                             advance(len(message[1].scores) // 8)
                         else:
                             raised.append(message)
+        except BaseException:  # interrupted here (Ctrl-C): the workers stop after the chunk they are on
+            counters[1] = -1
+            raise
         finally:
             for process in processes:  # each has sent its last chunk (or died, or this process was interrupted)
                 process.join(timeout=5)

@@ -4,9 +4,12 @@ attribute of every grade, the exception of a row that raises, and the list it re
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import os
 import pickle
+import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -243,3 +246,26 @@ def test_an_exception_that_cannot_be_rebuilt_arrives_as_its_text_with_the_worker
     with pytest.raises(RuntimeError, match=r"grading row 7 raised NeedsArguments: 503: upstream") as info:
         _grade_forked(RaisesOddly(), list(range(20)), [None] * 20, 2, False, 4)
     assert "NeedsArguments" in str(info.value.__cause__)  # the worker's traceback
+
+
+def test_an_interrupt_stops_the_workers_at_their_next_chunk() -> None:
+    grader = StructuredGrader(schema={"type": "object", "properties": {"a": {"type": "string"}}})
+    n = 600_000  # several seconds of grading on two workers
+    responses, references = [f'{{"a": "x{i}"}}' for i in range(n)], [{"a": f"x{i}"} for i in range(n)]
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        assert fork_is_safe()
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            _grade_forked(grader, responses, references, 2, False, 4096)
+        waited = time.monotonic() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert waited < 2.0, waited  # not the workers' whole share of the batch, nor a 5 s join per worker
+    assert multiprocessing.active_children() == []
