@@ -350,8 +350,15 @@ class PPOTrainer:
         if self.value_head is not None:
             self.value_head.load_state_dict(load_file(str(checkpoint / "value_head.safetensors"), device=str(device)))
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
-        if (checkpoint / "scheduler.pt").is_file():  # checkpoints written before the scheduler existed ran at a constant rate
+        if (checkpoint / "scheduler.pt").is_file():
             self.scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+        else:  # written before the scheduler existed (at a constant rate): the schedule goes on from the checkpoint's step
+            step = int(state["step"])
+            for group in self.optimizer.param_groups:  # such an optimizer state has no "initial_lr" either
+                group["initial_lr"] = self.config.learning_rate
+                group["lr"] = self.config.learning_rate * self.scheduler.lr_lambdas[0](step)
+            self.scheduler.load_state_dict({**self.scheduler.state_dict(), "last_epoch": step,
+                                            "_last_lr": [group["lr"] for group in self.optimizer.param_groups]})
         self.step_count, self._queue = int(state["step"]), [int(i) for i in state["queue"]]
         self.kl_coef = float(state.get("kl_coef", self.config.kl_coef))
         if not load_rng(checkpoint, state, self._generator, self._rng, rank=self.ranks.rank):  # last: nothing after it may draw

@@ -75,6 +75,20 @@ def test_a_resumed_run_takes_the_same_step_as_the_uninterrupted_one(tmp_path: Pa
     assert all(torch.equal(a, b) for a, b in zip(snapshot(resumed.ref_model).values(), snapshot(original.ref_model).values()))
 
 
+def test_a_checkpoint_without_scheduler_state_continues_the_schedule_from_its_step(tmp_path: Path) -> None:
+    original = make_trainer(warmup_steps=1, lr_schedule="linear", lr_decay_steps=5)
+    original.step()
+    original.step()
+    saved = original.save_checkpoint(tmp_path)
+    (saved / "scheduler.pt").unlink()  # as written before the scheduler existed, whose optimizer state had no initial_lr
+    optimizer = torch.load(saved / "optimizer.pt", weights_only=True)
+    for group in optimizer["param_groups"]:
+        del group["initial_lr"]
+    torch.save(optimizer, saved / "optimizer.pt")
+    resumed = make_trainer(resume_from=tmp_path)
+    assert resumed.step()["update/lr"] == pytest.approx(resumed.config.learning_rate * 0.75)  # step 2 of warm-up 1, decay 5
+
+
 def test_the_checkpoint_holds_weights_optimizer_rng_step_and_config(tmp_path: Path) -> None:
     trainer = make_trainer()
     trainer.step()
