@@ -275,7 +275,7 @@ def fork_is_safe() -> bool:
     a lock that thread holds, and deadlock on it).
 
     Threads started by C libraries are not counted: numpy's BLAS keeps a pool of idle threads in every
-    process that imported ``graders`` (it needs scipy), and BLAS libraries make their pools safe to fork.
+    process that imported ``graders`` (which imports numpy), and BLAS libraries make their pools safe to fork.
     """
     if sys.platform == "darwin" or "fork" not in multiprocessing.get_all_start_methods():
         return False

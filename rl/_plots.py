@@ -53,6 +53,18 @@ def _reward_panel(ax: Axes, rows: Sequence[dict[str, Any]], prefix: str, title: 
     ax.legend(fontsize="small", loc="lower right")
 
 
+def _line_figure(rows: Sequence[dict[str, Any]], key: str, color: str, title: str, ylabel: str) -> tuple[Figure, Axes]:
+    """A one-panel figure of ``key`` against steps."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(*_series(rows, key), color=color)
+    ax.set(title=title, xlabel="step", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
 def plot_metrics(metrics: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw ``reward.png``, ``kl.png`` and ``entropy.png`` from a metrics JSONL file into ``out_dir``; returns their paths.
 
@@ -75,11 +87,7 @@ def plot_metrics(metrics: str | os.PathLike[str], out_dir: str | os.PathLike[str
         _reward_panel(axes[1], rows, "eval/reward", "held-out reward (greedy)")
     written.append(_save(fig, out / "reward.png"))
 
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(*_series(rows, "kl/to_init"), color="tab:blue")
-    ax.set(title="KL to the initial policy", xlabel="step", ylabel="kl/to_init (nats per completion)")
-    ax.grid(alpha=0.3)
+    fig, ax = _line_figure(rows, "kl/to_init", "tab:blue", "KL to the initial policy", "kl/to_init (nats per completion)")
     steps, coef = _series(rows, "kl/coef")
     if coef:
         twin = ax.twinx()
@@ -87,11 +95,7 @@ def plot_metrics(metrics: str | os.PathLike[str], out_dir: str | os.PathLike[str
         twin.set_ylabel("kl/coef", color="tab:orange")
     written.append(_save(fig, out / "kl.png"))
 
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(*_series(rows, "policy/entropy"), color="tab:green")
-    ax.set(title="policy entropy", xlabel="step", ylabel="policy/entropy (nats per token)")
-    ax.grid(alpha=0.3)
+    fig, _ = _line_figure(rows, "policy/entropy", "tab:green", "policy entropy", "policy/entropy (nats per token)")
     written.append(_save(fig, out / "entropy.png"))
     return written
 
