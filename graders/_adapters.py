@@ -13,12 +13,20 @@ trainer    the model's text                            the reference (and the it
 TRL        ``completions[i]`` (a string, or the last   ``kwargs[reference_column][i]``; the item is
            assistant message of a chat list)           row i of every dataset column
 verl       ``solution_str`` (already without prompt)   ``ground_truth`` (a dict or a JSON string)
-OpenRLHF   ``queries[i]`` minus the prompt             ``labels[i]``
+OpenRLHF   ``queries[i]`` minus the prompt             ``labels[i]``; the item: see below
 =========  ==========================================  ===========================================
 
 A :class:`StructuredGrader` grades ``(text, reference)``; the other graders grade
 ``(text, item)`` where the item holds the reference under ``"reference"`` (so the
 default ``{{ item.reference }}`` template of a structured sub-grader finds it).
+
+**Labels as items (OpenRLHF, verl).** These trainers hand the reward one column
+per row (OpenRLHF's ``--data.label_key``, verl's ``ground_truth``), not the row.
+A config migrated from OpenAI reads the row's fields (``{{ item.label }}``,
+``{{ item.reference_answer }}``), so when that column holds an object, or its
+JSON text, the object's keys are the item's keys, next to ``prompt`` (OpenRLHF),
+``data_source`` and ``extra_info`` (verl) and ``reference`` (the column as
+given); a key of the object wins over those (:func:`label_item`).
 
 **Which grader verl and OpenRLHF use.** Those trainers load a function from a
 file by name, so the grader cannot be passed as an argument. The module-level
@@ -31,6 +39,7 @@ take the grader directly.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -91,6 +100,30 @@ def _grade(grader: AnyGrader, text: str, reference: Any, item: Mapping[str, Any]
     if isinstance(grader, StructuredGrader):
         return grader.grade(text, reference)
     return grader.grade(text, {**item, "reference": reference})
+
+
+def label_item(label: Any, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The item an OpenAI-type grader reads for a row whose trainer passes only its label (the reference column).
+
+    ``base`` holds what the trainer knows besides (OpenRLHF: the prompt); the
+    label is the item's ``reference``; when it is an object, or the JSON text of
+    one, its keys are item keys too, and win over the others (they are the row's own).
+
+    >>> label_item('{"label": "positive"}', {"prompt": "p"})
+    {'prompt': 'p', 'reference': '{"label": "positive"}', 'label': 'positive'}
+    >>> label_item("42", {"prompt": "p"})
+    {'prompt': 'p', 'reference': '42'}
+    """
+    item = {**base, "reference": label}
+    fields: Any = label
+    if isinstance(label, str) and label.lstrip().startswith("{"):
+        try:
+            fields = json.loads(label)
+        except (ValueError, RecursionError):  # not JSON after all: the label is only the reference
+            fields = None
+    if isinstance(fields, Mapping):
+        item.update(fields)
+    return item
 
 
 def _field_scores(grade: Grade, declared: list[str]) -> dict[str, float]:
@@ -223,8 +256,9 @@ def _verl_result(grader: AnyGrader, declared: list[str], solution_str: str, grou
     if ground_truth is None:
         raise GraderConfigError("ground_truth is None: every verl row needs reward_model.ground_truth",
                                 code="missing_reference", hint="store the reference in each row's reward_model.ground_truth")
-    item = {"data_source": data_source, "extra_info": dict(extra_info or {})}
-    grade = _grade(grader, solution_str, ground_truth, item)
+    base = {"data_source": data_source, "extra_info": dict(extra_info or {})}
+    grade = (grader.grade(solution_str, ground_truth) if isinstance(grader, StructuredGrader)
+             else grader.grade(solution_str, label_item(ground_truth, base)))
     out = {"score": grade.score}
     out.update({_verl_key(f): v for f, v in _field_scores(grade, declared).items()})
     return out
@@ -379,7 +413,9 @@ def openrlhf_rewards(grader: AnyGrader, queries: Sequence[str], prompts: Sequenc
     """OpenRLHF's ``{"rewards", "scores", "extra_logs"}`` for one batch, as plain lists.
 
     Row i's response is recovered from ``queries[i]`` by :func:`response_from_query`
-    and graded against ``labels[i]``. A label the grader cannot grade raises
+    and graded against ``labels[i]``; an OpenAI-type grader reads the item
+    :func:`label_item` builds (``{"prompt", "reference"}`` and, when the label is
+    an object or its JSON text, the object's keys). A label the grader cannot grade raises
     :class:`UserError` with the pointer ``/labels/<i>``. ``declared`` is
     :func:`field_names` of the grader, when the caller has it already.
     """
@@ -387,9 +423,9 @@ def openrlhf_rewards(grader: AnyGrader, queries: Sequence[str], prompts: Sequenc
     grades = []
     structured = isinstance(grader, StructuredGrader)
     for i, (q, p, label) in enumerate(zip(queries, prompts, labels)):
-        try:  # as _grade(grader, text, label, {"prompt": p}) does
+        try:
             text = response_from_query(q, p)
-            grades.append(grader.grade(text, label) if structured else grader.grade(text, {"prompt": p, "reference": label}))
+            grades.append(grader.grade(text, label) if structured else grader.grade(text, label_item(label, {"prompt": p})))
         except UserError as exc:
             raise type(exc)(exc.message, code=exc.code, pointer=f"/labels/{i}{exc.pointer}", hint=exc.hint) from None
     scores = [x.score for x in grades]

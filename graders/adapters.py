@@ -6,8 +6,8 @@ absolute names (verl and OpenRLHF load reward files outside any package):
 * verl: ``custom_reward_function.path=<this file>``, ``name=compute_score`` (or
   ``compute_score_async``), with ``RFTKIT_GRADER=/path/to/grader.json`` in the
   environment or ``custom_reward_function.reward_kwargs.grader=/path/to/grader.json``;
-* OpenRLHF: ``--reward.remote_url <this file>`` (it loads ``reward_func``), with
-  ``RFTKIT_GRADER`` set.
+* OpenRLHF: ``--reward.remote_url <this file>`` (0.10.2 and later; before, ``--remote_rm_url``;
+  it loads ``reward_func``), with ``RFTKIT_GRADER`` set.
 
 Its path: ``python -c "import graders.adapters as a; print(a.__file__)"``.
 """
@@ -20,6 +20,7 @@ from graders._adapters import (
     compute_score,
     compute_score_async,
     field_names,
+    label_item,
     openrlhf_reward_func,
     openrlhf_rewards,
     response_from_query,
@@ -38,6 +39,7 @@ __all__ = [
     "compute_score",
     "compute_score_async",
     "field_names",
+    "label_item",
     "openrlhf_reward_func",
     "openrlhf_rewards",
     "response_from_query",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import graders.adapters as adapters
-from graders import GraderConfigError, StructuredGrader
+from graders import GraderConfigError, StructuredGrader, from_config
 from graders.adapters import compute_score, compute_score_async, openrlhf_reward_func, trl_reward, verl_compute_score
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,3 +207,64 @@ print('ok')
 def test_public_module_lists_its_names() -> None:
     public = {n for n in vars(adapters) if not n.startswith("_") and type(getattr(adapters, n)).__name__ != "module"}
     assert set(adapters.__all__) == public - {"annotations"}
+
+
+# --------------------------------------------------------------------------- labels as items (issue 12, item 9)
+
+MIGRATED = {  # an OpenAI RFT config: its templates read the row's own fields as {{ item.x }}
+    "type": "multi", "name": "review", "calculate_output": "0.5 * sentiment + 0.5 * summary",
+    "graders": {
+        "sentiment": {"type": "string_check", "name": "sentiment", "operation": "eq",
+                      "input": "{{ sample.output_json.sentiment }}", "reference": "{{ item.label }}"},
+        "summary": {"type": "string_check", "name": "summary", "operation": "ilike",
+                    "input": "{{ sample.output_json.summary }}", "reference": "{{ item.reference_answer }}"},
+    },
+}
+ROW_FIELDS = {"label": "positive", "reference_answer": "great battery"}
+ANSWER = '{"sentiment": "positive", "summary": "Great battery life"}'
+
+
+@pytest.mark.parametrize("label", [ROW_FIELDS, json.dumps(ROW_FIELDS)], ids=["object", "json_text"])
+def test_openrlhf_label_object_keys_are_the_item_keys(label: Any) -> None:
+    """A config migrated from OpenAI reads {{ item.label }}: the label column's fields are the item's fields."""
+    grader = from_config(MIGRATED)
+    out = adapters.openrlhf_rewards(grader, [PROMPT + ANSWER + "<|im_end|>"], [PROMPT], [label])
+    assert out["rewards"] == [1.0], out
+    assert out["extra_logs"] == {"reward/review/sentiment": [1.0], "reward/review/summary": [1.0]}
+
+
+def test_openrlhf_item_keeps_prompt_and_reference_and_the_labels_own_keys_win() -> None:
+    seen: list[Any] = []
+
+    class Spy:
+        name, type = "spy", "spy"
+
+        def grade(self, sample: Any, item: Any = None) -> Any:
+            seen.append(item)
+            return StructuredGrader().grade("{}", {})
+
+        def config(self) -> dict[str, Any]:
+            return {"type": "spy"}
+
+    adapters.openrlhf_rewards(Spy(), ["q a"], ["q"], [{"label": "x", "prompt": "the row's own"}])  # type: ignore[arg-type]
+    adapters.openrlhf_rewards(Spy(), ["q a"], ["q"], ["plain text"])  # type: ignore[arg-type]
+    assert seen == [{"prompt": "the row's own", "reference": {"label": "x", "prompt": "the row's own"}, "label": "x"},
+                    {"prompt": "q", "reference": "plain text"}]
+
+
+def test_get_reward_passes_label_objects_as_items() -> None:
+    """The reward server's /get_reward grades the same way (it calls openrlhf_rewards)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from graders._serve import create_app
+
+    with TestClient(create_app(MIGRATED)) as client:
+        r = client.post("/get_reward", json={"query": [PROMPT + ANSWER], "prompts": [PROMPT], "labels": [ROW_FIELDS]})
+    assert r.status_code == 200, r.text
+    assert r.json()["rewards"] == [1.0]
+
+
+def test_verl_ground_truth_object_keys_are_the_item_keys() -> None:
+    score = verl_compute_score(MIGRATED)
+    assert score(data_source="reviews", solution_str=ANSWER, ground_truth=json.dumps(ROW_FIELDS))["score"] == 1.0
