@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -41,7 +42,7 @@ from typing import Any, Literal, Protocol
 from ._dedupe import PromptIndex, prompt_hash
 from ._errors import Issue, UserError, json_pointer, shorten
 from ._loading import Schema, SchemaSource
-from ._reader import DEFAULT_MAX_LINE_BYTES, RawRow, read_jsonl, read_parquet
+from ._reader import DEFAULT_MAX_LINE_BYTES, NumberOutOfRange, RawRow, check_path, decode_json, read_dataset
 
 DatasetFormat = Literal["auto", "openai_rft", "prompt_reference", "trl", "verl"]
 """A dataset layout; ``auto`` detects it from the first readable row."""
@@ -352,19 +353,6 @@ def detect_format(row: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _is_parquet(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(4) == b"PAR1"
-
-
-def _rows(path: Path, max_line_bytes: int, progress: Callable[[int, int], None] | None) -> Iterator[RawRow]:
-    if _is_parquet(path):
-        return read_parquet(path, on_rows=progress)
-    size = path.stat().st_size
-    on_bytes = None if progress is None else (lambda done: progress(done, size))
-    return read_jsonl(path, max_line_bytes=max_line_bytes, on_bytes=on_bytes)
-
-
 # -- the pass -------------------------------------------------------------------------------
 
 
@@ -415,8 +403,7 @@ def validate_dataset(
     [(2, 'empty_prompt', '/prompt'), (2, 'reference_invalid', '/reference/n')]
     """
     src = Path(path)
-    if not src.is_file():
-        raise UserError(f"dataset not found: {src}", code="dataset_not_found", hint="pass the path of a .jsonl or .parquet file")
+    check_path(src)
     if format != "auto" and format not in FORMATS:
         raise UserError(f"unknown dataset format {format!r}", code="unknown_format", hint=f"use auto or one of {sorted(FORMATS)}")
     schema: Schema | None = None
@@ -428,9 +415,13 @@ def validate_dataset(
     run = _Run(src, schema=schema, grader=grader, reference=reference, format=format,
                templates=template_variables(grader_config) if grader_config is not None else [],
                max_issues=max_issues)
-    if against is not None:
-        run.load_against(Path(against), max_line_bytes)
-    run.validate(_rows(src, max_line_bytes, progress))
+    try:
+        if against is not None:
+            run.load_against(Path(against), max_line_bytes)
+        with closing(read_dataset(src, max_line_bytes=max_line_bytes, progress=progress)) as rows:
+            run.validate(rows)
+    finally:
+        run.close()
     return run.report
 
 
@@ -460,12 +451,22 @@ class _Run:
 
     # -- leakage ----------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Remove the on-disk indexes (also when the pass stopped on an unreadable file)."""
+        self.dupes.close()
+        if self.against is not None:
+            self.against.close()
+
     def load_against(self, other: Path, max_line_bytes: int) -> None:
-        if not other.is_file():
-            raise UserError(f"--against file not found: {other}", code="dataset_not_found")
+        rows = read_dataset(other, max_line_bytes=max_line_bytes, what="--against file")
         index = PromptIndex()
+        self.against, self.against_name = index, other.name
         fmt = self.format if self.format != "auto" else None
-        for raw in _rows(other, max_line_bytes, None):
+        with closing(rows):
+            self._index_against(rows, index, fmt)
+
+    def _index_against(self, rows: Iterator[RawRow], index: PromptIndex, fmt: str | None) -> None:
+        for raw in rows:
             if raw.value is None:
                 continue
             fmt = fmt or detect_format(raw.value)
@@ -475,7 +476,6 @@ class _Run:
             if prompt is not None:
                 index.add(prompt_hash(prompt), raw.line)
         index.flush()
-        self.against, self.against_name = index, other.name
 
     def _drain_leaks(self, pointer: str) -> None:
         if self.against is None or not self.leak_queue:
@@ -538,7 +538,7 @@ class _Run:
             if row is None:
                 assert raw.problem is not None
                 p = raw.problem
-                self._add(DatasetIssue(p.code, "", p.message, p.input, line, "warning" if p.severity == "warning" else "error"))
+                self._add(DatasetIssue(p.code, p.pointer, p.message, p.input, line, "warning" if p.severity == "warning" else "error"))
                 if p.severity == "error":
                     r.rows_with_errors += 1
                 continue
@@ -590,9 +590,6 @@ class _Run:
         for line, first in self.dupes.flush():
             self._add(DatasetIssue("duplicate_prompt", prompt_pointer, f"the same prompt as line {first}", None, line, "warning"))
         self._drain_leaks(prompt_pointer)
-        self.dupes.close()
-        if self.against is not None:
-            self.against.close()
         if check is None:
             self._add(DatasetIssue("empty_dataset", "", "the file holds no readable row", None, 0, "error"))
             if self.format == "auto":
@@ -605,9 +602,15 @@ class _Run:
         value = ref
         if isinstance(ref, str) and ref.lstrip()[:1] in ("{", "[") and self.schema.json_schema.get("type") != "string":
             try:
-                value = json.loads(ref)
+                value = decode_json(ref)
             except json.JSONDecodeError as exc:
                 _issue(out, line, "reference_not_json", ref_pointer, f"the reference is a string that does not decode as JSON: {exc.msg}", ref)
+                return False
+            except NumberOutOfRange as exc:
+                _issue(out, line, "number_out_of_range", ref_pointer, f"the reference (JSON text) holds {exc}", ref)
+                return False
+            except (ValueError, RecursionError) as exc:  # NaN or Infinity (Python writes them), or nested too deep
+                _issue(out, line, "reference_not_json", ref_pointer, f"the reference is a string that does not decode as JSON: {exc}", ref)
                 return False
         if self.schema.is_valid(value):
             return True
