@@ -16,6 +16,7 @@ from ._comparators import Comparator, ComparatorName, make_comparator, normalize
 from ._config import AnyGrader, from_config
 from ._errors import GraderConfigError
 from ._formula import Formula
+from ._gold import GoldCheck
 from ._matching import Pair, assign, prf
 from ._openai import MultiGrader, SampleGrader, StringCheckGrader
 from ._parsing import Decoded, Extraction, Parsed, decode_json, extract_json, parse_response
@@ -62,6 +63,7 @@ __all__ = [
     "FieldDetail",
     "FieldSpec",
     "Formula",
+    "GoldCheck",
     "Grade",
     "GradeList",
     "GraderConfigError",

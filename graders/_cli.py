@@ -28,6 +28,7 @@ from schemas import UserError, load_jsonl
 from schemas._cli import register as register_schema_commands
 
 from ._config import from_config
+from ._gold import GoldCheck
 from ._result import Grade
 from ._run import run_response
 from ._scale import RowResult, grade_rows
@@ -231,15 +232,16 @@ def grading_demo(console: Console) -> None:
     console.print(field_report(grades, "mean per field"))
 
 
-def _gold_grader(path: Path) -> StructuredGrader | None:
+def _gold_grader(path: Path, *, gold_calls: bool = False) -> StructuredGrader | GoldCheck:
     """The grader ``rftkit validate --grader`` runs the gold self-check with.
 
-    Structured graders grade a (response, reference) pair, so a reference can be graded as its
-    own answer. OpenAI-type graders grade a (sample, item) pair; for them only the config's
-    template variables are checked (the config itself is still loaded, so a bad one fails here).
+    A structured grader grades a (response, reference) pair, so a reference is graded
+    as its own answer. An OpenAI-type grader grades a (sample, item) pair: wrapped in
+    :class:`~graders._gold.GoldCheck`, it grades the reference as the sample with the
+    row as the item (graders that call a model or a server only with ``--gold-calls``).
     """
     grader = from_config(path)
-    return grader if isinstance(grader, StructuredGrader) else None
+    return grader if isinstance(grader, StructuredGrader) else GoldCheck(grader, call_models=gold_calls)
 
 
 register_schema_commands(app, _gold_grader)

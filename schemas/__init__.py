@@ -6,7 +6,7 @@ Problems in data come back as :class:`Issue` records; misuse raises
 :class:`UserError` subclasses (the tree is drawn in ``schemas._errors``).
 """
 
-from ._dataset import DatasetFormat, DatasetIssue, GraderLike, Report, validate_dataset
+from ._dataset import DatasetFormat, DatasetIssue, GoldCheckLike, GoldVerdict, GraderLike, Report, validate_dataset
 from ._errors import Issue, RftkitError, SchemaError, UserError, json_pointer
 from ._loading import Schema, SchemaSource, load_schema, validate
 from ._reader import load_jsonl
@@ -14,6 +14,8 @@ from ._reader import load_jsonl
 __all__ = [
     "DatasetFormat",
     "DatasetIssue",
+    "GoldCheckLike",
+    "GoldVerdict",
     "GraderLike",
     "Issue",
     "Report",

@@ -117,6 +117,8 @@ def render_text(report: Report, console: Console, *, limit: int = TEXT_LIMIT) ->
     """The human report: ``path:line: severity code pointer: message (input)``, then counts per code."""
     console.print(escape(report.summary()))
     console.print(f"checks: {', '.join(report.checks) or '-'}; reference: {escape(report.reference_field or '-')}")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     for issue in report.issues[:limit]:
         colour = "red" if issue.severity == "error" else "yellow"
         value = "" if issue.input is None else f"  (input: {json.dumps(issue.input, ensure_ascii=False, default=repr)})"
@@ -142,8 +144,11 @@ def _fail(console: Console, exc: UserError, as_json: bool) -> typer.Exit:
     return typer.Exit(2)
 
 
-def register(app: typer.Typer, load_grader: Callable[[Path], Any]) -> None:
-    """Add ``validate`` and ``schema export|check`` to ``app``; ``load_grader`` builds a grader from a config path."""
+def register(app: typer.Typer, load_grader: Callable[..., Any]) -> None:
+    """Add ``validate`` and ``schema export|check`` to ``app``; ``load_grader`` builds a grader from a config path.
+
+    ``load_grader(path)`` gets ``gold_calls=True`` as well when ``--gold-calls`` is given.
+    """
     err = Console(stderr=True)
     out = Console()
 
@@ -157,6 +162,9 @@ def register(app: typer.Typer, load_grader: Callable[[Path], Any]) -> None:
         layout: Annotated[str, typer.Option("--layout", help="Dataset layout: auto, " + ", ".join(FORMATS) + ".")] = "auto",
         against: Annotated[Path | None, typer.Option("--against", help="Validation file: prompts in both are reported as leakage.")] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Warnings (duplicates, leakage) fail the run too.")] = False,
+        gold_calls: Annotated[bool, typer.Option("--gold-calls", help=(
+            "Run the gold self-check through score_model, label_model and endpoint graders too: "
+            "every row calls the model or server (time and money)."))] = False,
     ) -> None:
         """Check every row of a dataset before training; exit 0 clean, 1 problems, 2 could not run.
 
@@ -171,7 +179,7 @@ def register(app: typer.Typer, load_grader: Callable[[Path], Any]) -> None:
             response_schema = load_schema_arg(schema) if schema is not None else None
             grader_obj, config = None, None
             if grader is not None:
-                grader_obj = load_grader(grader)
+                grader_obj = load_grader(grader, gold_calls=True) if gold_calls else load_grader(grader)
                 config = json.loads(grader.read_text(encoding="utf-8-sig"))
             report = _run_with_progress(dataset, response_schema, grader_obj, config, reference, layout, against, err)
         except UserError as exc:

@@ -15,7 +15,11 @@ already failed for the same part, so one defect is reported once):
 4. every ``{{ item.x }}`` template variable of the grader config resolves;
 5. the gold self-check: the reference, graded as if the model had written it,
    reaches the grader's maximum (a row that fails it shows a misconfigured grader
-   or a bad reference; it runs only on rows whose reference passed check 3);
+   or a bad reference; it runs only on rows whose reference passed check 3). A
+   grader of (response, reference) pairs grades ``json.dumps(reference)`` against
+   the reference; a grader of (sample, item) pairs -- every OpenAI type, wrapped by
+   ``graders.GoldCheck`` (:class:`GoldCheckLike`) -- grades the reference as the
+   sample with the row as the item;
 6. duplicates (the same prompt twice) and leakage (a prompt also in the
    ``against`` file) -- warnings, which fail a run only under ``--strict``.
 
@@ -26,7 +30,9 @@ in the file's size.
 
 ``schemas`` never imports ``graders`` (the dependency runs schemas <- graders), so
 the grader is any object with ``grade(response, reference)`` returning something
-with ``score``, ``sub_scores``, ``details`` and ``reason`` (:class:`GraderLike`).
+with ``score``, ``sub_scores``, ``details`` and ``reason`` (:class:`GraderLike`),
+or with ``gold_check(reference, row)`` returning a :class:`GoldVerdict`
+(:class:`GoldCheckLike`).
 """
 
 from __future__ import annotations
@@ -106,6 +112,40 @@ class GraderLike(Protocol):
     def grade(self, response: Any, reference: Any) -> GradeLike: ...
 
 
+@dataclass(frozen=True, slots=True)
+class GoldVerdict:
+    """What a :class:`GoldCheckLike` found for one row: the reference's score, the maximum, and what fell short.
+
+    ``short`` maps each part (a ``multi``'s sub-grader, or the grader's name) that
+    scored below its own maximum to ``(score, maximum)``; the row passes when it is
+    empty and ``score`` reaches ``maximum``.
+    """
+
+    score: float
+    maximum: float
+    short: Mapping[str, tuple[float, float]]
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        """True when the reference reaches the maximum, every part included."""
+        return not self.short and self.score >= self.maximum - _EPS
+
+
+class GoldCheckLike(Protocol):
+    """The gold self-check of a grader that reads a sample and an item (OpenAI's types); ``graders.GoldCheck`` is one.
+
+    ``gold_check(reference, row)`` grades the reference as the model's answer with
+    the row as the item. ``gold_skipped`` says why the check does not run (a grader
+    that calls a model costs money per row), or is None.
+    """
+
+    @property
+    def gold_skipped(self) -> str | None: ...
+
+    def gold_check(self, reference: Any, row: Mapping[str, Any]) -> GoldVerdict: ...
+
+
 @dataclass(slots=True)
 class Report:
     """The result of :func:`validate_dataset`: a summary and every problem, sorted by line.
@@ -135,6 +175,8 @@ class Report:
     """Every problem (up to ``max_issues``), sorted by line."""
     dropped: int = 0
     """Issue records not kept because ``max_issues`` was reached."""
+    notes: list[str] = field(default_factory=list)
+    """What was not checked, and why (a gold self-check that could not run)."""
 
     def ok(self, strict: bool = False) -> bool:
         """True when there is no error (and, with ``strict``, no warning either)."""
@@ -148,7 +190,7 @@ class Report:
         """A JSON-ready dict: ``summary`` and ``issues``."""
         return {
             "path": self.path, "format": self.format, "detected": self.detected, "reference_field": self.reference_field,
-            "checks": list(self.checks),
+            "checks": list(self.checks), "notes": list(self.notes),
             "summary": {"rows": self.rows, "rows_with_errors": self.rows_with_errors, "errors": self.errors,
                         "warnings": self.warnings, "counts": dict(sorted(self.counts.items())), "dropped": self.dropped},
             "issues": [i.to_dict() for i in self.issues],
@@ -360,7 +402,7 @@ def validate_dataset(
     path: str | Path,
     *,
     response_schema: SchemaSource | None = None,
-    grader: GraderLike | None = None,
+    grader: GraderLike | GoldCheckLike | None = None,
     reference: str | None = None,
     format: DatasetFormat = "auto",
     grader_config: Mapping[str, Any] | None = None,
@@ -376,6 +418,8 @@ def validate_dataset(
         response_schema: what a reference must satisfy: a pydantic model, JSON Schema (dict or file), or an OpenAI
             ``response_format`` block. Defaults to the grader's own ``schema`` when it has one.
         grader: runs the gold self-check: each reference, graded as the answer, must score ``grader.max_score`` (1.0).
+            A :class:`GoldCheckLike` (``graders.GoldCheck(grader)`` for an OpenAI-type grader) grades it with the row
+            as the item; its rows need no reference column (without one the check is left out, with a note).
         reference: the column holding the reference answer, as a dotted path (``reward_model.ground_truth``);
             defaults to the layout's own (``reference``; verl: ``reward_model.ground_truth``; otherwise the first of
             :data:`REFERENCE_CANDIDATES` in the first row).
@@ -428,11 +472,15 @@ def validate_dataset(
 class _Run:
     """The state of one validation pass (kept together so the per-row loop reads top to bottom)."""
 
-    def __init__(self, src: Path, *, schema: Schema | None, grader: GraderLike | None, reference: str | None,
+    def __init__(self, src: Path, *, schema: Schema | None, grader: GraderLike | GoldCheckLike | None, reference: str | None,
                  format: str, templates: list[str], max_issues: int) -> None:
         self.src = src
         self.schema = schema
-        self.grader = grader
+        # A grader of (sample, item) pairs brings its own gold check; one that cannot run it says why.
+        self._item_check: Callable[[Any, Mapping[str, Any]], GoldVerdict] | None = getattr(grader, "gold_check", None)
+        skipped: str | None = getattr(grader, "gold_skipped", None) if self._item_check is not None else None
+        self.notes = [f"gold self-check not run: {skipped}"] if skipped else []
+        self.grader: Any = None if skipped else grader
         self.max_score = float(getattr(grader, "max_score", 1.0))
         # A grader's optional compare(prediction, reference) stage grades an already-decoded object.
         self._compare: Callable[[Any, Any], GradeLike] | None = getattr(grader, "compare", None)
@@ -511,10 +559,16 @@ class _Run:
             self.format = r.format = fmt
         if self.reference is None:
             self.reference = _DEFAULT_REFERENCE.get(self.format) or next((c for c in REFERENCE_CANDIDATES if c in first), None)
+        if self.reference is None and self.schema is None and self._item_check is not None and self.grader is not None:
+            # An OpenAI-type grader reads the row's own fields: the dataset may well have no reference column.
+            self.notes.append(f"gold self-check not run: no reference column in {self.src.name} "
+                              f"(tried {', '.join(REFERENCE_CANDIDATES)}); name it with --reference to run it")
+            self.grader = None
         if self.reference is None and (self.schema is not None or self.grader is not None):
             raise UserError(f"no reference column in {self.src.name} (tried {', '.join(REFERENCE_CANDIDATES)})",
                             code="no_reference_field", hint="name it with reference= (--reference FIELD)")
         r.reference_field = self.reference
+        r.notes = self.notes
         checks = ["json", "structure"]
         checks += ["schema"] if self.schema is not None else []
         checks += ["templates"] if self.templates else []
@@ -572,7 +626,10 @@ class _Run:
                            f"{{{{ item.{text} }}}} in the grader config does not resolve in this row", None)
             # 5. gold self-check
             if self.grader is not None and ref_ok:
-                self._gold(ref, ref_pointer, line, out)
+                if self._item_check is not None:
+                    self._gold_item(ref, row, ref_pointer, line, out)
+                else:
+                    self._gold(ref, ref_pointer, line, out)
             # 6. duplicates and leakage
             if prompt is not None:
                 h = prompt_hash(prompt)
@@ -645,6 +702,24 @@ class _Run:
                                 f"the reference, graded as the answer, scores {grade.score:.4f} < {self.max_score:g} ({fields}): "
                                 "the grader is misconfigured or the reference is wrong",
                                 {"score": round(grade.score, 6), "sub_scores": short, "reason": shorten(grade.reason)}, line))
+
+
+    def _gold_item(self, ref: Any, row: dict[str, Any], ref_pointer: str, line: int, out: _Out) -> None:
+        assert self._item_check is not None
+        try:
+            verdict = self._item_check(ref, row)
+        except UserError as exc:  # the grader refuses this reference or row
+            _issue(out, line, "gold_error", ref_pointer, f"the grader cannot grade this reference: {exc}", ref)
+            return
+        if verdict.passed:
+            return
+        parts = ", ".join(f"{k} {v:.2f} < {m:g}" for k, (v, m) in verdict.short.items()) or "no part below its maximum"
+        out.append(DatasetIssue(
+            "gold_below_max", ref_pointer,
+            f"the reference, graded as the answer with this row as the item, scores {verdict.score:.4f} < {verdict.maximum:g} "
+            f"({parts}): the grader is misconfigured or the reference is wrong",
+            {"score": round(verdict.score, 6), "maximum": verdict.maximum,
+             "sub_scores": {k: round(v, 4) for k, (v, _) in verdict.short.items()}, "reason": shorten(verdict.reason)}, line))
 
 
 def _prompt_value(row: dict[str, Any], fmt: str) -> Any:
