@@ -243,13 +243,36 @@ def worker_pool(grader: Any, workers: int) -> ProcessPoolExecutor:
                                initializer=_init_worker, initargs=(grader,))
 
 
-def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[Any]:
-    grades = _grade_all(_WORKER_GRADER, chunk)
-    if getattr(_WORKER_GRADER, "_flat_build", None) is None:
-        return grades
-    # A structured fast-path grade travels back as its values (Grade._packed): pickling the
-    # FieldDetail objects instead cost several times the grading itself.
-    return [g._packed() for g in grades]
+def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> bytes:
+    """Grade a chunk in a worker; the grades pickled (see :func:`_pickled`)."""
+    grades: list[Any] = _grade_all(_WORKER_GRADER, chunk)
+    if getattr(_WORKER_GRADER, "_flat_build", None) is not None:
+        # A structured fast-path grade travels back as its values (Grade._packed): pickling the
+        # FieldDetail objects instead cost several times the grading itself.
+        grades = [g._packed() for g in grades]
+    return _pickled(grades)
+
+
+def _pickled(grades: list[Any]) -> bytes:
+    """``grades`` pickled, each grade too deep to pickle replaced by None (the parent grades that row again).
+
+    A grade's details hold the model's output: one nested a few hundred levels deep (a 1 KB
+    output can be) pickles past Python's recursion limit. Such a row must not cost the batch:
+    the parent, which has the row, grades it again when it is read, as with ``workers=1``.
+    """
+    try:
+        return pickle.dumps(grades, pickle.HIGHEST_PROTOCOL)
+    except RecursionError:
+        return pickle.dumps([g if _travels(g) else None for g in grades], pickle.HIGHEST_PROTOCOL)
+
+
+def _travels(grade: Any) -> bool:
+    """Whether ``grade`` pickles without exceeding the recursion limit (other pickling errors are raised)."""
+    try:
+        pickle.dumps(grade, pickle.HIGHEST_PROTOCOL)
+    except RecursionError:
+        return False
+    return True
 
 
 def _grade_pooled(grader: _Grades, responses: list[Any], references: list[Any], workers: int, progress: bool,
@@ -259,7 +282,9 @@ def _grade_pooled(grader: _Grades, responses: list[Any], references: list[Any], 
     out = GradeList()
     build = getattr(grader, "_flat_build", None)
     with worker_pool(grader, workers) as pool, gc_paused(), _progress_bar(progress, len(pairs)) as advance:
-        for part in pool.map(_grade_chunk, chunks):
+        for chunk, sent in zip(chunks, pool.map(_grade_chunk, chunks)):
+            part = pickle.loads(sent)
+            part = [grader.grade(*pair) if p is None else p for pair, p in zip(chunk, part)]  # None: too deep to send
             out.extend(part if build is None else [Grade._unpacked(p, build) for p in part])
             advance(len(part))
     return out
@@ -290,7 +315,7 @@ class _Chunk:
     """Every row's score (an array of doubles)."""
     whole: dict[int, Grade]
     """The rows sent whole, by their place in the chunk: every grade but the fast path's (whose details are
-    not built yet), which is made again here when read."""
+    not built yet) and one nested too deeply to pickle, which are made again here when read."""
 
 
 class _WorkerTraceback(Exception):
@@ -344,7 +369,10 @@ def _forked_worker(shared: _Shared, conn: Connection) -> None:
             except Exception:
                 start += len(scores)  # the row that raised
                 raise
-            conn.send((chunk, _Chunk(scores.tobytes(), whole)))
+            try:
+                conn.send((chunk, _Chunk(scores.tobytes(), whole)))
+            except RecursionError:  # a grade nested too deeply to pickle: the parent grades its row again when read
+                conn.send((chunk, _Chunk(scores.tobytes(), {j: g for j, g in whole.items() if _travels(g)})))
     except Exception as exc:
         with shared.lock:
             shared.counters[1] = min(shared.counters[1], chunk)

@@ -179,7 +179,10 @@ def grade(
             for row, r in zip(rows, results):
                 record = {"id": row.get("id"), **run_response(g.name, g.type, r.grade, r.seconds), "reason": r.grade.reason,
                           "details": {k: v.to_dict() for k, v in r.grade.details.items()}}
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                try:
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                except UnicodeEncodeError:  # a lone surrogate (model output can hold one): written as its \\u escape
+                    fh.write(json.dumps(record) + "\n")
     grades = [r.grade for r in results]
     console.print(field_report(grades, f"{g.name} ({g.type}): {len(grades)} rows"))
     errors = error_report(results)

@@ -22,12 +22,13 @@ Backends:
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ._batch import gc_paused, worker_grader, worker_pool
+from ._batch import _pickled, gc_paused, worker_grader, worker_pool
 from ._errors import GraderConfigError
 from ._result import Grade, no_errors
 
@@ -69,8 +70,20 @@ def _grade_chunk(grader: RowGrader, chunk: Sequence[tuple[Any, Any]]) -> list[Ro
         return [_grade_one(grader, sample, item) for sample, item in chunk]
 
 
-def _worker_chunk(chunk: Sequence[tuple[Any, Any]]) -> list[RowResult]:
-    return _grade_chunk(worker_grader(), chunk)
+def _sent_chunk(grader: RowGrader, chunk: Sequence[tuple[Any, Any]]) -> bytes:
+    """A chunk graded where it runs (a worker process, a Ray task), pickled for the trip back; a row whose
+    grade nests too deeply to pickle is None, and :func:`_received` grades it again here."""
+    return _pickled(_grade_chunk(grader, chunk))
+
+
+def _worker_chunk(chunk: Sequence[tuple[Any, Any]]) -> bytes:
+    return _sent_chunk(worker_grader(), chunk)
+
+
+def _received(grader: RowGrader, chunk: Sequence[tuple[Any, Any]], sent: bytes) -> list[RowResult]:
+    """A chunk's results from :func:`_sent_chunk`, each row that could not travel graded again in this process."""
+    results: list[RowResult | None] = pickle.loads(sent)
+    return [_grade_one(grader, *pair) if r is None else r for pair, r in zip(chunk, results)]
 
 
 def grade_rows(grader: RowGrader, samples: Sequence[Any], items: Sequence[Any], *, workers: int = 1,
@@ -99,7 +112,8 @@ def grade_rows(grader: RowGrader, samples: Sequence[Any], items: Sequence[Any], 
         return _collect(parts, on_progress)
     if backend == "processes":
         with worker_pool(grader, workers) as pool:
-            return _collect(pool.map(_worker_chunk, chunks), on_progress)
+            sent = pool.map(_worker_chunk, chunks)
+            return _collect((_received(grader, c, b) for c, b in zip(chunks, sent)), on_progress)
     if backend == "ray":
         return _collect(_ray_chunks(grader, chunks, workers, ray_address), on_progress)
     raise GraderConfigError(f"unknown backend {backend!r}", code="bad_option", pointer="/backend",
@@ -132,11 +146,11 @@ def _ray_chunks(grader: RowGrader, chunks: list[list[tuple[Any, Any]]], workers:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         started = True
     try:
-        remote = ray.remote(_grade_chunk)
+        remote = ray.remote(_sent_chunk)
         grader_ref = ray.put(grader)
         pending = [remote.remote(grader_ref, chunk) for chunk in chunks]
-        for ref in pending:
-            yield ray.get(ref)
+        for chunk, ref in zip(chunks, pending):
+            yield _received(grader, chunk, ray.get(ref))
     finally:
         if started:
             ray.shutdown()

@@ -4,6 +4,7 @@ attribute of every grade, the exception of a row that raises, and the list it re
 from __future__ import annotations
 
 import copy
+import mmap
 import multiprocessing
 import os
 import pickle
@@ -128,6 +129,22 @@ def test_the_first_row_that_raises_propagates_as_in_this_process(transport: str)
         assert (parallel.value.code, str(parallel.value)) == (local.value.code, str(local.value))
 
 
+DEEP = '{"city": ' + "[" * 500 + "]" * 500 + "}"  # about 1 KB, and its grade's details nest past pickle's recursion limit
+
+
+@pytest.mark.parametrize("transport", ["forked", "pooled"])
+def test_an_output_nested_too_deeply_to_pickle_costs_its_row_not_the_batch(transport: str) -> None:
+    grader = StructuredGrader()
+    responses, references = [DEEP, '{"city": "Paris"}', "nope"] * 3, [{"city": "Paris"}] * 9
+    local = grade_batch(grader, responses, references)
+    assert local.scores == [0.0, 1.0, 0.0] * 3
+    with pytest.raises(RecursionError):
+        pickle.dumps(local[0])  # what lost the whole batch before
+    run = _grade_forked if transport == "forked" else _grade_pooled
+    parallel = run(grader, list(responses), list(references), 2, False, 2)
+    assert [every_attribute(g) for g in parallel] == [every_attribute(g) for g in local]
+
+
 class Dies:
     """A grader whose process dies on one row (as if killed)."""
 
@@ -250,23 +267,55 @@ def test_an_exception_that_cannot_be_rebuilt_arrives_as_its_text_with_the_worker
     assert "NeedsArguments" in str(info.value.__cause__)  # the worker's traceback
 
 
-def test_an_interrupt_stops_the_workers_at_their_next_chunk() -> None:
-    grader = StructuredGrader(schema={"type": "object", "properties": {"a": {"type": "string"}}})
-    n = 600_000  # several seconds of grading on two workers
-    responses, references = [f'{{"a": "x{i}"}}' for i in range(n)], [{"a": f"x{i}"} for i in range(n)]
+class SignalsThenWaits:
+    """A grader for the interrupt test: each worker's first grade waits until both workers have begun, then one of
+    them sends SIGUSR1 to the parent (which the test turns into Ctrl-C), and every grade waits until the parent has
+    told the workers to stop (the second of _grade_forked's shared counters is -1). So the batch is unbounded until
+    interrupted and the workers go on only once the stop is given, however fast or slow the machine."""
+
+    def grade(self, response: Any, reference: Any) -> Grade:
+        with GRADED.get_lock():
+            GRADED.value += 1
+        stop = memoryview(SHARED[0]).cast("q")
+        if stop[1] != -1:
+            if STARTED.wait(timeout=60) == 0:
+                os.kill(os.getppid(), signal.SIGUSR1)
+            for _ in range(60_000):
+                if stop[1] == -1:
+                    break
+                time.sleep(0.001)
+        stop.release()
+        return Grade(1.0)
+
+
+GRADED: Any = None
+STARTED: Any = None
+SHARED: list[mmap.mmap] = []
+
+
+def test_an_interrupt_stops_the_workers_at_their_next_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    global GRADED, STARTED
+    fork = multiprocessing.get_context("fork")
+    GRADED, STARTED = fork.Value("q", 0), fork.Barrier(2)  # inherited by the forked workers
+    SHARED.clear()
+    real_mmap = mmap.mmap
+
+    def recorded(*args: Any) -> mmap.mmap:  # the workers' shared counters, so the grader can see the stop
+        SHARED.append(real_mmap(*args))
+        return SHARED[-1]
+
+    monkeypatch.setattr(mmap, "mmap", recorded)
+    n, size = 100_000, 4
 
     def interrupt(*_: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGALRM, interrupt)
+    previous = signal.signal(signal.SIGUSR1, interrupt)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
-        started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
-            _grade_forked(grader, responses, references, 2, False, 4096)
-        waited = time.monotonic() - started
+            _grade_forked(SignalsThenWaits(), ["x"] * n, [None] * n, 2, False, size)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    assert waited < 2.0, waited  # not the workers' whole share of the batch, nor a 5 s join per worker
+        signal.signal(signal.SIGUSR1, previous)
+    # Each worker finishes the chunk it is on, then takes no other: not its share of the batch.
+    assert 2 <= GRADED.value <= 2 * size, GRADED.value
     assert multiprocessing.active_children() == []

@@ -144,6 +144,29 @@ def test_worker_processes_keep_a_raising_row() -> None:
     assert [r.grade.score for r in results] == [1.0, 0.0, 1.0]
 
 
+def test_worker_processes_keep_a_row_too_deeply_nested_to_pickle() -> None:
+    deep = '{"a": ' + "[" * 500 + "]" * 500 + "}"  # its grade's details nest past pickle's recursion limit
+    responses, references = ['{"a": 1}', deep, '{"a": 1}'], [{"a": 1}] * 3
+    local = grade_rows(StructuredGrader(), responses, references)
+    pooled = grade_rows(StructuredGrader(), responses, references, workers=2, chunk_size=1)
+    assert [r.grade.score for r in pooled] == [r.grade.score for r in local] == [1.0, 0.0, 1.0]
+    assert [r.raised for r in pooled] == [False, False, False]
+
+
+def test_output_with_a_lone_surrogate_is_written_as_valid_json(tmp_path: Path) -> None:
+    rows = [{"id": 1, "sample": '{"name": "Par\\ud83d"}', "item": {"name": "Paris"}},  # a JSON escape of a lone surrogate
+            {"id": 2, "sample": "Par\ud83d", "item": {"name": "Paris"}},  # the surrogate itself in the sample text
+            {"id": 3, "sample": '{"name": "Paris"}', "item": {"name": "Paris"}}]
+    data = tmp_path / "samples.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")  # json.dumps escapes the surrogates
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["grade", str(data), "-g", str(config(tmp_path, NAME)), "-o", str(out)], env=ENV)
+    assert result.exit_code == 0, result.output
+    written = read_results(out)  # every line is UTF-8 JSON
+    assert [r["id"] for r in written] == [1, 2, 3] and [r["reward"] for r in written] == [0.0, 0.0, 1.0]
+    assert written[0]["details"]["name"]["prediction"] == "Par\ud83d"  # nothing lost: the escape reads back as the text
+
+
 @pytest.mark.slow
 def test_ray_backend_on_a_local_ray_matches_local_grading() -> None:
     pytest.importorskip("ray")

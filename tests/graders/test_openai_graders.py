@@ -284,6 +284,49 @@ def test_validate_grader_raises_with_the_pointer(config: dict[str, Any], code: s
         run_grader(config, "x", {})
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """An inline schema ``levels`` objects deep: twice as many config levels (``properties``, then the field)."""
+    schema: dict[str, Any] = {"type": "object", "properties": {}}
+    inner = schema
+    for _ in range(levels - 1):
+        inner["properties"]["a"] = {"type": "object", "properties": {}}
+        inner = inner["properties"]["a"]
+    return schema
+
+
+LIMITS = [
+    # (config, code, pointer): each raised RecursionError or MemoryError before the limits (a 500 from the server)
+    ({**CONTACT, "calculate_output": " + ".join(["name"] * 1000)}, "formula_too_complex", "/calculate_output"),
+    ({**CONTACT, "calculate_output": "+".join(["name"] * 600)}, "formula_too_complex", "/calculate_output"),  # under 2,000 chars
+    ({**CONTACT, "calculate_output": "-" * 10_000 + "name"}, "formula_too_complex", "/calculate_output"),
+    ({**CONTACT, "calculate_output": "(" * 5_000 + "name" + ")" * 5_000}, "formula_too_complex", "/calculate_output"),
+    ({**CONTACT, "calculate_output": "^".join(["name"] * 999)}, "formula_too_complex", "/calculate_output"),
+    ({"type": "structured", "schema": nested(300)}, "config_too_deep", "/schema" + "/properties/a" * 31 + "/properties"),
+    ({**CONTACT, "graders": {"s": {"type": "structured", "schema": nested(300)}}, "calculate_output": "s"}, "config_too_deep",
+     "/graders/s/schema" + "/properties/a" * 30 + "/properties"),
+]
+
+
+@pytest.mark.parametrize(("config", "code", "pointer"), LIMITS, ids=lambda x: repr(x)[:40])
+def test_formulas_and_configs_past_the_limits_raise_with_the_pointer(config: dict[str, Any], code: str, pointer: str) -> None:
+    with pytest.raises(GraderConfigError) as info:
+        validate_grader(config)
+    assert (info.value.code, info.value.pointer) == (code, pointer)
+    assert len(str(info.value)) < 1000  # the message quotes the start of a long formula, not all of it
+    with pytest.raises(GraderConfigError):
+        run_grader(config, "x", {})
+    with pytest.raises(GraderConfigError):
+        from_config(config)
+
+
+def test_formulas_and_configs_within_the_limits_build() -> None:
+    names = {f"n{i}": check("eq", name=f"n{i}") for i in range(60)}
+    wide = MultiGrader(name="m", graders=names, calculate_output=" + ".join(names) + " - 59")  # 60 terms: 59 levels deep
+    assert wide.grade("x", {"reference": "x"}).score == 1.0
+    deep = from_config({"type": "structured", "schema": nested(31)})  # 62 config levels with the grader's own
+    assert deep.grade("{}", {}).score == 1.0
+
+
 def test_validate_grader_returns_the_config() -> None:
     assert validate_grader(CONTACT) == {"grader": CONTACT}
 
