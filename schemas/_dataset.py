@@ -419,7 +419,8 @@ def validate_dataset(
             ``response_format`` block. Defaults to the grader's own ``schema`` when it has one.
         grader: runs the gold self-check: each reference, graded as the answer, must score ``grader.max_score`` (1.0).
             A :class:`GoldCheckLike` (``graders.GoldCheck(grader)`` for an OpenAI-type grader) grades it with the row
-            as the item; its rows need no reference column (without one the check is left out, with a note).
+            as the item, and only when ``reference`` names the column holding the answer the model should write
+            (otherwise the check is left out, with a note in ``Report.notes``).
         reference: the column holding the reference answer, as a dotted path (``reward_model.ground_truth``);
             defaults to the layout's own (``reference``; verl: ``reward_model.ground_truth``; otherwise the first of
             :data:`REFERENCE_CANDIDATES` in the first row).
@@ -487,6 +488,7 @@ class _Run:
         grader_schema = getattr(grader, "schema", None)
         self._grader_schema: Schema | None = grader_schema if isinstance(grader_schema, Schema) else None
         self.reference = reference
+        self.reference_given = reference is not None
         self.format = format
         self.templates = [(t, parse_path(t)) for t in templates]
         self.max_issues = max_issues
@@ -557,13 +559,14 @@ class _Run:
                 raise UserError(f"cannot tell the layout of {self.src.name}: the first row has none of 'messages', 'prompt'",
                                 code="unknown_format", hint="pass format= (--layout) or fix the first row")
             self.format = r.format = fmt
+        if not self.reference_given and self._item_check is not None and self.grader is not None:
+            # An OpenAI-type grader reads the row's own fields, and which column (if any) holds the answer the model
+            # should write is the user's to say: a guessed column would fail every row of a correct dataset.
+            self.notes.append("gold self-check not run: name the column holding the answer the model should write "
+                              "with --reference (reference=) to run it")
+            self.grader = None
         if self.reference is None:
             self.reference = _DEFAULT_REFERENCE.get(self.format) or next((c for c in REFERENCE_CANDIDATES if c in first), None)
-        if self.reference is None and self.schema is None and self._item_check is not None and self.grader is not None:
-            # An OpenAI-type grader reads the row's own fields: the dataset may well have no reference column.
-            self.notes.append(f"gold self-check not run: no reference column in {self.src.name} "
-                              f"(tried {', '.join(REFERENCE_CANDIDATES)}); name it with --reference to run it")
-            self.grader = None
         if self.reference is None and (self.schema is not None or self.grader is not None):
             raise UserError(f"no reference column in {self.src.name} (tried {', '.join(REFERENCE_CANDIDATES)})",
                             code="no_reference_field", hint="name it with reference= (--reference FIELD)")

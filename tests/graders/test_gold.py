@@ -67,14 +67,15 @@ def test_a_multi_reports_the_row_whose_reference_cannot_score_the_maximum(tmp_pa
     assert validate(str(clean), "--grader", str(grader), "--reference", "reference_answer").exit_code == 0
 
 
-def test_without_a_reference_column_the_check_is_left_out_with_a_note(tmp_path: Path) -> None:
-    rows = [{"messages": r["messages"], "label": r["label"]} for r in (review(1), review(2))]
+def test_without_a_named_reference_column_the_check_is_left_out_with_a_note(tmp_path: Path) -> None:
+    """Which column holds the answer is the user's to say: a guessed one (here 'answer') could fail every good row."""
+    rows = [{"messages": r["messages"], "label": r["label"], "answer": "yes"} for r in (review(1), review(2))]
     data = write(tmp_path, "train.jsonl", rows)
     grader = write(tmp_path, "grader.json", MIGRATED["graders"]["sentiment"])  # type: ignore[index]
     result = validate(str(data), "--grader", str(grader))
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert "gold" not in report["checks"] and "no reference column" in report["notes"][0]
+    assert "gold" not in report["checks"] and "--reference" in report["notes"][0]
     text = runner.invoke(app, ["validate", str(data), "--grader", str(grader)], env={"COLUMNS": "200"})
     assert "note: gold self-check not run" in text.output
 
@@ -108,11 +109,17 @@ def test_a_python_grader_runs_the_users_code(tmp_path: Path) -> None:
     source = ("def grade(sample, item):\n"
               "    return float(sample['output_json']['total'] == item['reference']['total'])\n")
     config = {"type": "python", "name": "total", "source": source}
+    probe = from_config(config).grade({"output_json": {"total": 1}}, {"reference": {"total": 1}})
+    if probe.errors.get("python_grader_server_error"):  # the sandbox cannot start here: the python grader's own tests say why
+        pytest.skip(f"the python grader cannot run in this environment: {probe.reason}")
+    assert probe.score == 1.0, probe.reason
     rows = [{"prompt": "Invoice 1", "reference": {"total": 10}}, {"prompt": "Invoice 2", "reference": {"total": 20}}]
-    report = validate_dataset(write(tmp_path, "d.jsonl", rows), grader=GoldCheck(from_config(config)))  # type: ignore[arg-type]
+    report = validate_dataset(write(tmp_path, "d.jsonl", rows), grader=GoldCheck(from_config(config)),  # type: ignore[arg-type]
+                              reference="reference")
     assert report.ok() and "gold" in report.checks, report.issues
     wrong = {**config, "source": source.replace("item['reference']['total']", "item['reference']['total'] + 1")}
-    report = validate_dataset(write(tmp_path, "d.jsonl", rows), grader=GoldCheck(from_config(wrong)))  # type: ignore[arg-type]
+    report = validate_dataset(write(tmp_path, "d.jsonl", rows), grader=GoldCheck(from_config(wrong)),  # type: ignore[arg-type]
+                              reference="reference")
     assert [(i.line, i.code) for i in report.issues] == [(1, "gold_below_max"), (2, "gold_below_max")]
 
 
@@ -124,12 +131,12 @@ def test_graders_that_call_a_model_are_skipped_unless_asked(tmp_path: Path) -> N
             "e": {"type": "endpoint", "name": "e", "url": server.root + "/score"}}}
         grader = write(tmp_path, "grader.json", config)
         data = write(tmp_path, "d.jsonl", [{"prompt": "a", "reference": {"ok": True}}, {"prompt": "b", "reference": {"ok": False}}])
-        skipped = validate(str(data), "--grader", str(grader))
+        skipped = validate(str(data), "--grader", str(grader), "--reference", "reference")
         assert skipped.exit_code == 0, skipped.output
         report = json.loads(skipped.stdout)
         assert "gold" not in report["checks"] and "endpoint 'e'" in report["notes"][0] and "--gold-calls" in report["notes"][0]
         assert server.requests == []
-        called = validate(str(data), "--grader", str(grader), "--gold-calls")
+        called = validate(str(data), "--grader", str(grader), "--reference", "reference", "--gold-calls")
         assert called.exit_code == 1, called.output
         assert [(i["line"], i["code"]) for i in json.loads(called.stdout)["issues"]] == [(2, "gold_below_max")]
         assert len(server.requests) == 2
@@ -141,5 +148,6 @@ def test_a_structured_sub_grader_reads_the_reference_from_the_item(tmp_path: Pat
     config = {"type": "multi", "name": "m", "calculate_output": "s", "graders": {
         "s": {"type": "structured", "name": "s", "reference": "{{ item.reference }}"}}}
     rows = [{"prompt": "a", "reference": {"city": "Paris", "tags": ["x", "y"]}}]
-    report = validate_dataset(write(tmp_path, "d.jsonl", rows), grader=GoldCheck(from_config(config)))  # type: ignore[arg-type]
-    assert report.ok(), report.issues
+    report = validate_dataset(write(tmp_path, "d.jsonl", rows), grader=GoldCheck(from_config(config)),  # type: ignore[arg-type]
+                              reference="reference")
+    assert report.ok() and "gold" in report.checks, report.issues

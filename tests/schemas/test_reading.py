@@ -184,6 +184,7 @@ def fifo(tmp_path: Path) -> Iterator[tuple[Path, threading.Thread]]:
         os.close(fd)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_is_read_as_a_stream(fifo: tuple[Path, threading.Thread]) -> None:
     path, writer = fifo
     report = validate_dataset(path, response_schema=SCHEMA)
