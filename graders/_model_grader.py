@@ -63,11 +63,13 @@ pointer; so does a local model directory that fails to load (on first grade).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.util import find_spec
@@ -547,6 +549,23 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith(_PATH_PREFIXES) or (len(model) > 2 and model[1] == ":" and model[2] in "/\\")
 
 
+_local_models: contextvars.ContextVar[bool] = contextvars.ContextVar("rftkit_local_models", default=True)
+
+
+@contextmanager
+def served_models_only() -> Iterator[None]:
+    """Graders built inside take ``model`` as a served model's name only: no local directory is looked at or loaded.
+
+    ``rftkit serve`` builds request-borne model graders in here, so a request
+    cannot make the server stat or load a path it names.
+    """
+    token = _local_models.set(False)
+    try:
+        yield
+    finally:
+        _local_models.reset(token)
+
+
 def resolve_backend(model: object, *, base_url: str | None = None, api_key: str | None = None,
                     timeout: float = DEFAULT_TIMEOUT, max_retries: int = 2, backoff: float = 0.5,
                     structured_output: bool = True, device: str | None = None,
@@ -554,8 +573,8 @@ def resolve_backend(model: object, *, base_url: str | None = None, api_key: str 
     """Where ``model`` runs: a local model directory, else a chat-completions server (see the module docstring)."""
     if not isinstance(model, str) or not model.strip():
         raise GraderConfigError(f"model must be a non-empty string, got {model!r}", code="wrong_type", pointer="/model")
-    path = Path(model).expanduser()
-    if path.is_dir() or _looks_like_path(model):
+    path = Path(model).expanduser() if _local_models.get() else None  # None: looks at nothing on this machine
+    if path is not None and (path.is_dir() or _looks_like_path(model)):
         if not (path / "config.json").is_file():
             raise GraderConfigError(f"model {model!r} is not a model directory (no config.json)", code="model_not_found",
                                     pointer="/model", hint="a local transformers causal LM directory, or a model name "

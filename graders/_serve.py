@@ -43,6 +43,27 @@ What it deliberately leaves out, and why:
 ``rftkit serve`` itself hands uvicorn :func:`_served` (rftkit's paths answered
 before FastAPI's layers) and a protocol whose response head and body leave in
 one write (:class:`_Coalesced`); ``docs/serve.md`` has what each saved.
+
+**What a client may make the server do** (``docs/serve.md``, "Security"). The
+grader a ``graders/run`` or ``graders/validate`` request carries is checked
+before anything is built (:func:`_refusal`): by default only types that run no
+user code, open no file and make no request (``string_check``,
+``text_similarity``, ``structured`` with an inline schema, ``multi`` of those);
+``python``, ``score_model``, ``label_model`` and ``endpoint`` need the
+operator's ``--allow-graders``, and even then a request never names a server
+path (a schema file, a local model directory). Request-borne python graders
+share a bounded pool (:class:`_GraderCache`), so their worker processes are
+bounded whatever the clients send.
+
+**Liveness.** A request's deadline bounds the work started for it: python
+grading on a grading thread runs under
+:func:`graders._python_grader.grading_deadline`, so it is killed at the
+deadline, not abandoned. Requests to the served grader and request-borne or
+large ones are graded on separate threads (:class:`GradingPool`'s two lanes),
+so heavy work never takes the threads a normal request needs. Slow clients are
+cut off: a request's head and body must arrive within the read timeout
+(:class:`_Protocol`, and :meth:`_Server._body` under other ASGI servers), and
+connections over the cap are closed as they arrive.
 """
 
 from __future__ import annotations
@@ -50,15 +71,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import ipaddress
 import json
 import logging
+import math
 import os
 import queue
+import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -74,7 +98,7 @@ from schemas import UserError
 
 from ._adapters import GraderSource, _build, _grade, field_names, openrlhf_rewards
 from ._config import AnyGrader, load_config
-from ._openai import SampleGrader, build_sample_grader
+from ._openai import _LAZY, _SUB_BUILDERS, SampleGrader, _escape, build_sample_grader
 from ._run import run_response
 from ._structured import StructuredGrader
 
@@ -83,16 +107,32 @@ T = TypeVar("T")
 TOKEN_ENV = "RFTKIT_SERVE_TOKEN"
 """The environment variable ``rftkit serve`` reads the bearer token from when ``--token`` is not given."""
 
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_CONCURRENCY = 64
 DEFAULT_THREADS = 4
+DEFAULT_READ_TIMEOUT_S = 10.0
+"""Seconds a client has to send a request's head, and again its body (a slow or stalled client is disconnected)."""
+DEFAULT_MAX_CONNECTIONS = 512
+"""Open connections per worker process; more are answered 503 and closed at once (under the usual 1,024 open files)."""
+DEFAULT_MAX_PYTHON_GRADERS = 4
+"""Request-borne python graders kept alive at once (each holds a sandboxed worker process)."""
 RUN_PATH = "/v1/fine_tuning/alpha/graders/run"
 VALIDATE_PATH = "/v1/fine_tuning/alpha/graders/validate"
+SAFE_GRADER_TYPES = ("string_check", "text_similarity", "structured", "multi")
+"""Grader types a request may carry by default: they run no user code, open no file and make no request."""
+OPT_IN_GRADER_TYPES = ("python", "score_model", "label_model", "endpoint")
+"""Grader types a request may carry only when the operator allows them (``--allow-graders``)."""
 _SETTINGS_ENV = "_RFTKIT_SERVE_SETTINGS"  # how `rftkit serve --workers N` hands its settings to each worker process
 _CACHE_SIZE = 128
 _INLINE_BYTES = 16 * 1024
 """A structured grader's ``/get_reward`` request up to this size is graded on the event loop (see :meth:`_Server._respond`)."""
+_HEAVY_BYTES = 1024 * 1024
+"""A body larger than this is decoded, checked and graded on the heavy lane's threads, never on the event loop."""
+_TIMED = "rftkit.read_timeout"
+"""The scope extension :class:`_Protocol` sets: the connection itself times the request's head and body out."""
+_ECHO_DEPTH = 200
+"""Values nested deeper than this are not echoed back in full by the stdlib fallback of :func:`_dumps`."""
 
 log = logging.getLogger("rftkit.serve")
 
@@ -130,7 +170,53 @@ async def _send(send: Send, status: int, body: bytes, headers: Mapping[str, str]
 
 
 def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+    """``value`` as JSON; what orjson refuses (a lone surrogate, an integer over 64 bits, deep nesting) goes through
+    :func:`_jsonable` and the stdlib, so a model output echoed in a grade never turns an answer into a 500."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(_jsonable(value, 0), ensure_ascii=False, allow_nan=False).encode()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _jsonable(value: Any, depth: int) -> Any:
+    """A copy of ``value`` that any JSON reader takes: lone surrogates as U+FFFD, non-finite floats as null (as orjson
+    writes them), integers kept however large, anything nested deeper than :data:`_ECHO_DEPTH` replaced by a note."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() < 13_000 else f"<an integer of {value.bit_length()} bits>"  # str() stops near 4,300 digits
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (dict, list, tuple)):
+        if depth >= _ECHO_DEPTH:
+            return f"<nested more than {_ECHO_DEPTH} levels deep>"
+        if isinstance(value, dict):
+            return {_jsonable(str(k), depth): _jsonable(v, depth + 1) for k, v in value.items()}
+        return [_jsonable(v, depth + 1) for v in value]
+    return _jsonable(str(value), depth)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(raw: bytes) -> Any:
+    """The request body's JSON. orjson first; what it refuses but JSON allows (a lone surrogate escape such as
+    ``"Par\\ud83d"``, an integer over 64 bits) is read by the stdlib. NaN and Infinity are not JSON: refused."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            pass
+        raise _bad("malformed_json", f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                   "", "send one JSON object (UTF-8), with Content-Type: application/json") from None
 
 
 def _bad(code: str, message: str, pointer: str, hint: str = "") -> Rejected:
@@ -189,53 +275,93 @@ class _Timeout(Exception):
     pass
 
 
-class GradingPool:
-    """Runs grading jobs on daemon threads: at most ``limit`` jobs at once (running or waiting), each with a deadline.
+def _python_deadline() -> Callable[[float], AbstractContextManager[Any]] | None:
+    """:func:`graders._python_grader.grading_deadline`: python grades started inside are killed when it passes."""
+    from . import _python_grader
 
-    The count of jobs is kept on the event loop's thread; a job's slot is given
-    back only when its thread is done with it (or drops it unstarted after its
-    deadline), so a server whose threads are all stuck refuses at once (503)
-    instead of queueing. The threads are daemons: a stuck grader never keeps the
-    process from exiting.
-    """
+    deadline: Callable[[float], AbstractContextManager[Any]] | None = getattr(_python_grader, "grading_deadline", None)
+    return deadline
 
-    def __init__(self, threads: int, limit: int) -> None:
-        self.threads = threads
-        self.limit = limit
-        self.in_flight = 0
-        self._jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue())
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any], float | None]
+"""A grading job: the loop and future to answer on, the work, and its deadline (``time.monotonic``) when python work in
+it is to be killed there."""
+
+
+class _Lane:
+    """Daemon threads that take jobs from one queue, started on first use."""
+
+    def __init__(self, name: str, threads: int, finish: Callable[[asyncio.Future[Any], Any, BaseException | None], None],
+                 deadline: Callable[[float], AbstractContextManager[Any]] | None) -> None:
+        self.name, self.threads = name, threads
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._finish = finish
+        self._deadline = deadline
         self._started: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def _start(self) -> None:
-        with self._lock:
-            while len(self._started) < self.threads:
-                t = threading.Thread(target=self._work, name=f"rftkit-grading-{len(self._started)}", daemon=True)
-                t.start()
-                self._started.append(t)
+    def put(self, job: _Job) -> None:
+        if len(self._started) < self.threads:
+            with self._lock:
+                while len(self._started) < self.threads:
+                    t = threading.Thread(target=self._work, name=f"rftkit-{self.name}-{len(self._started)}", daemon=True)
+                    t.start()
+                    self._started.append(t)
+        self.jobs.put(job)
 
     def close(self) -> None:
-        """Ask every thread to stop once its current job is done (a stuck one stops when its grader returns)."""
         with self._lock:
             for _ in self._started:
-                self._jobs.put(None)
+                self.jobs.put(None)
             self._started.clear()
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            loop, future, fn = job
+        while (job := self.jobs.get()) is not None:
+            loop, future, fn, deadline = job
             result: Any = None
             error: BaseException | None = None
             if not future.done():  # done already: its deadline passed while it waited, so it is dropped unstarted
                 try:
-                    result = fn()
+                    if deadline is not None and self._deadline is not None:
+                        with self._deadline(max(deadline - time.monotonic(), 0.001)):  # python work is killed there
+                            result = fn()
+                    else:
+                        result = fn()
                 except BaseException as exc:  # delivered to the awaiting request, which answers 4xx or 500
                     error = exc
             try:
                 loop.call_soon_threadsafe(self._finish, future, result, error)
             except RuntimeError:  # the loop closed (the server stopped) while this job ran
                 pass
+
+
+class GradingPool:
+    """Runs grading jobs on daemon threads: at most ``limit`` jobs at once (running or waiting), each with a deadline.
+
+    Two lanes of ``threads`` threads each: ``light`` for requests to the served
+    grader, ``heavy`` for request-borne graders and bodies over
+    :data:`_HEAVY_BYTES`, so eight clients posting 10 MB batches or hung
+    request-borne python graders never hold the threads a normal ``/score``
+    needs. The count of jobs is kept on the event loop's thread; a job's slot is
+    given back only when its thread is done with it (or drops it unstarted after
+    its deadline), so a server whose threads are all stuck refuses at once (503)
+    instead of queueing. The threads are daemons: a stuck grader never keeps the
+    process from exiting. With ``deadline`` (:func:`graders._python_grader.grading_deadline`),
+    a job run with ``kill=True`` has its python work killed at its deadline, so
+    its thread and its slot come back then.
+    """
+
+    def __init__(self, threads: int, limit: int, deadline: Callable[[float], AbstractContextManager[Any]] | None = None) -> None:
+        self.threads = threads
+        self.limit = limit
+        self.in_flight = 0
+        self.light = _Lane("grading", threads, self._finish, deadline)
+        self.heavy = _Lane("heavy", threads, self._finish, deadline)
+
+    def close(self) -> None:
+        """Ask every thread to stop once its current job is done (a stuck one stops when its grader returns)."""
+        self.light.close()
+        self.heavy.close()
 
     def _finish(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
         self.in_flight -= 1
@@ -246,24 +372,22 @@ class GradingPool:
         else:
             future.set_exception(error)
 
-    async def run(self, fn: Callable[[], T], timeout_s: float) -> T:
+    async def run(self, fn: Callable[[], T], timeout_s: float, *, heavy: bool = False, kill: bool = False) -> T:
         """``fn()`` on a grading thread; 503 when ``limit`` jobs are already in flight, 504 after ``timeout_s``."""
         if self.in_flight >= self.limit:
             raise Rejected(503, "overloaded", f"the server is grading {self.in_flight} requests, its limit; try again shortly",
                            hint="retry after a short wait, send fewer concurrent requests, or start with more --workers",
                            headers={"Retry-After": "1"})
-        if len(self._started) < self.threads:
-            self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.in_flight += 1
-        self._jobs.put((loop, future, fn))
+        (self.heavy if heavy else self.light).put((loop, future, fn, time.monotonic() + timeout_s if kill else None))
         timer = loop.call_later(timeout_s, _expire, future)
         try:
             return await future
         except _Timeout:
             raise Rejected(504, "grading_timeout", f"grading took longer than the {timeout_s:g} s limit", hint=(
-                "send smaller batches or raise --timeout; the grading itself goes on in the background")) from None
+                "send smaller batches or raise --timeout")) from None
         finally:
             timer.cancel()
 
@@ -285,30 +409,217 @@ def _openrlhf(grader: AnyGrader, declared: list[str], queries: Sequence[str], pr
         raise _data_error(exc, exc.pointer) from None
 
 
-class _GraderCache:
-    """Graders built from request configs (OpenAI's endpoints), least recently used dropped first; shared by the threads."""
+# --------------------------------------------------------------------------- request-borne graders
 
-    def __init__(self, size: int = _CACHE_SIZE) -> None:
+
+def check_allowed(names: Collection[str]) -> frozenset[str]:
+    """The grader types ``--allow-graders`` names (``all``: every opt-in type); raises :class:`UserError` on an unknown one."""
+    allowed: set[str] = set()
+    for name in names:
+        if name == "all":
+            allowed.update(OPT_IN_GRADER_TYPES)
+        elif name in OPT_IN_GRADER_TYPES:
+            allowed.add(name)
+        else:
+            raise UserError(f"allow_graders: {name!r} is not a grader type the server can allow", code="bad_option",
+                            pointer="/allow_graders", hint=f"choose from {', '.join(OPT_IN_GRADER_TYPES)}, or all "
+                            f"({', '.join(SAFE_GRADER_TYPES)} are always allowed)")
+    return frozenset(allowed)
+
+
+_MODEL_PATH_PREFIXES = ("/", ".", "~", "\\")
+
+
+def _refusal(config: Mapping[str, Any], allowed: frozenset[str]) -> Rejected | None:
+    """Why the server will not build the grader a request carries (403), or None; looks at the config only.
+
+    Walks ``multi`` sub-graders (iteratively: a deep config cannot exhaust the
+    stack). A type outside :data:`SAFE_GRADER_TYPES` that the operator did not
+    allow is refused, and so is anything that would make the server read a path
+    the request names, whatever the flags: a ``structured`` schema given as a
+    file path, a model grader's ``model`` written as a path. The answer never
+    depends on the server's files. Unknown types are left to the builder (400).
+    """
+    known = {*_SUB_BUILDERS, *_LAZY}
+    stack: list[tuple[Mapping[str, Any], str]] = [(config, "/grader")]
+    while stack:
+        node, pointer = stack.pop()
+        kind = node.get("type")
+        if not isinstance(kind, str):
+            continue
+        if kind == "multi":
+            subs = node.get("graders")
+            if isinstance(subs, Mapping):
+                stack.extend((sub, f"{pointer}/graders/{_escape(str(key))}") for key, sub in reversed(list(subs.items()))
+                             if isinstance(sub, Mapping))
+            continue
+        if kind in known and kind not in SAFE_GRADER_TYPES and kind not in allowed:
+            return Rejected(403, "grader_type_not_allowed", f"this server does not run request-borne {kind!r} graders",
+                            pointer, f"its operator can allow them with rftkit serve --allow-graders {kind} "
+                            f"({_RISKS.get(kind, 'see docs/serve.md, Security')}); allowed by default: "
+                            f"{', '.join(SAFE_GRADER_TYPES)}")
+        if kind == "structured" and isinstance(node.get("schema"), str):
+            return Rejected(403, "server_path_refused", "a request's structured grader must carry its schema inline; "
+                            "this server opens no file a request names", f"{pointer}/schema",
+                            "send the JSON Schema object itself as 'schema'")
+        model = node.get("model")
+        if kind in ("score_model", "label_model") and isinstance(model, str) and model.startswith(_MODEL_PATH_PREFIXES):
+            return Rejected(403, "local_model_refused", f"a request's {kind} grader may only name a served model; this "
+                            "server loads no model directory a request names", f"{pointer}/model",
+                            "name a model served at the server's $RFTKIT_MODEL_BASE_URL")
+    return None
+
+
+_RISKS = {
+    "python": "it runs the request's code on the server, in the python grader's sandbox",
+    "score_model": "each grade calls the server's model endpoint ($RFTKIT_MODEL_BASE_URL)",
+    "label_model": "each grade calls the server's model endpoint ($RFTKIT_MODEL_BASE_URL)",
+    "endpoint": "the server POSTs to any URL the request names",
+}
+
+
+def _python_parts(grader: Any) -> list[Any]:
+    """The python graders in ``grader`` (itself, or a multi's sub-graders): what holds a worker process."""
+    subs = getattr(grader, "graders", None) if getattr(grader, "type", None) == "multi" else None
+    parts = list(subs.values()) if isinstance(subs, Mapping) else [grader]
+    return [g for g in parts if getattr(g, "type", None) == "python"]
+
+
+def _key(config: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(config, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # a lone surrogate, a huge integer, deep nesting: the stdlib's text serves as the key
+        try:
+            return json.dumps(config, sort_keys=True).encode()
+        except RecursionError:
+            raise _bad("config_too_deep", "the grader config is nested too deeply", "/grader") from None
+
+
+class _Entry:
+    """A built grader, its python parts, and how many grading jobs use it now."""
+
+    __slots__ = ("grader", "python", "users", "retired")
+
+    def __init__(self, grader: SampleGrader) -> None:
+        self.grader = grader
+        self.python = _python_parts(grader)
+        self.users = 0
+        self.retired = False
+
+    def close(self) -> None:
+        for g in self.python:
+            g.close()
+
+
+class _GraderCache:
+    """Graders built from request configs (OpenAI's endpoints), least recently used dropped first; shared by the threads.
+
+    At most ``size`` graders, and at most ``python_size`` of them holding python
+    graders (each keeps a sandboxed worker process, tens to hundreds of MB): a
+    dropped one is closed, its workers stopped, once no grading job uses it
+    (:meth:`use`), so a grade in flight is never cut off. Live python graders
+    are therefore at most ``python_size`` plus one per busy grading thread.
+    Request-borne model graders are built with
+    :func:`graders._model_grader.served_models_only`.
+    """
+
+    def __init__(self, size: int = _CACHE_SIZE, python_size: int = DEFAULT_MAX_PYTHON_GRADERS, *,
+                 models: bool = False) -> None:
         self.size = size
-        self._built: OrderedDict[bytes, SampleGrader] = OrderedDict()
+        self.python_size = python_size
+        self.models = models
+        """Whether model graders may be built (then under ``served_models_only``, so only that import is paid)."""
+        self._built: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._retiring: set[_Entry] = set()
         self._lock = threading.Lock()
 
-    def get(self, config: Mapping[str, Any]) -> SampleGrader:
-        key = orjson.dumps(config, option=orjson.OPT_SORT_KEYS)
-        with self._lock:
-            grader = self._built.get(key)
-            if grader is not None:
-                self._built.move_to_end(key)
-                return grader
+    @contextmanager
+    def use(self, config: Mapping[str, Any]) -> Iterator[SampleGrader]:
+        """The grader ``config`` describes, built once; kept alive (not closed) until the ``with`` block ends."""
+        entry = self._acquire(_key(config), config)
         try:
-            grader = build_sample_grader(load_config(config))
+            yield entry.grader
+        finally:
+            with self._lock:
+                entry.users -= 1
+                done = entry.retired and entry.users == 0
+                if done:
+                    self._retiring.discard(entry)
+            if done:
+                entry.close()
+
+    def live_python(self) -> int:
+        """How many python-bearing graders are alive: cached, or dropped but still grading."""
+        with self._lock:
+            return sum(1 for e in self._built.values() if e.python) + len(self._retiring)
+
+    def close(self) -> None:
+        """Close every cached python grader (the server is stopping); one still grading is closed when it is done."""
+        with self._lock:
+            entries = list(self._built.values())
+            self._built.clear()
+            for e in entries:
+                e.retired = True
+            idle = [e for e in entries if e.users == 0]
+            self._retiring.update(e for e in entries if e.users and e.python)
+        for e in idle:
+            e.close()
+
+    def _acquire(self, key: bytes, config: Mapping[str, Any]) -> _Entry:
+        with self._lock:
+            entry = self._built.get(key)
+            if entry is not None:
+                self._built.move_to_end(key)
+                entry.users += 1
+                return entry
+        entry = _Entry(self._build(config))
+        with self._lock:
+            existing = self._built.get(key)
+            if existing is not None:  # another thread built the same config meanwhile: use that one, drop this one
+                self._built.move_to_end(key)
+                existing.users += 1
+                idle = [entry]
+                entry = existing
+            else:
+                entry.users = 1
+                self._built[key] = entry
+                idle = self._evict()
+        for e in idle:
+            e.close()
+        return entry
+
+    def _evict(self) -> list[_Entry]:
+        """Drop the least recently used over the limits (under the lock); the ones no job uses, to close now."""
+        dropped = []
+        while len(self._built) > self.size:
+            dropped.append(self._built.popitem(last=False)[1])
+        python = [key for key, e in self._built.items() if e.python]
+        for key in python[: max(len(python) - self.python_size, 0)]:
+            dropped.append(self._built.pop(key))
+        idle = []
+        for e in dropped:
+            e.retired = True
+            if e.users:
+                if e.python:
+                    self._retiring.add(e)
+            else:
+                idle.append(e)
+        return idle
+
+    def _build(self, config: Mapping[str, Any]) -> SampleGrader:
+        if self.models:
+            from ._model_grader import served_models_only
+
+            only_served: AbstractContextManager[Any] = served_models_only()
+        else:
+            only_served = nullcontext()
+        try:
+            with only_served:
+                return build_sample_grader(load_config(config))
         except UserError as exc:
             raise _bad(exc.code, exc.message, "/grader" + exc.pointer, exc.hint) from None
-        with self._lock:
-            self._built[key] = grader
-            if len(self._built) > self.size:
-                self._built.popitem(last=False)
-        return grader
+        except RecursionError:
+            raise _bad("config_too_deep", "the grader config is nested too deeply", "/grader") from None
 
 
 # --------------------------------------------------------------------------- the app
@@ -318,7 +629,8 @@ class _Server:
     """The state behind one app: its grader, limits, grading threads and the endpoints."""
 
     def __init__(self, grader: AnyGrader, token: str | None, max_body_bytes: int, timeout_s: float, max_concurrency: int,
-                 threads: int) -> None:
+                 threads: int, allowed: frozenset[str], max_python_graders: int, read_timeout_s: float,
+                 max_connections: int) -> None:
         self.grader = grader
         self.declared = field_names(grader)
         self.structured = isinstance(grader, StructuredGrader)
@@ -327,8 +639,14 @@ class _Server:
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
-        self.pool = GradingPool(threads, max_concurrency)
-        self.cache = _GraderCache()
+        self.allowed = allowed
+        """The opt-in grader types a request may carry (``--allow-graders``)."""
+        self.read_timeout_s = read_timeout_s
+        self.max_connections = max_connections
+        self.kill = bool(_python_parts(grader)) or "python" in allowed
+        """Whether grading jobs may run python: then each runs under its deadline, and python work past it is killed."""
+        self.pool = GradingPool(threads, max_concurrency, _python_deadline() if self.kill else None)
+        self.cache = _GraderCache(python_size=max_python_graders, models=bool({"score_model", "label_model"} & allowed))
         self.posts: dict[str, Callable[[dict[str, Any]], Callable[[], bytes]]] = {
             "/get_reward": self.get_reward, RUN_PATH: self.run, VALIDATE_PATH: self.validate, "/grade": self.grade,
             "/score": self.score}
@@ -354,8 +672,8 @@ class _Server:
                         "", "send smaller batches, or start the server with a larger --max-body-bytes",
                         {"Connection": "close"})
 
-    async def _body(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], int]:
-        """The request's JSON object and its size in bytes, after the token and the size limit."""
+    async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes, int]:
+        """The request's body and its size in bytes, after the token and the size limit, within the read timeout."""
         authorization = length = None
         for key, value in scope["headers"]:  # the first of each, as Starlette's Headers.get answers
             if key == b"authorization" and authorization is None:
@@ -368,6 +686,16 @@ class _Server:
                 raise _bad("bad_content_length", f"Content-Length must be a number of bytes, got {length!r}", "")
             if int(length) > self.max_body_bytes:
                 raise self._too_large(length)
+        if _TIMED in (scope.get("extensions") or ()):  # rftkit serve's protocol times the whole request out itself
+            return await self._read(receive)
+        try:  # under another ASGI server: a body that stalls gets 408 (asyncio.wait_for costs a task, off the fast path)
+            return await asyncio.wait_for(self._read(receive), self.read_timeout_s)
+        except asyncio.TimeoutError:
+            raise Rejected(408, "body_timeout", f"the request body did not arrive within {self.read_timeout_s:g} s", "",
+                           "send the whole body promptly (a slow link needs a larger --read-timeout)",
+                           {"Connection": "close"}) from None
+
+    async def _read(self, receive: Receive) -> tuple[bytes, int]:
         parts, size = [], 0  # a chunked body (no Content-Length) is counted as it arrives
         while True:
             message = await receive()
@@ -380,15 +708,14 @@ class _Server:
             parts.append(chunk)
             if not message.get("more_body", False):
                 break
-        raw = parts[0] if len(parts) == 1 else b"".join(parts)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise _bad("malformed_json", f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                       "", "send one JSON object (UTF-8), with Content-Type: application/json") from None
+        return parts[0] if len(parts) == 1 else b"".join(parts), size
+
+    @staticmethod
+    def _decode(raw: bytes) -> dict[str, Any]:
+        body = _loads(raw)
         if not isinstance(body, dict):
             raise _bad("wrong_type", f"the request body must be a JSON object, got {_type_name(body)}", "")
-        return body, size
+        return body
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Read and check the request with the path's method (which returns the grading job), grade, answer.
@@ -399,16 +726,21 @@ class _Server:
         never waits (no I/O, no sub-process), a few microseconds per sample, while the hop to a grading thread
         and back (a queue, a thread wake-up, the GIL changing hands, a wake-up of the
         loop) costs far more (``docs/serve.md`` has the numbers). The size bound keeps
-        any one such request short; everything else, and every other grader, goes to
-        the grading threads, under the deadline and the concurrency limit.
+        any one such request short. A body over :data:`_HEAVY_BYTES` is decoded,
+        checked and graded on the heavy lane, as is every request-borne grader;
+        everything else goes to the light lane, under the deadline and the concurrency limit.
         """
         try:
-            body, size = await self._body(scope, receive)
-            job = self.posts[path](body)
-            if size <= self.inline_bytes and path == "/get_reward":
-                answer = job()
+            raw, size = await self._body(scope, receive)
+            if size > _HEAVY_BYTES:
+                answer = await self.pool.run(lambda: self.posts[path](self._decode(raw))(), self.timeout_s, heavy=True,
+                                             kill=self.kill)
             else:
-                answer = await self.pool.run(job, self.timeout_s)
+                job = self.posts[path](self._decode(raw))
+                if size <= self.inline_bytes and path == "/get_reward":
+                    answer = job()
+                else:
+                    answer = await self.pool.run(job, self.timeout_s, heavy=path in (RUN_PATH, VALIDATE_PATH), kill=self.kill)
         except Rejected as exc:
             await _send(send, exc.status, exc.body(), exc.headers)
             return
@@ -435,29 +767,40 @@ class _Server:
         labels = _array(body, "labels", n, hint=hint + "; each label is the reference answer (an object or its JSON text)")
         return lambda: _dumps(_openrlhf(self.grader, self.declared, queries, prompts, labels))
 
-    def run(self, body: dict[str, Any]) -> Callable[[], bytes]:
+    def _config(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request's grader config, once the server's policy allows it (403 otherwise, before anything is built)."""
         config = _field(body, "grader")
         if not isinstance(config, dict):
             raise _bad("wrong_type", f"'grader' must be a grader config object, got {_type_name(config)}", "/grader")
+        refusal = _refusal(config, self.allowed)
+        if refusal is not None:
+            raise refusal
+        return config
+
+    def run(self, body: dict[str, Any]) -> Callable[[], bytes]:
+        config = self._config(body)
         sample = _sample(_field(body, "model_sample"), "/model_sample")
         item = _object_or_null(body.get("item"), "/item")
 
         def job() -> bytes:
-            grader = self.cache.get(config)
-            start = time.perf_counter()
-            try:
-                grade = grader.grade(sample, item)
-            except UserError as exc:
-                raise _data_error(exc, "/item") from None
-            return _dumps(run_response(grader.name, grader.type, grade, time.perf_counter() - start))
+            with self.cache.use(config) as grader:
+                start = time.perf_counter()
+                try:
+                    grade = grader.grade(sample, item)
+                except UserError as exc:
+                    raise _data_error(exc, "/item") from None
+                return _dumps(run_response(grader.name, grader.type, grade, time.perf_counter() - start))
 
         return job
 
     def validate(self, body: dict[str, Any]) -> Callable[[], bytes]:
-        config = _field(body, "grader")
-        if not isinstance(config, dict):
-            raise _bad("wrong_type", f"'grader' must be a grader config object, got {_type_name(config)}", "/grader")
-        return lambda: _dumps({"grader": self.cache.get(config).config()})
+        config = self._config(body)
+
+        def job() -> bytes:
+            with self.cache.use(config) as grader:
+                return _dumps({"grader": grader.config()})
+
+        return job
 
     def grade(self, body: dict[str, Any]) -> Callable[[], bytes]:
         key = "samples" if "samples" in body and "responses" not in body else "responses"
@@ -562,7 +905,9 @@ class _Dispatch:
 
 def create_app(grader_config: GraderSource, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                timeout_s: float = DEFAULT_TIMEOUT_S, max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-               threads: int = DEFAULT_THREADS) -> FastAPI:
+               threads: int = DEFAULT_THREADS, allow_graders: Collection[str] = (),
+               max_python_graders: int = DEFAULT_MAX_PYTHON_GRADERS, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+               max_connections: int = DEFAULT_MAX_CONNECTIONS) -> FastAPI:
     """The reward server as an ASGI app: serve it with uvicorn (``rftkit serve`` does), or add routes of your own.
 
     ``grader_config`` is the grader served by ``/get_reward``, ``/grade`` and
@@ -571,24 +916,35 @@ def create_app(grader_config: GraderSource, *, token: str | None = None, max_bod
     every POST needs; ``max_body_bytes`` the largest request body (413 above);
     ``timeout_s`` each request's grading deadline (504 after); ``max_concurrency``
     how many requests may be graded or waiting at once (503 above) on
-    ``threads`` grading threads. A bad config raises :class:`GraderConfigError` here.
+    ``threads`` grading threads per lane. ``allow_graders`` names the opt-in types
+    (:data:`OPT_IN_GRADER_TYPES`, or ``"all"``) that ``graders/run`` and
+    ``graders/validate`` requests may carry (403 otherwise), of which at most
+    ``max_python_graders`` python graders stay alive. ``read_timeout_s`` is how
+    long a client has to send a request's body (and, under ``rftkit serve``'s
+    protocol, its head); ``max_connections`` the open connections ``rftkit serve``'s
+    protocol keeps. A bad config raises :class:`GraderConfigError` here.
 
     >>> from fastapi.testclient import TestClient
     >>> app = create_app({"type": "structured", "name": "city"})
     >>> TestClient(app).post("/score", json={"sample": '{"city": "Paris"}', "item": {"reference": {"city": "Paris"}}}).json()
     {'score': 1.0, 'sub_scores': {'city': 1.0}, 'trace_id': None}
     """
-    for name, value in (("max_body_bytes", max_body_bytes), ("max_concurrency", max_concurrency), ("threads", threads)):
+    for name, value in (("max_body_bytes", max_body_bytes), ("max_concurrency", max_concurrency), ("threads", threads),
+                        ("max_python_graders", max_python_graders), ("max_connections", max_connections)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}", code="bad_option", pointer=f"/{name}")
-    if not timeout_s > 0:
-        raise UserError(f"timeout_s must be > 0, got {timeout_s}", code="bad_option", pointer="/timeout_s")
-    server = _Server(_build(grader_config), token, max_body_bytes, timeout_s, max_concurrency, threads)
+    for name, seconds in (("timeout_s", timeout_s), ("read_timeout_s", read_timeout_s)):
+        if not seconds > 0:
+            raise UserError(f"{name} must be > 0, got {seconds}", code="bad_option", pointer=f"/{name}")
+    allowed = check_allowed([allow_graders] if isinstance(allow_graders, str) else allow_graders)
+    server = _Server(_build(grader_config), token, max_body_bytes, timeout_s, max_concurrency, threads, allowed,
+                     max_python_graders, read_timeout_s, max_connections)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         server.pool.close()
+        server.cache.close()
 
     app = FastAPI(title="rftkit reward server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.rftkit = server
@@ -649,12 +1005,78 @@ try:  # the serve extra installs httptools; without it uvicorn picks its own pro
 except ImportError:  # pragma: no cover
     HttpToolsProtocol = None  # type: ignore[assignment,misc]  # (checked in _http_protocol)
 
+def _server_of(app: Any) -> _Server | None:
+    """The :class:`_Server` behind the app uvicorn serves (through its wrappers: proxy headers, logging), or None."""
+    for _ in range(8):
+        if isinstance(app, _Dispatch):
+            return app.server
+        server = getattr(getattr(app, "state", None), "rftkit", None)
+        if isinstance(server, _Server):
+            return server
+        app = getattr(app, "app", None)
+    return None
+
+
+_OVER_CAPACITY = Rejected(503, "too_many_connections", "the server has as many open connections as it keeps", "",
+                          "retry shortly, reuse connections (keep-alive), or raise --max-connections").body()
+_OVER_CAPACITY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+                           b"connection: close\r\ncontent-length: " + str(len(_OVER_CAPACITY)).encode() + b"\r\n\r\n"
+                           + _OVER_CAPACITY)
+
 if HttpToolsProtocol is not None:
     class _Protocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol, its writes joined per turn of the event loop (:class:`_Coalesced`)."""
+        """uvicorn's httptools protocol, its writes joined per turn of the event loop (:class:`_Coalesced`), with a read
+        timeout and a cap on open connections.
+
+        uvicorn times out only idle kept-alive connections: a client that opens a
+        connection and sends nothing, half a request head, or a chunked body it
+        never ends holds its socket (and a file descriptor) forever. Here a
+        request's head and body must arrive within the server's read timeout,
+        counted from the connection opening or, on a kept-alive connection, from
+        the request's first byte; then the connection is closed. A connection
+        over the cap gets a 503 and is closed at once, so half-open clients
+        cannot exhaust the process's file descriptors. Both settings are the
+        app's (:func:`create_app`'s ``read_timeout_s`` and ``max_connections``).
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            server = _server_of(self.app)
+            self._read_timeout = server.read_timeout_s if server else DEFAULT_READ_TIMEOUT_S
+            self._max_connections = server.max_connections if server else DEFAULT_MAX_CONNECTIONS
+            self._read_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # (as uvicorn's own)
+            if len(self.connections) >= self._max_connections:
+                super().connection_made(transport)  # registered, so that connection_lost's bookkeeping holds
+                transport.write(_OVER_CAPACITY_RESPONSE)
+                transport.close()
+                return
             super().connection_made(_Coalesced(transport, self.loop))  # type: ignore[arg-type]  # a transport in all but name
+            self._read_timer = self.loop.call_later(self._read_timeout, self._read_timed_out)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope["extensions"] = {_TIMED: {}}  # tells _Server._body not to time the body itself
+            if self._read_timer is None:  # a kept-alive connection's next request: timed from its first byte
+                self._read_timer = self.loop.call_later(self._read_timeout, self._read_timed_out)
+
+        def on_message_complete(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+            super().on_message_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+            super().connection_lost(exc)
+
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
 
 
 def _http_protocol() -> Any:
@@ -683,24 +1105,71 @@ def _app_from_env() -> ASGIApp:
     re-scan the whole import-time heap (about 8 % of the CPU per 256-row batch).
     """
     s = json.loads(os.environ[_SETTINGS_ENV])
-    app = create_app(s["grader"], token=s["token"], max_body_bytes=s["max_body_bytes"], timeout_s=s["timeout_s"],
-                     max_concurrency=s["max_concurrency"], threads=s["threads"])
+    app = create_app(s.pop("grader"), **s)
     gc.freeze()
     return _served(app)
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _read_token(token: str | None, token_file: Path | None) -> str | None:
+    """The bearer token: ``--token`` (or ``$RFTKIT_SERVE_TOKEN``), or the first line of ``--token-file``."""
+    if token_file is None:
+        return token or None
+    if token:
+        raise _fail(f"give the token once: --token (or ${TOKEN_ENV}) or --token-file, not both")
+    try:
+        text = token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"--token-file {token_file}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+    if not text or "\n" in text:
+        raise _fail(f"--token-file {token_file} must hold the token on one line")
+    return text
+
+
 def serve(
     grader: Annotated[Path, typer.Option("--grader", "-g", help="Grader config (JSON) served by /get_reward, /grade and /score.")],
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface; then set a --token).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs a token (or --insecure-no-token).")]
+    = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the grader.", min=1)] = 1,
-    token: Annotated[str | None, typer.Option(envvar=TOKEN_ENV, show_envvar=True,
-                                              help="Bearer token every POST must send (GET /health stays open).")] = None,
+    token: Annotated[str | None, typer.Option(envvar=TOKEN_ENV, show_envvar=True, help=(
+        "Bearer token every POST must send (GET /health stays open). Prefer the environment variable or --token-file: "
+        "a command line is readable by every process on the machine."))] = None,
+    token_file: Annotated[Path | None, typer.Option(help="Read the bearer token from this file (one line).")] = None,
+    insecure_no_token: Annotated[bool, typer.Option("--insecure-no-token", help=(
+        "Serve on a non-loopback --host without a token: anyone who can reach the port can use the server."))] = False,
+    allow_graders: Annotated[str, typer.Option(help=(
+        "Grader types a graders/run or graders/validate request may carry besides string_check, text_similarity, "
+        "structured and multi, comma-separated: python (runs the client's code), score_model, label_model (call your "
+        "model server), endpoint (POSTs to any URL the client names), or all. See docs/serve.md, Security."))] = "",
+    max_python_graders: Annotated[int, typer.Option(help="Request-borne python graders kept alive at once, per worker.", min=1)]
+    = DEFAULT_MAX_PYTHON_GRADERS,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body in bytes; larger ones get 413.", min=1)] = DEFAULT_MAX_BODY_BYTES,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may spend grading; then it gets 504.", min=0.001)] = DEFAULT_TIMEOUT_S,
+    timeout: Annotated[float, typer.Option(help=(
+        "Seconds a request may spend grading; then it gets 504 and its python work is killed."), min=0.001)] = DEFAULT_TIMEOUT_S,
+    read_timeout: Annotated[float, typer.Option(help=(
+        "Seconds a client has to send a request's head and body; then the connection is closed."), min=0.001)]
+    = DEFAULT_READ_TIMEOUT_S,
+    max_connections: Annotated[int, typer.Option(help="Open connections per worker; more get 503 and are closed.", min=1)]
+    = DEFAULT_MAX_CONNECTIONS,
     max_concurrency: Annotated[int, typer.Option(help="Requests graded or waiting at once, per worker; more get 503.", min=1)]
     = DEFAULT_MAX_CONCURRENCY,
-    threads: Annotated[int, typer.Option(help="Grading threads per worker.", min=1)] = DEFAULT_THREADS,
+    threads: Annotated[int, typer.Option(help="Grading threads per worker and lane (served grader; request-borne or large).",
+                                         min=1)] = DEFAULT_THREADS,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level (critical, error, warning, info, debug).")] = "warning",
     access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
 ) -> None:
@@ -711,25 +1180,31 @@ def serve(
     """
     import uvicorn
 
-    settings = {"grader": str(grader.resolve()), "token": token, "max_body_bytes": max_body_bytes, "timeout_s": timeout,
-                "max_concurrency": max_concurrency, "threads": threads}
+    token = _read_token(token, token_file)
+    if not token and not _is_loopback(host) and not insecure_no_token:
+        raise _fail(f"--host {host} is reachable from other machines and no token is set: give --token-file PATH or "
+                    f"${TOKEN_ENV}, serve on 127.0.0.1 behind a proxy, or pass --insecure-no-token")
+    settings: dict[str, Any] = {
+        "token": token, "max_body_bytes": max_body_bytes, "timeout_s": timeout, "max_concurrency": max_concurrency,
+        "threads": threads, "allow_graders": [a.strip() for a in allow_graders.split(",") if a.strip()],
+        "max_python_graders": max_python_graders, "read_timeout_s": read_timeout, "max_connections": max_connections}
     try:
-        app = create_app(grader, token=token, max_body_bytes=max_body_bytes, timeout_s=timeout, max_concurrency=max_concurrency,
-                         threads=threads)  # builds the grader: a bad config stops here, before any worker starts
+        app = create_app(grader, **settings)  # builds the grader: a bad config stops here, before any worker starts
     except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise _fail(str(exc)) from None
+    if not token and not _is_loopback(host):
         typer.echo(f"warning: serving on {host} without a token: anyone who can reach it can use it", err=True)
+    allowed = sorted(app.state.rftkit.allowed)
     typer.echo(f"rftkit serve: grader {grader} on http://{host}:{port} ({workers} worker(s)); POST /get_reward, /grade, "
-               f"/score, {RUN_PATH}, {VALIDATE_PATH}; GET /health", err=True)
+               f"/score, {RUN_PATH}, {VALIDATE_PATH} (request-borne graders: {', '.join([*SAFE_GRADER_TYPES, *allowed])}); "
+               "GET /health", err=True)
     common: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
                               "http": _http_protocol()}
     if workers == 1:
         gc.freeze()  # see _app_from_env
         uvicorn.run(_served(app), **common)
         return
-    os.environ[_SETTINGS_ENV] = json.dumps(settings)
+    os.environ[_SETTINGS_ENV] = json.dumps({"grader": str(grader.resolve()), **settings})
     uvicorn.run(f"{__name__}:_app_from_env", factory=True, workers=workers, **common)
 
 

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from graders import Grade, GraderConfigError, StructuredGrader, from_config, run_grader, validate_grader
 from graders._adapters import response_from_query
 from graders._openai import lazy_builder
-from graders._serve import _INLINE_BYTES, RUN_PATH, VALIDATE_PATH, _Coalesced, _served, create_app
+from graders._serve import _INLINE_BYTES, RUN_PATH, VALIDATE_PATH, _Coalesced, _http_protocol, _served, create_app
 from schemas import UserError
 
 DATA = Path(__file__).resolve().parents[2] / "graders" / "data"
@@ -42,12 +42,16 @@ STRING_CHECK = {"type": "string_check", "name": "answer", "input": "{{ sample.ou
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on an ephemeral loopback port, in a thread; stop it afterwards."""
+def serving(app: Any, *, rftkit: bool = False) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on an ephemeral loopback port, in a thread; stop it afterwards.
+
+    ``rftkit``: with the HTTP protocol ``rftkit serve`` uses (read timeout, connection cap), not uvicorn's own.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           http=_http_protocol() if rftkit else "auto"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -264,9 +268,9 @@ def test_small_structured_requests_are_graded_on_the_event_loop() -> None:
     hops: list[int] = []
     run = pool.run
 
-    async def counted(job: Any, timeout_s: float) -> Any:
+    async def counted(job: Any, timeout_s: float, **lane: Any) -> Any:
         hops.append(1)
-        return await run(job, timeout_s)
+        return await run(job, timeout_s, **lane)
 
     pool.run = counted
     small = {"query": [r["output"] for r in ROWS], "labels": [json.dumps(r["reference"]) for r in ROWS]}
