@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -61,30 +62,58 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:
 def write_atomically(root: str | os.PathLike[str], step: int, write: Callable[[Path], None], *, keep_last: int) -> Path:
     """Call ``write(tmp_dir)``, then rename ``tmp_dir`` to ``root/step-<step>`` and prune to ``keep_last``; returns the final path."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-step-*"):  # left by a writer that was killed
+    for stale in root.glob(".tmp-step-*"):  # left by a writer that was killed, at any step
         shutil.rmtree(stale, ignore_errors=True)
-    final = root / checkpoint_name(step)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    final = replace_directory(root / checkpoint_name(step), write)
+    for old_checkpoint in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old_checkpoint)
+    return final
+
+
+def replace_directory(final: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Fill ``final`` all at once: ``write(tmp)`` into ``.tmp-<name>-<pid>`` beside it, fsync, rename; returns ``final``.
+
+    A reader sees the previous ``final`` (or none) until the rename, then the new one whole: a writer
+    killed before it leaves a ``.tmp-<name>-*`` directory that the next call deletes. An existing
+    ``final`` is renamed aside first and deleted after, never half-deleted in place. An ``OSError``
+    that names no file (a full disk inside a library's writer) is given ``final``'s path, so the
+    message says what could not be written.
+    """
+    final = Path(final)
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".tmp-{final.name}-*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = parent / f".tmp-{final.name}-{os.getpid()}"
     tmp.mkdir()
     try:
-        write(tmp)
-        for file in tmp.iterdir():
+        try:
+            write(tmp)
+        except SafetensorError as exc:  # safetensors reports an I/O failure as its own error, with the OS's errno in the text
+            found = re.search(r"os error (\d+)", str(exc))
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(final)) from exc
+        for file in sorted(tmp.rglob("*"), reverse=True):  # files before the directories holding them
             _fsync(file)
         _fsync(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside, never half-delete it in place
-            old = root / f".tmp-{final.name}-old-{os.getpid()}"
+        if final.exists():
+            old = parent / f".tmp-{final.name}-old-{os.getpid()}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
-        _fsync(root)
+        _fsync(parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.filename is None:
+            exc.filename = str(final)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old_checkpoint in list_checkpoints(root)[:-keep_last]:
-        shutil.rmtree(old_checkpoint)
     return final
 
 
@@ -152,3 +181,33 @@ def _from_json(state: list[Any]) -> tuple[Any, ...]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+# --------------------------------------------------------------------------- the final model
+
+MODEL_MARKER = "rftkit_model.json"
+"""Written last into ``OUTPUT/model/``: the step whose weights it holds. A model folder without it was
+not written (whole) by ``rftkit train``."""
+
+
+def write_model(directory: str | os.PathLike[str], model: Any, tokenizer: Any, step: int) -> Path:
+    """``save_pretrained`` the model and tokenizer into ``directory`` through :func:`replace_directory`, marked with ``step``.
+
+    A kill during the write leaves the previous ``directory`` (or none) and a temp dir beside it,
+    never a folder that looks loadable but is not.
+    """
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / MODEL_MARKER, {"step": step})
+
+    return replace_directory(directory, write)
+
+
+def model_step(directory: str | os.PathLike[str]) -> int | None:
+    """The step of the model :func:`write_model` wrote in ``directory``; None when there is no complete one."""
+    try:
+        step = json.loads((Path(directory) / MODEL_MARKER).read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) else None

@@ -25,7 +25,11 @@ each rank takes the GPU of its ``LOCAL_RANK``.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -42,7 +46,7 @@ from ._distributed import is_main_process, leave_process_group, rank_device
 
 SECTIONS: dict[str, frozenset[str]] = {
     "model": frozenset({"name_or_path", "device"}),
-    "dataset": frozenset({"train", "eval", "eval_count"}),
+    "dataset": frozenset({"train", "eval", "eval_count", "skip_bad_rows"}),
     "grader": frozenset({"config"}),
     "ppo": frozenset(f.name for f in fields(PPOConfig)),
     "train": frozenset({"steps", "eval_every", "checkpoint_every", "console_every", "output"}),
@@ -69,6 +73,8 @@ class TrainSpec:
     checkpoint_every: int
     console_every: int | None
     output: Path
+    skip_bad_rows: bool = False
+    """Train without the rows the dataset check finds errors in (each listed), instead of stopping."""
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -151,10 +157,12 @@ def _ppo_config(section: Mapping[str, Any]) -> PPOConfig:
         raise UserError(exc.message, code=exc.code, pointer="/ppo" + exc.pointer, hint=exc.hint) from None
 
 
-def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = None, steps: int | None = None) -> TrainSpec:
+def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = None, steps: int | None = None,
+                 skip_bad_rows: bool = False) -> TrainSpec:
     """Check a parsed config; relative paths resolve against ``base`` (the config file's folder).
 
-    ``output`` and ``steps`` override ``train.output`` and ``train.steps`` (``--output``, ``--steps``).
+    ``output`` and ``steps`` override ``train.output`` and ``train.steps`` (``--output``, ``--steps``);
+    ``skip_bad_rows`` (``--skip-bad-rows``) turns ``dataset.skip_bad_rows`` on.
     """
     for name, section in data.items():
         if name not in SECTIONS:
@@ -192,6 +200,13 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
         raise _bad("/dataset/eval_count", "give dataset.eval (a file) or dataset.eval_count (rows held out of train), not both")
     eval_path = path(dataset["eval"], "/dataset/eval") if "eval" in dataset else None
     eval_count = _int(dataset.get("eval_count", 0), "/dataset/eval_count", minimum=0)
+    skip = dataset.get("skip_bad_rows", False)
+    if not isinstance(skip, bool):
+        raise _bad("/dataset/skip_bad_rows", f"skip_bad_rows must be true or false, got {skip!r}")
+    eval_every = _int(train.get("eval_every"), "/train/eval_every", optional=True)
+    if eval_every is not None and eval_path is None and not eval_count:
+        raise _bad("/train/eval_every", "eval_every needs held-out rows to evaluate",
+                   "give dataset.eval (a file) or dataset.eval_count, or drop eval_every")
 
     run_steps = steps if steps is not None else _int(train["steps"], "/train/steps")
     return TrainSpec(
@@ -200,39 +215,107 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
         grader_path=path(data["grader"]["config"], "/grader/config"),
         ppo=_ppo_config(data.get("ppo", {})),
         steps=run_steps,
-        eval_every=_int(train.get("eval_every"), "/train/eval_every", optional=True),
+        eval_every=eval_every,
         # no checkpoint_every: one checkpoint at the last step, so --resume can always extend a finished run
         checkpoint_every=_int(train.get("checkpoint_every", run_steps), "/train/checkpoint_every"),
         console_every=_int(train.get("console_every", 10), "/train/console_every", optional=True),
         output=output if output is not None else path(train.get("output", "runs/train"), "/train/output", must_exist=False),
+        skip_bad_rows=skip or skip_bad_rows,
     )
+
+
+def row_problem(row: Mapping[str, Any], *, needs_reference: bool) -> tuple[str, str, str, str] | None:
+    """What keeps ``rftkit train`` from using a row, as (code, pointer, message, hint); None when it can.
+
+    ``rftkit validate`` accepts more than the trainer renders (a chat under ``prompt``, content
+    parts), so these checks run after it, on the rows it passed.
+    """
+    messages = row.get("messages")
+    if "prompt" in row and messages is not None:
+        return "prompt_and_messages", "/messages", "give 'prompt' or 'messages', not both", ""
+    if messages is not None:
+        if (not isinstance(messages, list) or not messages
+                or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                           for m in messages)
+                or messages[-1]["role"] != "user"):
+            return ("messages_not_text", "/messages", "'messages' must be a list of {role, content} strings ending in a user turn",
+                    "rftkit train renders string contents with the chat template")
+    elif not isinstance(row.get("prompt"), str):
+        return ("prompt_not_text", "/prompt", "a row needs 'prompt' (a string) or 'messages' (a chat)",
+                "put a chat under 'messages', not 'prompt'")
+    if needs_reference and "reference" not in row:
+        return ("missing_reference", "/reference", "a structured grader needs each row's 'reference'",
+                "or use an OpenAI-type grader config that reads {{ item.<key> }} from the row")
+    return None
 
 
 def read_rows(path: Path, pointer: str, *, needs_reference: bool) -> list[dict[str, Any]]:
     """JSONL rows, each with ``prompt`` (a string) or ``messages`` (OpenAI's chat rows, ending in a user turn).
 
     A ``structured`` grader (``needs_reference``) also needs each row's ``reference``; OpenAI's
-    grader types read ``{{ item.* }}`` from the row's other keys instead. Errors name the file and line.
+    grader types read ``{{ item.* }}`` from the row's other keys instead. The first bad row raises,
+    naming the file and line (``rftkit train`` itself checks with :func:`load_dataset`, which lists them all).
     """
     rows = load_jsonl(path, pointer=pointer)
     for lineno, row in enumerate(rows, 1):
-        where = f"{path}: row {lineno}"
-        messages = row.get("messages")
-        if "prompt" in row and messages is not None:
-            raise UserError(f"{where}: give 'prompt' or 'messages', not both", code="bad_jsonl_row", pointer=pointer)
-        if messages is not None:
-            if (not isinstance(messages, list) or not messages
-                    or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                               for m in messages)
-                    or messages[-1]["role"] != "user"):
-                raise UserError(f"{where}: 'messages' must be a list of {{role, content}} strings ending in a user turn",
-                                code="bad_jsonl_row", pointer=pointer)
-        elif not isinstance(row.get("prompt"), str):
-            raise UserError(f"{where}: a row needs 'prompt' (a string) or 'messages' (a chat)", code="bad_jsonl_row", pointer=pointer)
-        if needs_reference and "reference" not in row:
-            raise UserError(f"{where}: a structured grader needs each row's 'reference'", code="bad_jsonl_row", pointer=pointer,
-                            hint="or use an OpenAI-type grader config that reads {{ item.<key> }} from the row")
+        problem = row_problem(row, needs_reference=needs_reference)
+        if problem is not None:
+            _, _, message, hint = problem
+            raise UserError(f"{path}: row {lineno}: {message}", code="bad_jsonl_row", pointer=pointer, hint=hint)
     return rows
+
+
+def load_dataset(path: Path, pointer: str, *, grader_path: Path, structured: bool, skip_bad_rows: bool,
+                 console: Console) -> list[dict[str, Any]]:
+    """The rows of a dataset file, checked first as ``rftkit validate --grader`` checks them, then for what the trainer renders.
+
+    Runs before the model is loaded, so a bad row costs seconds, not a model load (or a run). With
+    errors, the report is printed as ``rftkit validate`` prints it and :class:`UserError`
+    (``bad_dataset``) is raised, unless ``skip_bad_rows``: then every row with an error is left
+    out and listed by line. Warnings (duplicate prompts) are printed and train. A problem with the
+    file as a whole (unreadable, no row) always stops.
+    """
+    from graders._cli import _gold_grader  # what `rftkit validate --grader` self-checks with
+    from graders._config import load_config
+    from schemas import validate_dataset
+    from schemas._cli import render_text
+    from schemas._dataset import DatasetIssue
+    from schemas._reader import read_dataset
+
+    report = validate_dataset(path, grader=_gold_grader(grader_path), grader_config=dict(load_config(grader_path)),
+                              reference="reference" if structured else None, max_issues=sys.maxsize)
+    bad = {i.line for i in report.issues if i.severity == "error"}
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for raw in read_dataset(path):
+        if raw.value is None or raw.line in bad:
+            continue
+        problem = row_problem(raw.value, needs_reference=structured)
+        if problem is None:
+            rows.append((raw.line, raw.value))
+            continue
+        code, row_pointer, message, _ = problem  # one more error for the report, counted as the validator counts
+        report.issues.append(DatasetIssue(code, row_pointer, message, None, raw.line, "error"))
+        report.counts[code] = report.counts.get(code, 0) + 1
+        report.errors += 1
+        report.rows_with_errors += 1
+        bad.add(raw.line)
+    report.issues.sort(key=lambda i: i.line)
+    if report.issues:
+        render_text(report, console)
+    else:
+        console.print(escape(report.summary()), soft_wrap=True)
+    if not report.errors:
+        return [row for _, row in rows]
+    if 0 in bad or not skip_bad_rows:
+        what = "the file cannot be used" if 0 in bad else f"{report.rows_with_errors:,} row(s) with errors, listed above"
+        raise UserError(f"{path}: {what}; nothing was trained", code="bad_dataset", pointer=pointer,
+                        hint="fix them, or pass --skip-bad-rows (dataset.skip_bad_rows = true) to train on the other rows"
+                        if 0 not in bad else "")
+    console.print(f"skipped {len(bad):,} bad row(s) of {escape(str(path))}: lines {', '.join(map(str, sorted(bad)))}",
+                  soft_wrap=True)
+    if not rows:
+        raise UserError(f"{path}: every row has an error; nothing to train on", code="bad_dataset", pointer=pointer)
+    return [row for _, row in rows]
 
 
 def trainer_rows(rows: list[dict[str, Any]], tokenizer: Any, *, structured: bool) -> list[dict[str, Any]]:
@@ -269,54 +352,187 @@ class ItemGrader:
         return grade_batch(self.grader, responses, references)
 
 
-def run_training(spec: TrainSpec, *, resume: bool, console: Console) -> list[dict[str, float]]:
-    """Load the model, data and grader named by ``spec`` and train; returns the metrics of the steps run."""
+_PLOTS = frozenset({"reward.png", "kl.png", "entropy.png"})
+
+
+def foreign_entries(output: Path) -> list[str]:
+    """What in ``output`` ``rftkit train`` did not write, as relative names (``notes.txt``, ``checkpoints/best/``).
+
+    Its own files are ``metrics.jsonl``, ``checkpoints/step-*``, ``plots/{reward,kl,entropy}.png``,
+    ``model/`` when it holds :data:`MODEL_MARKER`, and the ``.tmp-*`` folders and files of a writer
+    that was killed. A symbolic link is never its own (deleting through it could reach anywhere).
+    """
+    from ._checkpoint import _STEP_DIR, MODEL_MARKER
+
+    def own(entry: Path, inside: str) -> bool:
+        if entry.is_symlink():
+            return False
+        if inside == "checkpoints":
+            return entry.is_dir() and (_STEP_DIR.match(entry.name) is not None or entry.name.startswith(".tmp-step-"))
+        if inside == "plots":
+            return entry.is_file() and entry.name in _PLOTS
+        return ((entry.name in ("metrics.jsonl", "metrics.jsonl.tmp") and entry.is_file())
+                or (entry.name.startswith(".tmp-model-") and entry.is_dir())
+                or (entry.name == "model" and entry.is_dir() and (entry / MODEL_MARKER).is_file()))
+
+    foreign = []
+    for entry in sorted(output.iterdir()):
+        if entry.name in ("checkpoints", "plots") and entry.is_dir() and not entry.is_symlink():
+            foreign += [f"{entry.name}/{e.name}{'/' if e.is_dir() else ''}" for e in sorted(entry.iterdir()) if not own(e, entry.name)]
+        elif not own(entry, ""):
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
+def prepare_output(output: Path, *, resume: bool, overwrite: bool) -> None:
+    """Apply the output-folder rules before anything is loaded, then make sure the folder can be written.
+
+    A folder that holds anything is another run's (mixing two runs loses the first one's log and
+    lets ``keep_last`` delete the second one's checkpoints), so it is refused unless ``resume``
+    (continue it) or ``overwrite`` (replace it: only ``rftkit train``'s own files, see
+    :func:`foreign_entries`, are removed, and only when nothing else is there).
+    """
+    try:
+        if output.exists() and not output.is_dir():
+            raise UserError(f"output {output} is a file, not a folder", code="bad_output", pointer="/train/output",
+                            hint="point --output (train.output) at a folder")
+        entries = sorted(output.iterdir()) if output.is_dir() else []
+        if entries and not resume:
+            names = [e.name + ("/" if e.is_dir() else "") for e in entries]
+            listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            if not overwrite:
+                raise UserError(f"output folder {output} is not empty (it holds {listed}): pass --resume to continue that run, "
+                                "--overwrite to replace it, or --output a new folder", code="output_not_empty", pointer="/train/output")
+            foreign = foreign_entries(output)
+            if foreign:
+                raise UserError(f"--overwrite: {output} holds files rftkit train did not write ({', '.join(foreign)}); "
+                                "nothing was removed", code="output_not_empty", pointer="/train/output",
+                                hint="move them out, or --output a new folder")
+            for entry in entries:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        output.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=output)  # a read-only folder fails here, not after the model loads
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise write_error(exc, output) from None
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full: free space, lower ppo.keep_last, or --output onto another disk",
+    errno.EDQUOT: "the disk quota is used up: free space, or --output onto another disk",
+    errno.EROFS: "the file system is read-only: --output a folder you can write",
+    errno.EACCES: "no permission to write there: --output a folder you can write",
+    errno.EPERM: "no permission to write there: --output a folder you can write",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: --output another folder",
+    errno.EEXIST: "a part of the path is a file, not a folder: --output another folder",
+}
+
+
+def write_error(exc: OSError, output: Path) -> UserError:
+    """A failed write as one line: which path (the output folder when the error names none) and why."""
+    path = exc.filename if exc.filename is not None else output
+    reason = exc.strerror or str(exc)
+    return UserError(f"cannot write {path}: {reason}", code="write_failed", pointer="/train/output",
+                     hint=_WRITE_HINTS.get(exc.errno or 0, ""))
+
+
+def resolve_device(name: str) -> str:
+    """The device a ``[model] device`` value names on this machine (``auto``: CUDA when available); checked before the model loads."""
     import torch
+
+    name = rank_device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise _bad("/model/device", f"unknown device {name!r}", 'use "auto", "cpu", "cuda" or "cuda:<index>"') from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _bad("/model/device", f"device {name!r}, but this torch ({torch.__version__}) sees no CUDA GPU",
+                       'set device = "auto" or "cpu", or install a CUDA build of torch on a machine with a GPU')
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise _bad("/model/device", f"device {name!r}, but this machine has {count} CUDA GPU(s)", f"use cuda:0 .. cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise _bad("/model/device", f"device {name!r}, but this torch sees no Apple GPU", 'set device = "auto" or "cpu"')
+    return name
+
+
+def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: bool = False) -> list[dict[str, float]]:
+    """Check the output folder, device and data, then load the model and train; returns the metrics of the steps run.
+
+    Everything that can be checked without the model is checked first. A run whose last
+    checkpoint is the final step but whose ``OUTPUT/model`` is missing or from an earlier step
+    (killed while it was written) gets it written from that checkpoint on ``--resume``.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from graders import StructuredGrader, from_config
 
+    from ._checkpoint import checkpoint_name, model_step, resolve_checkpoint, write_model
     from ._trainer import PPOTrainer
 
+    if resume and overwrite:
+        raise UserError("--resume continues the run in the output folder and --overwrite replaces it: give one, not both",
+                        code="bad_option", pointer="/train/output")
+    main = is_main_process()
+    resume_from = None
+    if resume:
+        resume_from = spec.output / "checkpoints"
+        if resolve_checkpoint(resume_from) is None:
+            raise UserError(f"--resume: no checkpoint under {str(resume_from)!r}", code="bad_resume", pointer="/train/output",
+                            hint="run without --resume first, or point --output at the earlier run")
+    device = resolve_device(spec.device)
     grader: Any = from_config(spec.grader_path)
     structured = isinstance(grader, StructuredGrader)
     if not structured:
         grader = ItemGrader(grader)
-    train_rows = read_rows(spec.train_path, "/dataset/train", needs_reference=structured)
-    eval_rows = read_rows(spec.eval_path, "/dataset/eval", needs_reference=structured) if spec.eval_path is not None else []
+    quiet = Console(quiet=True)  # the report is printed by rank 0 alone
+    train_rows = load_dataset(spec.train_path, "/dataset/train", grader_path=spec.grader_path, structured=structured,
+                              skip_bad_rows=spec.skip_bad_rows, console=console if main else quiet)
+    eval_rows = (load_dataset(spec.eval_path, "/dataset/eval", grader_path=spec.grader_path, structured=structured,
+                              skip_bad_rows=spec.skip_bad_rows, console=console if main else quiet)
+                 if spec.eval_path is not None else [])
     if spec.eval_count:
         if spec.eval_count >= len(train_rows):
             raise _bad("/dataset/eval_count", f"eval_count {spec.eval_count} leaves no training rows (the file has {len(train_rows)})")
         train_rows, eval_rows = train_rows[:-spec.eval_count], train_rows[-spec.eval_count:]
-    resume_from = None
-    if resume:
-        resume_from = spec.output / "checkpoints"
-        from ._checkpoint import resolve_checkpoint
-
-        if resolve_checkpoint(resume_from) is None:
-            raise UserError(f"--resume: no checkpoint under {str(resume_from)!r}", code="bad_resume", pointer="/train/output",
-                            hint="run without --resume first, or point --output at the earlier run")
-    device = rank_device(spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if main:  # last before the model, so a refused run leaves the folder as it was; rank 0 alone writes
+        prepare_output(spec.output, resume=resume, overwrite=overwrite)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.model)
         model: Any = AutoModelForCausalLM.from_pretrained(spec.model)
-        model = model.to(device)
     except OSError as exc:
         raise _bad("/model/name_or_path", f"cannot load {spec.model!r}: {exc}") from None
+    try:
+        model = model.to(device)
+    except (RuntimeError, AssertionError) as exc:  # torch says "not compiled with CUDA" with an AssertionError
+        raise _bad("/model/device", f"cannot move the model to {device!r}: {exc}") from None
     train_rows = trainer_rows(train_rows, tokenizer, structured=structured)
     eval_rows = trainer_rows(eval_rows, tokenizer, structured=structured)
     trainer = PPOTrainer(model, tokenizer, grader, train_rows, eval_rows, spec.ppo, resume_from=resume_from)
     start = trainer.step_count
-    if start >= spec.steps:
-        console.print(f"already at step {start} of {spec.steps}: nothing to do")
-        return []
-    console.print(f"training {spec.model} for steps {start + 1}..{spec.steps} on {len(train_rows)} prompts "
-                  f"({len(eval_rows)} held out); writing to {spec.output}")
-    history = trainer.train(spec.steps, log_dir=spec.output, eval_every=spec.eval_every, checkpoint_every=spec.checkpoint_every,
-                            console_every=spec.console_every)
-    if trainer.ranks.is_main:
-        model.save_pretrained(spec.output / "model")
-        tokenizer.save_pretrained(spec.output / "model")
+    model_dir = spec.output / "model"
+    try:
+        if start >= spec.steps:
+            if trainer.ranks.is_main and model_step(model_dir) != start:
+                write_model(model_dir, model, tokenizer, start)
+                console.print(f"training had reached step {start}, but {escape(str(model_dir))} was missing or incomplete "
+                              f"(killed while it was written): wrote it from checkpoint {checkpoint_name(start)}", soft_wrap=True)
+            else:
+                console.print(f"already at step {start} of {spec.steps}: nothing to do")
+            return []
+        console.print(f"training {spec.model} for steps {start + 1}..{spec.steps} on {len(train_rows)} prompts "
+                      f"({len(eval_rows)} held out); writing to {spec.output}", soft_wrap=True)
+        history = trainer.train(spec.steps, log_dir=spec.output, eval_every=spec.eval_every,
+                                checkpoint_every=spec.checkpoint_every, console_every=spec.console_every)
+        if trainer.ranks.is_main:
+            write_model(model_dir, model, tokenizer, trainer.step_count)
+    except OSError as exc:
+        raise write_error(exc, spec.output) from None
     return history
 
 
@@ -329,6 +545,8 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint under the output folder.")] = False,
         steps: Annotated[int | None, typer.Option("--steps", min=1, help="Total steps to reach (overrides train.steps).")] = None,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides train.output).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the earlier run in the output folder (only rftkit's own files; refused if anything else is there).")] = False,
+        skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Train without the dataset rows that have errors (each listed), instead of stopping.")] = False,
     ) -> None:
         """Train a causal LM with PPO on graded prompts; see docs/rl.md.
 
@@ -338,10 +556,11 @@ def register(app: typer.Typer) -> None:
         """
         console = Console(quiet=not is_main_process())  # under torchrun, rank 0 speaks for all
         try:
-            spec = parse_config(read_config_file(config), config.resolve().parent, output=output, steps=steps)
-            history = run_training(spec, resume=resume, console=console)
+            spec = parse_config(read_config_file(config), config.resolve().parent, output=output, steps=steps,
+                                skip_bad_rows=skip_bad_rows)
+            history = run_training(spec, resume=resume, overwrite=overwrite, console=console)
         except (UserError, FileNotFoundError) as exc:
-            Console().print(f"[red]error:[/red] {escape(str(exc))}")  # from every rank: it may be this rank's alone
+            Console().print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # from every rank: it may be this rank's alone
             raise typer.Exit(2) from None
         finally:
             leave_process_group()

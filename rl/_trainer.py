@@ -305,7 +305,12 @@ class PPOTrainer:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy completions of every eval row, graded: ``eval/reward/mean`` and ``eval/reward/<field>``."""
+        """Greedy completions of every eval row, graded: ``eval/reward/mean`` and ``eval/reward/<field>``.
+
+        Without eval rows there is nothing to measure, so nothing is returned (rather than a NaN mean
+        that a log, a plot or a summary would show as a reading)."""
+        if not self.eval_rows:
+            return {}
         grades: list[Scored] = []
         size, eval_rows = self.config.batch_size, self.ranks.shard(self.eval_rows)  # under torchrun, each rank grades a share
         for first in range(0, len(eval_rows), size):
@@ -333,8 +338,9 @@ class PPOTrainer:
             save_model(self.model, str(tmp / "model.safetensors"))  # stores tied weights (GPT-2's lm_head) once
             if self.value_head is not None:
                 save_file(self.value_head.state_dict(), str(tmp / "value_head.safetensors"))
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            for name, state in (("optimizer.pt", self.optimizer.state_dict()), ("scheduler.pt", self.scheduler.state_dict())):
+                with open(tmp / name, "wb") as file:  # through Python's file: a full disk raises OSError(ENOSPC), not a bare RuntimeError
+                    torch.save(state, file)
             write_json(tmp / "trainer_state.json", {
                 "step": self.step_count, "queue": self._queue, "kl_coef": self.kl_coef, "config": dataclasses.asdict(self.config),
                 **save_rng(tmp, self._generator, self._rng, other_ranks=rng[1:])})
@@ -370,7 +376,7 @@ class PPOTrainer:
         """Run ``step()`` until ``step_count == steps`` (a total, so a resumed run stops where the original would).
 
         Every ``eval_every`` steps, and at every checkpoint, ``evaluate()``'s held-out greedy reward
-        (``eval/reward/mean``, ``eval/reward/<field>``) joins that step's metrics, which always hold
+        (``eval/reward/mean``, ``eval/reward/<field>``; nothing without eval rows) joins that step's metrics, which always hold
         ``kl/to_init``. With ``log_dir``: each step's metrics are appended to ``log_dir/metrics.jsonl``
         (lines after the current step, left by a killed run, are dropped first) and every
         ``checkpoint_every`` steps, and at the last, a checkpoint goes to ``log_dir/checkpoints``; at the end
