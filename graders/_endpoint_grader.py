@@ -13,8 +13,11 @@ optional. Each grade POSTs one JSON body::
     {"sample": {"output_text": ..., "output_json": ..., ...}, "item": {...}, "trace_id": "trace_<32 hex>"}
 
 and expects ``{"score": <number>}`` back (other keys are kept in the grade's
-details). The score is the reward as the server gives it, not clamped: the
-server owns its scale, as OpenAI's ``pass_threshold: 8`` example shows.
+details). The score must lie in the grader's range, [0, 1] unless the
+``score_range`` keyword says otherwise (``score_range=(0, 10)`` for a server on
+OpenAI's ``pass_threshold: 8`` scale); a score outside it is the server's bug,
+not a reward: it scores 0 with ``other_error`` (a trainer must never train on
+``1e30``). A ``pass_threshold`` outside the range raises at construction.
 
 How long to wait and how often to retry are not part of OpenAI's config, so
 they are constructor keywords: ``timeout`` (seconds per attempt, default 600,
@@ -32,7 +35,7 @@ no answer: timeout or connection failure, or 408/429/5xx    ``unresponsive_rewar
 on the last attempt
 another HTTP error (400, 401, 404, 422 ...)                 ``other_error``
 a 2xx whose body is not JSON or has no finite number        ``other_error``
-``score``
+``score``, or a ``score`` outside ``score_range``
 ==========================================================  ==============================
 
 The reason names the URL, the status and the start of the body. The one
@@ -220,10 +223,14 @@ def post_json(url: str, body: bytes, headers: Mapping[str, str], *, timeout: flo
 def json_body(payload: Any, what: str) -> bytes:
     """``payload`` as UTF-8 JSON bytes; a value JSON cannot hold raises :class:`GraderConfigError`."""
     try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise GraderConfigError(f"{what} cannot be sent as JSON: {exc}", code="payload_not_json",
                                 hint="pass JSON values only (dict, list, str, finite numbers, bool, None)") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (model output can hold one): sent as its \\u escape, which JSON allows
+        return json.dumps(payload, allow_nan=False).encode("ascii")
 
 
 def check_options(timeout: object, max_retries: object, backoff: object) -> tuple[float, int, float]:
@@ -305,8 +312,11 @@ class EndpointGrader:
 
     def __init__(self, *, url: str, name: str = "endpoint", headers: Mapping[str, str] | None = None,
                  rate_limit: int | None = None, pass_threshold: float | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 max_retries: int = 3, backoff: float = 0.5, client: httpx.Client | None = None) -> None:
+                 max_retries: int = 3, backoff: float = 0.5, client: httpx.Client | None = None,
+                 score_range: tuple[float, float] = (0.0, 1.0)) -> None:
         self._name = _check_name(name)
+        self.score_range = _check_score_range(score_range)
+        """The scores the server may answer, inclusive; another scores 0 with ``other_error``."""
         self.url = check_url(url, "/url")
         """Where each grade is POSTed."""
         self.headers = _check_headers(headers)
@@ -319,6 +329,11 @@ class EndpointGrader:
         self.rate_limiter = RateLimiter(rate_limit) if rate_limit is not None else None
         self.pass_threshold = check_threshold(pass_threshold)
         """The score at or above which a grade passes (only marks the reason); None: no verdict."""
+        low, high = self.score_range
+        if self.pass_threshold is not None and not low <= self.pass_threshold <= high:
+            raise GraderConfigError(f"pass_threshold {self.pass_threshold:g} is outside the score range [{low:g}, {high:g}]",
+                                    code="bad_value", pointer="/pass_threshold",
+                                    hint="give the server's scale as EndpointGrader.from_config(config, score_range=(0, 10))")
         self.timeout, self.max_retries, self.backoff = check_options(timeout, max_retries, backoff)
         self._http = LazyClient(client)
 
@@ -331,7 +346,8 @@ class EndpointGrader:
     def from_config(cls, config: Mapping[str, Any], **options: Any) -> EndpointGrader:
         """Build from ``{"type": "endpoint", "url", "name"?, "headers"?, "rate_limit"?, "pass_threshold"?}``.
 
-        ``options`` are the constructor's keywords (``timeout``, ``max_retries``, ``backoff``, ``client``).
+        ``options`` are the constructor's keywords (``timeout``, ``max_retries``, ``backoff``, ``client``,
+        ``score_range``).
         """
         _check_keys(config, "endpoint", ("url",), ("name", "headers", "rate_limit", "pass_threshold"))
         return cls(url=config["url"], name=config.get("name", "endpoint"), headers=config.get("headers"),
@@ -358,6 +374,10 @@ class EndpointGrader:
             return flagged("other_error", f'endpoint {self.url} answered without a finite number "score": '
                                           f"{excerpt(answer.text)}; scored 0")
         value = float(score)
+        low, high = self.score_range
+        if not low <= value <= high:
+            return flagged("other_error", f"endpoint {self.url} answered score {value:g}, outside the grader's range "
+                                          f"[{low:g}, {high:g}]; scored 0 (give another scale with score_range)")
         detail = FieldDetail("endpoint", value, "compared", reply, None)
         return Grade(value, {}, {self.name: detail}, None,
                      f"{value:g} from endpoint {self.url}{verdict(value, self.pass_threshold)}")
@@ -374,7 +394,8 @@ class EndpointGrader:
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:
-        options = {"timeout": self.timeout, "max_retries": self.max_retries, "backoff": self.backoff}
+        options = {"timeout": self.timeout, "max_retries": self.max_retries, "backoff": self.backoff,
+                   "score_range": self.score_range}
         return (_rebuild, (self.config(), options))
 
     def __repr__(self) -> str:  # header values may be secrets: only their names are shown
@@ -397,3 +418,13 @@ def _check_headers(headers: object) -> dict[str, str]:
             raise GraderConfigError(f"header {key!r} must map a name to a string value, got {value!r}", code="wrong_type",
                                     pointer=f"/headers/{_escape(str(key))}")
     return dict(headers)
+
+
+def _check_score_range(value: object) -> tuple[float, float]:
+    """``score_range``: two finite numbers, low < high."""
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+            and value[0] < value[1]):
+        return float(value[0]), float(value[1])
+    raise GraderConfigError(f"score_range must be (low, high) with finite numbers and low < high, got {value!r}",
+                            code="bad_value", pointer="/score_range", hint="e.g. (0, 1) (the default) or (0, 10)")

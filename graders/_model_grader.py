@@ -95,7 +95,7 @@ from ._errors import GraderConfigError
 from ._openai import SampleInput, _check_keys, _check_name, _missing
 from ._parsing import parse_response
 from ._result import FieldDetail, Grade
-from ._templates import MissingVariable, Sample, Template
+from ._templates import MissingVariable, Sample, Template, well_formed
 
 if TYPE_CHECKING:
     import torch
@@ -651,7 +651,7 @@ class _ModelGrader:
                     return _missing(text, f"input[{i}]")
                 texts.append(text)
             role = "system" if message.role == "developer" else message.role
-            out.append({"role": role, "content": "\n".join(texts)})
+            out.append({"role": role, "content": well_formed("\n".join(texts))})  # a lone surrogate: U+FFFD for the model
         return out
 
     def _answer_format(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from ._errors import GraderConfigError
 from ._openai import SampleInput, _check_keys, _check_name, _render_pair, check_threshold
 from ._result import FieldDetail, Grade
-from ._templates import Template
+from ._templates import Template, well_formed
 
 if TYPE_CHECKING:
     import torch
@@ -184,6 +184,7 @@ class Embedder:
         """Unit-length embeddings, one row per text: (N, D)."""
         import torch
 
+        texts = [well_formed(t) for t in texts]  # the tokenizer refuses a lone surrogate (model output can hold one)
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         with torch.inference_mode():
             tokens = self.model(**batch).last_hidden_state  # (N, T, D)

@@ -45,6 +45,21 @@ _STEP = re.compile(r"\.([\w-]+)|\[(\d+)\]")
 _NAMESPACES = ("item", "sample")
 _SAMPLE_FIELDS = ("output_text", "output_json", "output_tools", "choices")
 _ABSENT = object()
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, so it encodes as UTF-8.
+
+    A model output read from JSON can hold one (``"Par\\ud83d"`` decodes to a string no
+    UTF-8 encoder accepts); code that hands text to a tokenizer or writes it as UTF-8 calls this.
+    A Python string holds no valid surrogate pairs (they decode to one code point), so every
+    surrogate in it is lone.
+
+    >>> well_formed("Par\\ud83d"), well_formed("Paris \\U0001F600")
+    ('Par�', 'Paris 😀')
+    """
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ def server_factory() -> Iterator[Callable[[Respond], EndpointServer]]:
 
 
 def grader(url: str, **extra: Any) -> EndpointGrader:
-    options = {k: extra.pop(k) for k in ("timeout", "max_retries", "backoff", "client") if k in extra}
+    options = {k: extra.pop(k) for k in ("timeout", "max_retries", "backoff", "client", "score_range") if k in extra}
     g = EndpointGrader.from_config({"type": "endpoint", "name": "reward", "url": url, **extra}, **options)
     return g
 
@@ -78,12 +78,44 @@ def test_a_sample_dict_is_sent_as_given_with_the_derived_fields_it_lacks(server_
     assert "output_audio" in sent["sample"] and sent["item"] == {}
 
 
-def test_the_score_is_the_servers_own_scale_and_pass_threshold_marks_the_reason(server_factory: Any) -> None:
+def test_the_score_is_on_the_given_scale_and_pass_threshold_marks_the_reason(server_factory: Any) -> None:
     server = server_factory(lambda n, r: (200, {"score": [8, 3][n]}))
-    g = grader(server.url, pass_threshold=8)
+    g = grader(server.url, pass_threshold=8, score_range=(0, 10))
     passed, failed = g.grade("a"), g.grade("b")
     assert (passed.score, failed.score) == (8.0, 3.0)
     assert passed.reason.endswith(">= 8: passes") and failed.reason.endswith("< 8: fails")
+    assert pickle.loads(pickle.dumps(g)).score_range == (0.0, 10.0)
+
+
+@pytest.mark.parametrize(("score", "score_range"), [(1e30, None), (-0.5, None), (1.0000001, None), (11, (0, 10)),
+                                                    (-1e308, (-1, 1))])
+def test_a_score_outside_the_range_is_flagged_never_a_reward(server_factory: Any, score: float,
+                                                             score_range: tuple[float, float] | None) -> None:
+    server = server_factory(always(200, {"score": score}))
+    g = grader(server.url, **({"score_range": score_range} if score_range else {}))
+    grade = g.grade("x")
+    assert (grade.score, grade.errors["other_error"]) == (0.0, True) and "outside the grader's range" in grade.reason
+    assert run_grader({"type": "endpoint", "name": "r", "url": server.url}, "x")["reward"] == 0.0  # all outside [0, 1]
+
+
+def test_the_range_ends_are_scores_and_pass_threshold_must_lie_in_it(server_factory: Any) -> None:
+    server = server_factory(lambda n, r: (200, {"score": [0, 1, 10][n]}))
+    assert grader(server.url).grade("a").score == 0.0 and grader(server.url).grade("b").score == 1.0
+    assert grader(server.url, score_range=(0, 10)).grade("c").score == 10.0
+    with pytest.raises(GraderConfigError) as info:
+        grader(server.url, pass_threshold=8)
+    assert (info.value.code, info.value.pointer) == ("bad_value", "/pass_threshold") and "score_range" in (info.value.hint or "")
+    for bad in [(1, 0), (0, math.inf), (0,), "0-1", (True, 2)]:
+        with pytest.raises(GraderConfigError, match="score_range"):
+            grader(server.url, score_range=bad)
+
+
+def test_a_lone_surrogate_in_the_sample_is_sent_as_its_escape(server_factory: Any) -> None:
+    server = server_factory(always(200, {"score": 1}))
+    grade = grader(server.url).grade('{"city": "Par\\ud83d"}', {"ref": "x\ud800"})
+    assert grade.score == 1.0 and grade.ok
+    sent = server.requests[0]["body"]
+    assert sent["sample"]["output_json"] == {"city": "Par\ud83d"} and sent["item"] == {"ref": "x\ud800"}
 
 
 # -- failures are flagged zeros ----------------------------------------------------------------

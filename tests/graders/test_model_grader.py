@@ -104,6 +104,19 @@ def test_sends_the_rendered_messages_and_reads_the_result(serve: Any) -> None:
     assert schema["schema"]["properties"]["result"] == {"type": "number"}
 
 
+def test_a_lone_surrogate_or_a_huge_integer_in_the_output_is_graded_as_data(serve: Any) -> None:
+    server = serve(replies('{"steps": [], "result": 123456789012345678901234567890}', '{"result": 1e400}'))
+    g = score_grader(server)
+    huge = g.grade('{"a": "Par\\ud83d", "n": 123456789012345678901234567890}', {"answer": "Paris\ud800"})
+    assert (huge.score, huge.ok) == (1.0, True)  # a result over 64 bits is a number: clamped to the range
+    sent = server.requests[0]["body"]["messages"][1]["content"]
+    assert sent == 'Reference: Paris\ufffd\nAnswer: {"a": "Par\\ud83d", "n": 123456789012345678901234567890}'
+    assert g.grade("Par\ud83d", {"answer": "x"}).score == 0.0  # 1e400 is no finite result: flagged
+    assert server.requests[1]["body"]["messages"][1]["content"].endswith("Answer: Par\ufffd")
+    label = LabelModelGrader.from_config(label_config(), base_url=serve(replies('{"result": "correct"}')).base_url)
+    assert label.grade("Par\ud83d", {"answer": "x\udfff"}).score == 1.0
+
+
 def test_the_key_comes_from_openai_api_key_and_structured_output_can_be_off(serve: Any,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")

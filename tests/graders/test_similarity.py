@@ -166,6 +166,14 @@ def test_empty_texts(metric: str) -> None:
     assert g.similarity(SENTENCE, " ") == 0.0
 
 
+def test_a_lone_surrogate_is_graded_by_every_metric(cosine: TextSimilarityGrader) -> None:
+    for metric in LEXICAL:
+        score = grader(metric).grade("Par\ud83d is in the north of France", {"answer": "Paris is in the north of France"}).score
+        assert 0.0 < score < 1.0, metric
+    assert 0.5 < cosine.grade("Par\ud83d is in France", {"answer": "Paris is in France"}).score < 1.0
+    assert cosine.similarity("x\ud800", "x\ud800") == 1.0
+
+
 def test_cosine_empty_texts_and_range(cosine: TextSimilarityGrader) -> None:
     assert cosine.similarity("", "") == 1.0 and cosine.similarity("", SENTENCE) == 0.0
     for text in ("!!!", "0", "Ünïcödé", SENTENCE.upper()):
