@@ -16,6 +16,10 @@ only, so it sees a complete checkpoint or none: a writer killed half-way leaves 
 ``.tmp-*`` directory that nothing reads and the next save deletes. Re-saving an
 existing step renames the old directory aside first, then deletes it.
 Afterwards all but the newest ``keep_last`` ``step-*`` directories are deleted.
+:func:`replace_directory` is that write for any directory; :func:`write_model` uses it for
+``rftkit train``'s final ``OUTPUT/model/``, marked with the step of its weights
+(:data:`MODEL_MARKER`, read back by :func:`model_step`), so a resumed run can tell a complete
+final model from a missing or stale one.
 """
 
 from __future__ import annotations

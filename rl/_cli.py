@@ -6,13 +6,21 @@
 The config has five sections (relative paths are read relative to the config file)::
 
     [model]    name_or_path = "gpt2"   (a local Hugging Face directory or a hub id), device = "auto"
-    [dataset]  train = "train.jsonl"   (rows with "prompt" or "messages"; see read_rows), eval = "eval.jsonl" or eval_count = 8
+    [dataset]  train = "train.jsonl"   (rows with "prompt" or "messages"; see row_problem), eval = "eval.jsonl" or eval_count = 8,
+               skip_bad_rows = false
     [grader]   config = "grader.json"  (any grader config graders.from_config reads: structured or OpenAI's types)
     [ppo]      any PPOConfig field
     [train]    steps = 100, eval_every, checkpoint_every, console_every, output = "runs/resume"
 
 A mistake is a :class:`schemas.UserError` whose pointer names the key (``/ppo/learning_rate``);
 the command prints it and exits 2.
+
+Before the model is loaded, :func:`run_training` checks what it can without it: the device
+(:func:`resolve_device`), the dataset rows as ``rftkit validate`` checks them (:func:`load_dataset`;
+``--skip-bad-rows`` trains without the bad ones), and the output folder (:func:`prepare_output`:
+a used folder needs ``--resume`` or ``--overwrite``, and it must be writable). A failed write
+says which path and why (:func:`write_error`). ``OUTPUT/model`` is written atomically, and
+``--resume`` writes it from the last checkpoint when a kill left it missing.
 
 Several processes train together under torchrun (``rl/_distributed.py``)::
 
@@ -532,6 +540,8 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
         if trainer.ranks.is_main:
             write_model(model_dir, model, tokenizer, trainer.step_count)
     except OSError as exc:
+        if exc.filename is None and exc.errno not in _WRITE_HINTS:  # not a file the run writes: someone's bug, keep its traceback
+            raise
         raise write_error(exc, spec.output) from None
     return history
 
