@@ -368,7 +368,7 @@ def foreign_entries(output: Path) -> list[str]:
 
     Its own files are ``metrics.jsonl``, ``checkpoints/step-*``, ``plots/{reward,kl,entropy}.png``,
     ``model/`` when it holds :data:`MODEL_MARKER`, and the ``.tmp-*`` folders and files of a writer
-    that was killed. A symbolic link is never its own (deleting through it could reach anywhere).
+    that was killed (``.tmp-model-*``, ``checkpoints/.tmp-step-*``, ``metrics.jsonl.tmp``, ``.tmp-probe-*``). A symbolic link is never its own (deleting through it could reach anywhere).
     """
     from ._checkpoint import _STEP_DIR, MODEL_MARKER
 
@@ -379,7 +379,7 @@ def foreign_entries(output: Path) -> list[str]:
             return entry.is_dir() and (_STEP_DIR.match(entry.name) is not None or entry.name.startswith(".tmp-step-"))
         if inside == "plots":
             return entry.is_file() and entry.name in _PLOTS
-        return ((entry.name in ("metrics.jsonl", "metrics.jsonl.tmp") and entry.is_file())
+        return ((entry.is_file() and (entry.name in ("metrics.jsonl", "metrics.jsonl.tmp") or entry.name.startswith(".tmp-probe-")))
                 or (entry.name.startswith(".tmp-model-") and entry.is_dir())
                 or (entry.name == "model" and entry.is_dir() and (entry / MODEL_MARKER).is_file()))
 
@@ -463,7 +463,8 @@ def resolve_device(name: str) -> str:
                        'set device = "auto" or "cpu", or install a CUDA build of torch on a machine with a GPU')
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise _bad("/model/device", f"device {name!r}, but this machine has {count} CUDA GPU(s)", f"use cuda:0 .. cuda:{count - 1}")
+            raise _bad("/model/device", f"device {name!r}, but this machine has {count} CUDA GPU(s)",
+                       "use cuda:0" if count == 1 else f"use one of cuda:0 .. cuda:{count - 1}")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise _bad("/model/device", f"device {name!r}, but this torch sees no Apple GPU", 'set device = "auto" or "cpu"')
     return name
