@@ -16,8 +16,8 @@ cached)::
 
 Every request goes through the same stages, each of which can only answer
 with one status: the bearer token (401), the body size (413), JSON decoding
-and the field checks (400), a free grading slot (503), grading within the
-deadline (504), then 200. Every refusal is a JSON body
+and the field checks (400), the policy for a request-borne grader (403), a
+free grading slot (503), grading within the deadline (504), then 200. Every refusal is a JSON body
 ``{"error": {"code", "message", "pointer", "hint"}}`` whose pointer names the
 offending part of the request (``/labels/3``), so a client can fix it.
 
@@ -34,8 +34,8 @@ What it deliberately leaves out, and why:
   stuck sub-process) cannot stall the server: the request gets 504 at its
   deadline and the slot stays taken until the grader returns, so a server whose
   threads are all stuck answers 503 at once rather than queueing forever. A
-  thread cannot be killed: the stuck grading itself goes on in the background.
-  The one exception is a ``/get_reward`` body of at most 16 KiB for a
+  thread cannot be killed: python work is (at the deadline, see below), any
+  other stuck grading goes on in the background. The one exception is a ``/get_reward`` body of at most 16 KiB for a
   structured grader (OpenRLHF's one sample per request): that grader only
   computes, for microseconds, and the hop to a thread and back cost more CPU
   than the grading (see :meth:`_Server._respond`).

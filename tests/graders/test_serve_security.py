@@ -19,7 +19,7 @@ import pytest
 from test_serve import GRADER, ROWS, STRING_CHECK, error, serving, still_serving
 from typer.testing import CliRunner
 
-from graders._serve import RUN_PATH, VALIDATE_PATH, create_app
+from graders._serve import RUN_PATH, VALIDATE_PATH, _dumps, create_app
 from schemas import UserError
 
 LEAK = "def grade(sample, item):\n    raise Exception(open('/etc/passwd').read())\n"
@@ -277,3 +277,16 @@ def test_no_500_for_any_malformed_model_output() -> None:
         for raw in (b'{"sample": NaN}', b'{"sample": "x", "item": {"n": ' + b"9" * 5000 + b"}}", b"[" * 100_000):
             error(c.post("/score", content=raw), 400, "malformed_json")
         still_serving(c)
+
+
+def test_answers_hold_what_orjson_cannot_write() -> None:
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    value = {"s": "Par\ud83d", "n": 2**70, "f": float("nan"), "deep": deep, ("k\udc00"): 1}
+    decoded = json.loads(_dumps(value))  # valid JSON, valid UTF-8
+    assert decoded["s"] == "Par\ufffd" and decoded["n"] == 2**70 and decoded["f"] is None and decoded["k\ufffd"] == 1
+    inner = decoded["deep"]
+    for _ in range(198):  # decoded['deep'] is at depth 1 of the answer
+        inner = inner[0]
+    assert isinstance(inner, list) and isinstance(inner[0], str) and "nested" in inner[0]
