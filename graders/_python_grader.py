@@ -1,68 +1,53 @@
-"""OpenAI's ``python`` grader, run locally: the config's ``grade(sample, item)`` runs in a sandboxed worker process.
+"""OpenAI's ``python`` grader, run locally: the config's ``grade(sample, item)`` runs in a sandbox, one process per grade.
 
 The config is OpenAI's: ``{"type": "python", "name", "source", "image_tag"?, "pass_threshold"?}``.
 ``source`` defines ``grade(sample, item) -> float``; ``sample`` is a dict with
 ``output_text``, ``output_json``, ``output_tools`` and ``choices`` (see
 :func:`sample_dict`) and ``item`` is the dataset row.
 
-**How it runs.** Each grader owns one persistent worker: a fresh interpreter
-(``python -I -B``) that runs the source's top level once, then answers grade
-requests over a pipe, as JSON (a reply is never unpickled: the worker is not
-trusted). A warm grade costs a pipe round trip, about 0.1 ms; :meth:`PythonGrader.grade_batch`
-sends a batch in one message and streams the replies back, about 0.04 ms a sample. The worker is stopped, its whole process tree
-killed, and a new one started on the next grade, after any timeout, crash, kill,
-``sys.exit``, ``MemoryError``, malformed reply, or child process or thread left
-running. A plain exception in ``grade`` is a flagged 0 and keeps the worker.
+**How it runs.** Each grader owns a *template*: a fresh interpreter
+(``python -I -B graders/_python_worker.py``) that confines itself and runs the
+source's top level once. Every grade runs in a child forked from the template
+(a batch: one child per chunk of samples), which gets the sample on a pipe of its
+own, writes its reply on another pipe that no other grade holds, and is killed
+afterwards. So nothing a grade does to its process (replacing ``float`` or
+``json.dumps``, the harness's functions, writing forged replies, starting
+threads) reaches any other grade; this process validates every reply (exactly
+the expected frames, in order, a finite number) and a bad one is a flagged 0 for
+that grade alone. Up to ``concurrency`` grades run at once, from any number of
+threads; a hung grade holds one of them until its ``timeout`` or the caller's
+:func:`grading_deadline`, when its process is killed.
 
 **Limits** (OpenAI's, from its graders guide): source under 256 KiB; wall clock
-``timeout`` per grade (120 s); address space ``memory_limit`` (2 GiB); each file
-written at most 1 GiB; 2 threads for the numeric libraries. The source's top
-level (its imports) gets ``max(timeout, 30 s)`` once per worker.
+``timeout`` per grade (120 s); address space ``memory_limit`` (2 GiB); 1 GiB of
+disk (a private tmpfs per grade with namespaces; per file without); 2 threads
+for the numeric libraries. The top level gets ``max(timeout, 30 s)`` once per template.
 
-**Threat model.** The sandbox contains *buggy or careless* grader code: an
-infinite loop, a memory hog, a process flood, ``sys.exit``/``os._exit``, a
-stray network call, a write outside its scratch directory, megabytes of prints.
-It is not a security boundary against code written to escape. What it does:
-
-* the worker runs in its own session (process group) with a minimal environment
-  (no API keys), ``cwd``/``HOME``/``TMPDIR`` in a private temporary directory
-  that is deleted when the worker stops; stdout and stderr go to ``/dev/null``
-  (the reason of a failed grade ends with the last 300 characters it printed);
-* ``RLIMIT_AS``, ``RLIMIT_FSIZE`` and ``RLIMIT_CORE`` (no core dumps) bound memory and file sizes;
-* where Linux allows unprivileged user namespaces (``isolation="auto"``), the
-  worker runs in new user, network and PID namespaces: it has no network at all
-  (not even the host's loopback), and when the worker dies the kernel kills every
-  process it started, whatever session it moved to;
-* a Python audit hook in the worker refuses, with ``PermissionError``: network
-  calls (``connect``, ``bind``, ``sendto``, name lookups), opening a file (or an
-  sqlite3 database) for writing or removing/renaming/``chmod``-ing anything outside the temp dir,
-  ``subprocess``/``os.system``/``fork``/``exec`` (unless ``allow_subprocess=True``),
-  and signalling processes that are not the worker's own children;
-* a supervisor process (the worker's parent) kills the worker and its process group if
-  this process dies;
-  on every stop, this process freezes (``SIGSTOP``) and kills (``SIGKILL``) the
-  supervisor's whole process tree found in ``/proc``, then the process group.
-
-What it does not stop: code that uses ``ctypes`` or a C extension to make system
-calls directly (the audit hook sees only Python-level calls; ``ctypes`` stays
-importable because numpy and scipy need it); reading any file the user can read;
-exhausting the disk with many files under 1 GiB; an unbounded fork bomb (there
-is no process-count limit: ``RLIMIT_NPROC`` counts all of the user's processes);
-CPU starvation of other processes while a grade runs. Without namespaces the
-network block is the audit hook only, and a process that both leaves the
-process group and loses its ancestry before a stop can survive. Run untrusted
-code in a container or VM.
+**Confinement** (``isolation="namespaces"``, which ``"auto"`` picks where Linux
+allows user namespaces): new user, mount, network and PID namespaces; every
+mount read-only but the temp dir, a fresh ``/proc``, a ``/dev`` of harmless
+devices; no capabilities; a template no grade can read or write (not
+dumpable); a seccomp filter that refuses ``fork``/``clone``/``exec`` unless
+``allow_subprocess=True``; resource limits; an audit hook for readable errors.
+Not confined: reading files, CPU time of other processes' cores, system calls
+made through ``ctypes`` within a grade's own process, and kernel exploits (use a
+VM). ``isolation="basic"`` keeps the seccomp filter, the limits and the audit
+hook, and nothing else. docs/graders/python.md has the full threat model.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
+import itertools
 import json
 import math
 import os
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -70,7 +55,8 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,23 +66,30 @@ from ._result import FieldDetail, Grade, no_errors
 from ._templates import Sample
 
 Isolation = Literal["auto", "namespaces", "basic"]
-"""How the worker is isolated: ``namespaces`` (user, network and PID namespaces on
-top of ``basic``; grading fails with ``python_grader_server_error`` where Linux
-refuses them), ``basic`` (process group, resource limits, audit hook), or
-``auto`` (namespaces where available, else basic)."""
+"""How the sandbox is isolated: ``namespaces`` (user, mount, network and PID namespaces,
+read-only mounts and no capabilities on top of ``basic``; grading fails with
+``python_grader_server_error`` where Linux refuses them), ``basic`` (a process per
+grade, seccomp, resource limits, audit hook), or ``auto`` (namespaces where
+available, else basic)."""
 
 SOURCE_LIMIT = 256 * 1024
 """The source must be smaller than this many bytes (UTF-8), as on OpenAI."""
 DEFAULT_TIMEOUT = 120.0
 """Seconds of wall clock one grade may take (OpenAI: 2 minutes)."""
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
-"""Bytes of address space for the worker (OpenAI: 2 GB of memory)."""
+"""Bytes of address space for each sandbox process (OpenAI: 2 GB of memory)."""
 FILE_SIZE_LIMIT = 1024**3
-"""Largest file the worker may write, in bytes (OpenAI: 1 GB of disk)."""
+"""Bytes a grade may write (OpenAI: 1 GB of disk): its private tmpfs with namespaces, else each file."""
+DEFAULT_CONCURRENCY = 4
+"""Grades of one grader that may run at once (each in its own process); more wait for a slot."""
+BATCH_CHUNK = 16
+"""Samples of a batch graded in one process by default (see :meth:`PythonGrader.grade_batch`)."""
 LOAD_TIMEOUT = 30.0
 """The source's top level (its imports) may take ``max(timeout, LOAD_TIMEOUT)`` seconds."""
 
-_START_TIMEOUT = 30.0  # interpreter start-up, before the source runs
+_START_TIMEOUT = 30.0  # interpreter start-up and confinement, before the source runs
+_KILL_WAIT = 5.0  # seconds for the template to confirm a killed grade is gone before the whole sandbox is stopped
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_python_worker.py")
 _MAX_REPLY = 1 << 20  # bytes: a longer reply is treated as garbage
 _THREADS = "2"  # OpenAI's 2 CPU cores: numeric libraries start this many threads
 _FILENAME = "<python grader>"
@@ -201,11 +194,44 @@ def _encode(message: Mapping[str, Any]) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
+# -- the caller's deadline -----------------------------------------------------------------
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("rftkit_python_grading_deadline", default=None)
+
+
+@contextlib.contextmanager
+def grading_deadline(seconds: float) -> Iterator[None]:
+    """Within this block, every python grade ends by ``seconds`` from now: work still running then is killed.
+
+    The reward server wraps a request's grading in it, so that a request past
+    its deadline leaves no sandbox process working for it. A grade cut short
+    scores 0 with ``python_grader_server_error`` and a reason saying the
+    deadline passed; each grade's own ``timeout`` still applies. Nested blocks
+    keep the earlier deadline. The deadline lives in a context variable: it
+    holds in this thread and in contexts copied from it (``asyncio.to_thread``,
+    ``contextvars.copy_context().run``), not in a plain new thread.
+
+    >>> with grading_deadline(5.0):
+    ...     with grading_deadline(60.0):
+    ...         round(_deadline.get() - time.monotonic())
+    5
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds):
+        raise GraderConfigError(f"a grading deadline is a number of seconds, got {seconds!r}", code="bad_option")
+    at = time.monotonic() + seconds
+    outer = _deadline.get()
+    token = _deadline.set(at if outer is None else min(outer, at))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 # -- the grader ----------------------------------------------------------------------------
 
 
 class PythonGrader:
-    """OpenAI's ``python`` grader: ``grade(sample, item)`` from the config's ``source``, run in a sandboxed worker.
+    """OpenAI's ``python`` grader: ``grade(sample, item)`` from the config's ``source``, one sandboxed process per grade.
 
     ``grade`` returns a number: anything ``float()`` takes except strings
     (``bool``, ``int``, numpy scalars, ``Fraction``, ``Decimal``). OpenAI's docs
@@ -217,16 +243,17 @@ class PythonGrader:
 
     Everything else scores 0 with ``python_grader_runtime_error`` and says why in
     ``reason``: an exception (its type, message and line), a value that is not a
-    number, NaN or infinity, a grade over ``timeout``, a worker that died or was
-    killed (its exit status or signal), a source whose top level failed. A worker
-    that cannot be started at all scores 0 with ``python_grader_server_error``.
+    number, NaN or infinity, a grade over ``timeout``, a process that died or was
+    killed (its exit status or signal), a malformed reply, a source whose top
+    level failed. A sandbox that cannot be started, a grade cut by
+    :func:`grading_deadline` or by :meth:`close` scores 0 with ``python_grader_server_error``.
 
-    ``timeout``, ``memory_limit``, ``allow_subprocess`` and ``isolation`` are
-    rftkit's own knobs (not part of OpenAI's config): see the module docstring for
-    what each limit does. ``image_tag`` is kept in the config but picks nothing:
-    the worker uses this interpreter and its installed packages. Call
-    :meth:`close` (or use ``with``) to stop the worker; it also stops when the
-    grader is garbage-collected and at exit.
+    ``timeout``, ``memory_limit``, ``allow_subprocess``, ``isolation`` and
+    ``concurrency`` are rftkit's own knobs (not part of OpenAI's config): see the
+    module docstring. ``image_tag`` is kept in the config but picks nothing:
+    the sandbox uses this interpreter and its installed packages. Call
+    :meth:`close` (or use ``with``) to stop the sandbox; it also stops when the
+    grader is garbage-collected and at exit. A grader may be shared by threads.
 
     >>> source = "def grade(sample, item):\\n    return float(sample['output_text'] == item['answer'])\\n"
     >>> with PythonGrader(name="exact", source=source) as g:
@@ -238,7 +265,7 @@ class PythonGrader:
 
     def __init__(self, *, name: str, source: str, image_tag: str | None = None, pass_threshold: float | None = None,
                  timeout: float = DEFAULT_TIMEOUT, memory_limit: int = DEFAULT_MEMORY_LIMIT, allow_subprocess: bool = False,
-                 isolation: Isolation = "auto") -> None:
+                 isolation: Isolation = "auto", concurrency: int = DEFAULT_CONCURRENCY) -> None:
         self._name = _check_name(name)
         self.source = _check_source(source)
         """The Python code that defines ``grade``."""
@@ -255,16 +282,20 @@ class PythonGrader:
             raise GraderConfigError(f"memory_limit must be a number of bytes >= 64 MiB, got {memory_limit!r}", code="bad_option",
                                     pointer="/memory_limit", hint="e.g. 2 * 1024**3")
         self.memory_limit = memory_limit
-        """Bytes of address space for the worker (``RLIMIT_AS``)."""
+        """Bytes of address space for each sandbox process (``RLIMIT_AS``)."""
         self.allow_subprocess = bool(allow_subprocess)
-        """Whether ``grade`` may start processes (``subprocess``, ``os.fork`` ...); they are killed with the worker."""
+        """Whether ``grade`` may start processes (``subprocess``, ``os.fork`` ...); they are killed with its grade."""
         if isolation not in ("auto", "namespaces", "basic"):
             raise GraderConfigError(f"isolation must be 'auto', 'namespaces' or 'basic', got {isolation!r}", code="bad_option",
                                     pointer="/isolation")
         self.isolation: Isolation = isolation
-        self._lock = threading.Lock()
-        self._worker = _Worker(self.source, self.timeout, memory_limit, self.allow_subprocess, isolation)
-        self._finalizer = weakref.finalize(self, self._worker.stop)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
+            raise GraderConfigError(f"concurrency must be a whole number from 1 to 256, got {concurrency!r}",
+                                    code="bad_option", pointer="/concurrency", hint="e.g. the number of CPU cores")
+        self.concurrency = concurrency
+        """How many grades may run at once (each in its own process); more calls wait for a free slot."""
+        self._pool = _Pool(self.source, self.timeout, memory_limit, self.allow_subprocess, isolation, concurrency)
+        self._finalizer = weakref.finalize(self, self._pool.close)
 
     @property
     def name(self) -> str:
@@ -273,8 +304,9 @@ class PythonGrader:
 
     @property
     def isolation_in_use(self) -> str | None:
-        """``"namespaces"`` or ``"basic"``: how the running worker is isolated (None while none runs)."""
-        return self._worker.isolation
+        """``"namespaces"`` or ``"basic"``: how the running sandbox is isolated (None while none runs)."""
+        sandbox = self._pool.sandbox
+        return sandbox.isolation if sandbox is not None else None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PythonGrader:
@@ -284,19 +316,24 @@ class PythonGrader:
                    pass_threshold=config.get("pass_threshold"))
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
-        """Run ``grade(sample, item)`` in the worker; a failure of the user's code is a flagged 0, never an exception."""
-        (grade,) = self._grade_many([_message(sample, item)])
-        return grade
+        """Run ``grade(sample, item)`` in a fresh child of the template; a failure of the user's code is a flagged 0."""
+        (reply,) = self._pool.run([_message(sample, item)], _deadline.get())
+        return self._to_grade(reply)
 
     def grade_batch(self, samples: Iterable[SampleInput], items: Iterable[Mapping[str, Any] | None], *,
-                    workers: int = 1, progress: bool = False) -> list[Grade]:
+                    workers: int = 1, progress: bool = False, chunk_size: int = BATCH_CHUNK) -> list[Grade]:
         """Grade ``samples[i]`` with ``items[i]`` for every i, in order; the same grades as calling :meth:`grade` on each.
 
-        With ``workers=1`` the requests go to the worker in one message and the
-        replies stream back, so the pipe round trip is paid once, not per sample;
-        each sample still has its own ``timeout``, and after a failure the rest go
-        to a fresh worker. ``workers=N`` grades in N processes, each with its own
-        sandboxed worker (see :func:`graders.grade_batch`).
+        With ``workers=1`` the batch is cut into chunks of ``chunk_size``
+        samples; each chunk is graded in one child of the template, and up to
+        ``concurrency`` chunks run at once. Each sample still has its own
+        ``timeout``, and after a failure that ends the child the rest of its chunk
+        goes to a fresh one. Samples of one chunk share a process, so a sample
+        that tampers with it (replacing a builtin, starting a thread) can change
+        the grades of the samples after it *in its chunk*, never beyond:
+        ``chunk_size=1`` gives every sample a process of its own, at the cost of
+        a fork each (docs/benchmarks.md has the figures). ``workers=N`` grades in
+        N processes, each with its own sandbox (see :func:`graders.grade_batch`).
         """
         samples, items = list(samples), list(items)
         if workers != 1 or progress:
@@ -306,17 +343,26 @@ class PythonGrader:
         if len(samples) != len(items):
             raise GraderConfigError(f"{len(samples)} samples but {len(items)} items", code="length_mismatch",
                                     hint="pass one item per sample")
-        return self._grade_many([_message(s, i) for s, i in zip(samples, items)])
-
-    def _grade_many(self, messages: list[dict[str, Any]]) -> list[Grade]:
-        with self._lock:
-            replies = self._worker.call(messages)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise GraderConfigError(f"chunk_size must be a positive whole number, got {chunk_size!r}", code="bad_option",
+                                    hint="1 grades every sample in a process of its own")
+        messages = [_message(s, i) for s, i in zip(samples, items)]
+        chunks = [messages[at:at + chunk_size] for at in range(0, len(messages), chunk_size)]
+        deadline = _deadline.get()
+        if len(chunks) <= 1:
+            replies = [r for chunk in chunks for r in self._pool.run(chunk, deadline)]
+        else:
+            with ThreadPoolExecutor(min(self.concurrency, len(chunks)), thread_name_prefix="python-grader") as pool:
+                replies = [r for part in pool.map(lambda chunk: self._pool.run(chunk, deadline), chunks) for r in part]
         return [self._to_grade(reply) for reply in replies]
 
     def close(self) -> None:
-        """Stop the worker and kill its process tree (a later grade starts a new one)."""
-        with self._lock:
-            self._worker.stop()
+        """Stop the sandbox and kill its processes (a later grade starts a new one).
+
+        Safe from any thread while grades run: each of them ends at once as a
+        flagged 0 (``python_grader_server_error``, "the grader was closed").
+        """
+        self._pool.close()
 
     def __enter__(self) -> PythonGrader:
         return self
@@ -335,7 +381,8 @@ class PythonGrader:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Travels as its settings (to batch worker processes); each process starts its own sandbox.
-        return (_rebuild, (self.config(), self.timeout, self.memory_limit, self.allow_subprocess, self.isolation))
+        return (_rebuild, (self.config(), self.timeout, self.memory_limit, self.allow_subprocess, self.isolation,
+                           self.concurrency))
 
     def __repr__(self) -> str:
         return f"PythonGrader(name={self.name!r}, timeout={self.timeout:g}, isolation={self.isolation!r})"
@@ -361,18 +408,18 @@ class PythonGrader:
 
 
 def _rebuild(config: Mapping[str, Any], timeout: float, memory_limit: int, allow_subprocess: bool,
-             isolation: Isolation) -> PythonGrader:
+             isolation: Isolation, concurrency: int = DEFAULT_CONCURRENCY) -> PythonGrader:
     return PythonGrader(name=config["name"], source=config["source"], image_tag=config.get("image_tag"),
                         pass_threshold=config.get("pass_threshold"), timeout=timeout, memory_limit=memory_limit,
-                        allow_subprocess=allow_subprocess, isolation=isolation)
+                        allow_subprocess=allow_subprocess, isolation=isolation, concurrency=concurrency)
 
 
-# -- the worker, seen from this process ------------------------------------------------------
+# -- the sandbox, seen from this process -----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
-    """What one grade request came to: a value, or an error message (``server``: the sandbox, not the code, failed)."""
+    """What one grade came to: a value, or an error message (``server``: the sandbox or the caller, not the code)."""
 
     value: float = 0.0
     error: str | None = None
@@ -383,120 +430,167 @@ _TIMEOUT = "timeout"
 _DIED = "died"
 
 
-class _Worker:
-    """The sandboxed process tree of one grader (a supervisor and the worker it forked) and the pipes to it.
+def _deadline_reply() -> _Reply:
+    return _Reply(error="the grading deadline passed before grade returned; its process was killed", server=True)
 
-    Started on the first call, stopped (the whole tree killed) after any failure
-    and restarted on the next call. Used under the grader's lock.
+
+class _Pool:
+    """The sandbox of one grader, (re)started on demand, and the slots that bound how many grades run at once."""
+
+    def __init__(self, source: str, timeout: float, memory_limit: int, allow_subprocess: bool, isolation: Isolation,
+                 concurrency: int) -> None:
+        self.settings = (source, timeout, memory_limit, allow_subprocess, isolation)
+        self.timeout, self.concurrency = timeout, concurrency
+        self.sandbox: _Sandbox | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.lock = threading.Lock()  # guards starting and stopping the sandbox
+        self.slots = threading.BoundedSemaphore(self.concurrency)
+        self.owner = os.getpid()
+
+    def run(self, messages: list[dict[str, Any]], deadline: float | None) -> list[_Reply]:
+        """One reply per message, in order, graded in children of the sandbox (a fresh one after any failure)."""
+        request = _encode({"batch": messages})  # a GraderConfigError here starts nothing
+        if self.owner != os.getpid():  # inherited through fork: the sandbox belongs to the parent process
+            if self.sandbox is not None:
+                self.sandbox.forget()
+            self.sandbox = None
+            self._reset()
+        replies: list[_Reply] = []
+        retried = False
+        while len(replies) < len(messages):
+            if replies:
+                request = _encode({"batch": messages[len(replies):]})
+            left = len(messages) - len(replies)
+            wait = None if deadline is None else deadline - time.monotonic()
+            if (wait is not None and wait <= 0) or not self.slots.acquire(timeout=-1 if wait is None else wait):
+                return replies + [_deadline_reply()] * left
+            try:
+                sandbox = self._sandbox(deadline)
+                if isinstance(sandbox, _Reply):
+                    return replies + [sandbox] * left
+                if sandbox.broken is not None:
+                    return replies + [_Reply(error=sandbox.broken)] * left
+                got = sandbox.grade(request, left, self.timeout, deadline)
+                if got is None:
+                    self._stop(sandbox)
+            finally:
+                self.slots.release()
+            if got is None and not retried:
+                retried = True  # the template was gone before the child started: not this sample's fault; once
+                continue
+            replies += got or [_Reply(error="the sandbox died before grade started", server=True)]
+        return replies
+
+    def _sandbox(self, deadline: float | None) -> _Sandbox | _Reply:
+        with self.lock:
+            sandbox = self.sandbox
+            if sandbox is not None and not sandbox.alive():
+                sandbox.stop()  # it died while idle (killed from outside): start afresh
+                sandbox = self.sandbox = None
+            if sandbox is None:
+                sandbox = _Sandbox(*self.settings)
+                failed = sandbox.start(deadline)
+                if failed is not None:
+                    return failed
+                self.sandbox = sandbox
+            return sandbox
+
+    def _stop(self, sandbox: _Sandbox) -> None:
+        with self.lock:
+            if self.sandbox is sandbox:
+                self.sandbox = None
+        sandbox.stop()
+
+    def close(self) -> None:
+        if self.owner != os.getpid():
+            return  # a copy inherited through fork: the sandbox is the parent's
+        with self.lock:
+            sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None:
+            sandbox.stop(closing=True)
+
+
+class _Sandbox:
+    """One template process tree (a supervisor, the template, its grade children) and the channels to it.
+
+    The template takes requests on a unix socket: ``G`` + a key with the two
+    pipe ends of one grade (the request's read end, the reply's write end), and
+    ``K`` + a key to kill that grade's child. Replies never pass through the
+    template: the child writes them on its own pipe, and this process reads them.
     """
 
-    def __init__(self, source: str, timeout: float, memory_limit: int, allow_subprocess: bool, isolation: Isolation) -> None:
+    def __init__(self, source: str, timeout: float, memory_limit: int, allow_subprocess: bool, mode: Isolation) -> None:
         self.source, self.timeout, self.memory_limit = source, timeout, memory_limit
-        self.allow_subprocess, self.mode = allow_subprocess, isolation
+        self.allow_subprocess, self.mode = allow_subprocess, mode
         self.proc: subprocess.Popen[bytes] | None = None
-        self.owner = 0  # the pid of the process that started the worker (a forked copy must not use or kill it)
-        self.pid = 0  # the worker's pid (the supervisor's child)
+        self.owner = os.getpid()
         self.isolation: str | None = None
+        self.broken: str | None = None  # the source's top level failed: every grade reports this
         self.tmp = ""
         self.fds: dict[str, int] = {}
-
-    # -- one request ----------------------------------------------------------------------
-
-    def call(self, messages: list[dict[str, Any]]) -> list[_Reply]:
-        """One reply per message, in order. The messages go out in one request and the replies stream back; after a
-        failure the worker is stopped and the rest go to a fresh one."""
-        replies: list[_Reply] = []
-        request = _encode({"batch": messages})  # a GraderConfigError here leaves the worker untouched
-        try:
-            while len(replies) < len(messages):
-                if replies:
-                    request = _encode({"batch": messages[len(replies):]})
-                replies += self._call_some(request, len(messages) - len(replies))
-        except BaseException:  # KeyboardInterrupt while starting or waiting: the worker cannot be reused
-            self.stop()
-            raise
-        return replies
-
-    def _call_some(self, request: bytes, count: int) -> list[_Reply]:
-        """Send ``count`` messages, read replies until they are all in or one fails (it is the last one returned)."""
-        if self.proc is not None and self.owner != os.getpid():
-            self._forget()  # inherited through fork: the worker belongs to the parent process
-        if self.proc is not None and select.select([self.fds["ctl"]], [], [], 0)[0]:
-            self.stop()  # the worker died while idle (killed from outside): not this sample's fault, start afresh
-        for attempt in (1, 2):
-            if self.proc is None:
-                failed = self._start()
-                if failed is not None:
-                    return [failed]
-            unsent = self._write(request, time.monotonic() + self.timeout)
-            if unsent != _DIED or attempt == 2:
-                break
-            self.stop()  # the worker was gone before it read the request: start afresh, once
-        replies: list[_Reply] = []
-        while len(replies) < count:
-            frame: object = unsent or self._read(self.fds["resp"], time.monotonic() + self.timeout)
-            if frame == _TIMEOUT:
-                self.stop()
-                return [*replies, _Reply(error=f"grade did not return within {self.timeout:g} s (wall clock); "
-                                                "the worker was killed")]
-            if frame == _DIED:
-                status = self._exit_status()
-                self.stop()
-                return [*replies, _Reply(error=f"the worker died during grade ({status})")]
-            reply = _parse_reply(frame)
-            if reply is None or (isinstance(frame, dict) and frame.get("restart") is True):
-                self.stop()
-                return [*replies, reply or _Reply(error="the worker sent a malformed reply; it was killed")]
-            replies.append(reply)
-        return replies
+        self.sock: socket.socket | None = None
+        self.keys = itertools.count(1)
+        self.send_lock = threading.Lock()
+        self.stopped = False
+        self.closing = False
 
     # -- start and stop -------------------------------------------------------------------
 
-    def _start(self) -> _Reply | None:
+    def start(self, deadline: float | None) -> _Reply | None:
+        """Start the tree and load the source: None once ready, else the reply every grade gets."""
         global _namespaces_refused
         mode = self.mode
         if mode == "auto" and _namespaces_refused is not None:
             mode = "basic"
-        started = self._spawn(mode)
-        if isinstance(started, _Reply):
-            return started
-        deadline = time.monotonic() + _START_TIMEOUT
-        hello = self._read(self.fds["ctl"], deadline)
+        failed = self._spawn(mode)
+        if failed is not None:
+            return failed
+        hello = _read_frame(self.fds["ctl"], time.monotonic() + _START_TIMEOUT)
         if isinstance(hello, dict) and isinstance(hello.get("refused"), str) and mode == "auto":
             _namespaces_refused = hello["refused"]  # not available here: remember, and start over without namespaces
             self.stop()
-            return self._start()
-        if not (isinstance(hello, dict) and isinstance(hello.get("pid"), int)):
+            self.mode, self.stopped = "basic", False
+            return self.start(deadline)
+        if not (isinstance(hello, dict) and hello.get("isolation") in ("namespaces", "basic")):
             why = hello.get("error") if isinstance(hello, dict) else None
             return self._server_error(str(why) if why else "the supervisor did not report")
         if isinstance(hello.get("refused"), str):
             _namespaces_refused = hello["refused"]
-        self.pid, self.isolation = hello["pid"], str(hello.get("isolation"))
-        init = {"source": self.source, "tmp": self.tmp, "memory": self.memory_limit, "file_size": FILE_SIZE_LIMIT,
-                "allow_subprocess": self.allow_subprocess, "namespaces": self.isolation == "namespaces"}
-        if self._write(_encode(init), deadline) or self._read(self.fds["resp"], deadline) != {"loading": True}:
-            return self._server_error("the worker did not start")
-        ready = self._read(self.fds["resp"], time.monotonic() + max(self.timeout, LOAD_TIMEOUT))
+        self.isolation = str(hello["isolation"])
+        load = max(self.timeout, LOAD_TIMEOUT)
+        ready = self._read_sock(time.monotonic() + load if deadline is None else min(time.monotonic() + load, deadline))
         if ready == _TIMEOUT:
             self.stop()
-            return _Reply(error=f"the source's top level did not finish within {max(self.timeout, LOAD_TIMEOUT):g} s")
+            if deadline is not None and time.monotonic() >= deadline:
+                return _deadline_reply()
+            return _Reply(error=f"the source's top level did not finish within {load:g} s")
         if ready == _DIED:
             status = self._exit_status()
             self.stop()
-            return _Reply(error=f"the worker died while running the source's top level ({status})")
-        if ready != {"ready": True}:
+            return _Reply(error=f"the sandbox died while running the source's top level ({status})")
+        if isinstance(ready, dict) and isinstance(ready.get("broken"), str):
+            self.broken = ready["broken"][:2000]
+        elif ready != {"ready": True}:
             self.stop()
-            return _Reply(error="the worker sent a malformed reply; it was killed")
+            return _Reply(error="the sandbox sent a malformed reply; it was killed")
         return None
 
     def _spawn(self, mode: str) -> _Reply | None:
         child: dict[str, int] = {}
+        theirs: socket.socket | None = None
         try:
-            self.tmp = tempfile.mkdtemp(prefix="rftkit-python-grader-")
-            for name in ("req", "resp", "ctl", "life"):
+            self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="rftkit-python-grader-"))
+            source_file = os.path.join(self.tmp, ".source.py")
+            with open(source_file, "w", encoding="utf-8", errors="surrogatepass") as f:
+                f.write(self.source)
+            for name in ("req", "ctl", "life"):
                 read, write = os.pipe()
-                mine, theirs = (write, read) if name in ("req", "life") else (read, write)
-                self.fds[name], child[name] = mine, theirs
+                mine, their = (write, read) if name in ("req", "life") else (read, write)
+                self.fds[name], child[name] = mine, their
+            self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            child["sock"] = theirs.detach()
         except OSError as exc:
             for fd in child.values():
                 os.close(fd)
@@ -506,7 +600,7 @@ class _Worker:
                **{k: _THREADS for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                                         "VECLIB_MAXIMUM_THREADS", "RAYON_NUM_THREADS")},
                **{k: os.environ[k] for k in ("NLTK_DATA", "LD_LIBRARY_PATH") if k in os.environ}}
-        argv = [sys.executable, "-I", "-B", "-c", _CHILD, *(str(child[k]) for k in ("req", "resp", "ctl", "life")), mode]
+        argv = [sys.executable, "-I", "-B", _WORKER, *(str(child[k]) for k in ("req", "ctl", "life", "sock")), mode]
         try:
             with open(os.path.join(self.tmp, ".supervisor-stderr"), "wb") as log:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
@@ -518,8 +612,14 @@ class _Worker:
             for fd in child.values():
                 os.close(fd)
         self.owner = os.getpid()
-        for name in ("req", "ctl", "resp"):
-            os.set_blocking(self.fds[name], False)
+        init = {"tmp": self.tmp, "source_file": source_file, "memory": self.memory_limit, "file_size": FILE_SIZE_LIMIT,
+                "allow_subprocess": self.allow_subprocess}
+        try:
+            os.write(self.fds["req"], _encode(init))  # a small frame: the pipe takes it whole
+        except OSError as exc:
+            return self._server_error(f"the supervisor did not take its settings ({exc})")
+        os.close(self.fds.pop("req"))
+        os.set_blocking(self.fds["ctl"], False)
         return None
 
     def _server_error(self, why: str) -> _Reply:
@@ -533,21 +633,22 @@ class _Worker:
         return _Reply(error=f"the python grader's sandbox could not start: {why}" + (f" ({log})" if log else ""), server=True)
 
     def _exit_status(self) -> str:
-        """How the worker ended, as the supervisor reported it (waits a moment for the report)."""
-        frame = self._read(self.fds["ctl"], time.monotonic() + 2.0)
-        code = frame.get("exit") if isinstance(frame, dict) else None
-        if not isinstance(code, int):
-            return "exit status unknown"
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"killed by {name}"
-        return f"exit status {code}: os._exit or a crash"
+        """How the template ended, as the supervisor reported it (waits a moment for the report)."""
+        frame = _read_frame(self.fds["ctl"], time.monotonic() + 2.0)
+        return _status(frame.get("exit") if isinstance(frame, dict) else None)
 
-    def stop(self) -> None:
-        """Kill the whole process tree, reap it, close the pipes and delete the temp dir."""
+    def alive(self) -> bool:
+        """Whether the template still serves (the supervisor reports on ``ctl`` only when it ended)."""
+        return not self.stopped and "ctl" in self.fds and not select.select([self.fds["ctl"]], [], [], 0)[0]
+
+    def stop(self, closing: bool = False) -> None:
+        """Kill the whole process tree, reap it, close the channels and delete the temp dir."""
+        with self.send_lock:
+            self.closing |= closing
+            self.stopped = True
+            if self.sock is not None:
+                self.sock.close()  # the template sees the end of its socket and exits
+                self.sock = None
         proc, self.proc = self.proc, None
         if proc is not None and self.owner == os.getpid():
             if proc.poll() is None:
@@ -559,12 +660,11 @@ class _Worker:
             proc.wait()
         elif proc is not None:
             self.proc = proc
-            self._forget()
+            self.forget()
             return
         for fd in self.fds.values():
             os.close(fd)
         self.fds = {}
-        self.isolation = None
         if self.tmp:
             if sys.version_info >= (3, 12):
                 shutil.rmtree(self.tmp, onexc=_force_remove)
@@ -572,75 +672,203 @@ class _Worker:
                 shutil.rmtree(self.tmp, onerror=_force_remove)
             self.tmp = ""
 
-    def _forget(self) -> None:
-        """Drop a worker inherited through ``fork`` without touching it (it belongs to the parent process)."""
+    def forget(self) -> None:
+        """Drop a sandbox inherited through ``fork`` without touching it (it belongs to the parent process)."""
         if self.proc is not None:
             self.proc.returncode = 0  # not this process's child: never wait for it, never warn that it still runs
         for fd in self.fds.values():
             os.close(fd)
-        self.proc, self.fds, self.tmp, self.isolation = None, {}, "", None
+        if self.sock is not None:
+            self.sock.close()  # this process's copy only: the parent's stays open
+        self.proc, self.fds, self.tmp, self.sock, self.stopped = None, {}, "", None, True
 
-    # -- framed pipes ---------------------------------------------------------------------
+    # -- one child: a chunk of samples --------------------------------------------------------
 
-    def _write(self, data: bytes, deadline: float) -> str | None:
-        """Send one frame: None once sent, ``_TIMEOUT`` or ``_DIED`` when the deadline passed or the worker died first."""
-        fd, ctl = self.fds["req"], self.fds["ctl"]
-        view = memoryview(data)
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        poller.register(ctl, select.POLLIN)
-        while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _TIMEOUT
-            events = dict(poller.poll(remaining * 1000))
-            if events.get(fd, 0) & select.POLLOUT:
-                try:
-                    view = view[os.write(fd, view):]
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:
-                    return _DIED
-            elif events:
-                return _DIED  # the supervisor reported the worker's end, or the pipe broke
-        return None
+    def _send(self, data: bytes, fds: list[int] | None = None) -> bool:
+        with self.send_lock:
+            if self.sock is None:
+                return False
+            try:
+                if fds:
+                    socket.send_fds(self.sock, [data], fds)
+                else:
+                    self.sock.send(data)
+            except OSError:
+                return False
+            return True
 
-    def _read(self, fd: int, deadline: float) -> object:
-        """One decoded frame from ``fd``; ``_TIMEOUT`` or ``_DIED`` when none comes (or garbage: returned as None)."""
-        ctl = self.fds["ctl"]
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        if fd != ctl:
-            poller.register(ctl, select.POLLIN)
-        buf = bytearray()
-        need = 4
-        while len(buf) < need:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _TIMEOUT
-            events = dict(poller.poll(remaining * 1000))
-            if events.get(fd, 0):
-                try:
-                    chunk = os.read(fd, need - len(buf))
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    return _DIED
-                buf += chunk
-                if need == 4 and len(buf) == 4:
-                    need += struct.unpack(">I", buf)[0]
-                    if need > _MAX_REPLY:
-                        return None
-            elif events:
-                return _DIED  # the supervisor reported the worker's end
+    def grade(self, request: bytes, count: int, timeout: float, deadline: float | None) -> list[_Reply] | None:
+        """Replies to the first samples of ``request`` from one child: all ``count``, or up to the first that failed.
+        None when the template took no request (it had died): nothing was graded."""
+        key = next(self.keys)
         try:
-            return json.loads(bytes(buf[4:]))
-        except ValueError:
+            req_r, req_w = os.pipe()
+            rep_r, rep_w = os.pipe()
+        except OSError as exc:
+            return [_Reply(error=f"the sandbox could not open a pipe: {exc}", server=True)]
+        try:
+            sent = self._send(b"G" + key.to_bytes(8, "big"), [req_r, rep_w])
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        if not sent:
+            os.close(req_w)
+            os.close(rep_r)
             return None
+        try:
+            return self._replies(key, request, count, req_w, rep_r, timeout, deadline)
+        finally:
+            self._send(b"K" + key.to_bytes(8, "big"))  # the child's work is over, whatever it does next
+            for fd in (req_w, rep_r):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _replies(self, key: int, request: bytes, count: int, req_w: int, rep_r: int, timeout: float,
+                 deadline: float | None) -> list[_Reply]:
+        def limit() -> float:
+            at = time.monotonic() + timeout
+            return at if deadline is None else min(at, deadline)
+
+        replies: list[_Reply] = []
+        os.set_blocking(req_w, False)
+        os.set_blocking(rep_r, False)
+        first = limit()
+        unsent = _write(req_w, rep_r, request, first)
+        while len(replies) < count:
+            frame: object = _read_frame(rep_r, first if not replies else limit()) if unsent != _TIMEOUT else _TIMEOUT
+            if frame == _TIMEOUT:
+                self._send(b"K" + key.to_bytes(8, "big"))
+                self._await_end(rep_r)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return [*replies, _deadline_reply()]
+                return [*replies, _Reply(error=f"grade did not return within {timeout:g} s (wall clock); "
+                                                "its process was killed")]
+            if frame == _DIED or (isinstance(frame, dict) and "exit" in frame and "i" not in frame):
+                if self.closing:
+                    return [*replies, _Reply(error="the grader was closed during grade", server=True)]
+                if frame == _DIED:
+                    return [*replies, _Reply(error="the sandbox died during grade")]
+                return [*replies, _Reply(error=f"the process died during grade ({_status(frame['exit'])})")]  # type: ignore[index]  # a dict with "exit"
+            if not isinstance(frame, dict) or frame.get("i") != len(replies) or (reply := _parse_reply(frame)) is None:
+                return [*replies, _Reply(error="grade's process sent a malformed reply; it was killed")]
+            if reply.error is not None and frame.get("server") is True:
+                reply = _Reply(error=reply.error, server=True)
+            replies.append(reply)
+            first = limit()
+            if isinstance(frame, dict) and frame.get("restart") is True:
+                break
+        return replies
+
+    def _await_end(self, rep_r: int) -> None:
+        """Wait until the killed child's reply pipe closes (the template reaped it); else stop the whole sandbox."""
+        deadline = time.monotonic() + _KILL_WAIT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([rep_r], [], [], remaining)[0]:
+                self.stop()
+                return
+            try:
+                if not os.read(rep_r, 1 << 16):
+                    return
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+
+    # -- framed channels --------------------------------------------------------------------
+
+    def _read_sock(self, deadline: float) -> object:
+        """The template's one message on the socket (its source loaded), or ``_TIMEOUT``/``_DIED``."""
+        assert self.sock is not None
+        ctl, sock = self.fds["ctl"], self.sock.fileno()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _TIMEOUT
+            ready = select.select([sock, ctl], [], [], remaining)[0]
+            if sock in ready:
+                try:
+                    data = self.sock.recv(1 << 16)
+                except OSError:
+                    return _DIED
+                if not data:
+                    return _DIED
+                try:
+                    return json.loads(data)
+                except ValueError:
+                    return None
+            if ctl in ready:
+                return _DIED
+
+
+def _status(code: object) -> str:
+    if not isinstance(code, int) or isinstance(code, bool):
+        return "exit status unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit status {code}: os._exit or a crash"
+
+
+def _write(fd: int, watch: int, data: bytes, deadline: float) -> str | None:
+    """Send ``data`` on non-blocking ``fd``: None once sent, ``_TIMEOUT`` past the deadline, ``_DIED`` when the reader
+    is gone or ``watch`` (the reply pipe) has something to say first (a reply before reading: the child failed)."""
+    view = memoryview(data)
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.register(watch, select.POLLIN)
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return _TIMEOUT
+        events = dict(poller.poll(remaining * 1000))
+        if events.get(fd, 0) & select.POLLOUT:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                return _DIED
+        elif events.get(fd, 0):
+            return _DIED
+        elif events:
+            return _DIED
+    return None
+
+
+def _read_frame(fd: int, deadline: float) -> object:
+    """One decoded frame from non-blocking ``fd``; ``_TIMEOUT`` or ``_DIED`` when none comes (garbage: None)."""
+    buf = bytearray()
+    need = 4
+    while len(buf) < need:
+        try:
+            chunk = os.read(fd, need - len(buf))
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                if time.monotonic() >= deadline:
+                    return _TIMEOUT
+            continue
+        if not chunk:
+            return _DIED if not buf else None
+        buf += chunk
+        if need == 4 and len(buf) == 4:
+            need += struct.unpack(">I", buf)[0]
+            if need > _MAX_REPLY:
+                return None
+    try:
+        return json.loads(bytes(buf[4:]))
+    except ValueError:
+        return None
 
 
 def _parse_reply(frame: object) -> _Reply | None:
-    """A reply frame checked field by field (the worker is not trusted), or None when it is malformed."""
+    """A reply frame checked field by field (the sandbox is not trusted), or None when it is malformed."""
     if not isinstance(frame, dict):
         return None
     value, error = frame.get("value"), frame.get("error")
@@ -722,374 +950,3 @@ def _force_remove(function: Callable[..., Any], path: str, error: object) -> Non
             os.unlink(path)
     except OSError:
         pass
-
-
-# -- the worker, seen from inside (runs as `python -I -B -c _CHILD req resp ctl life mode`) ---
-
-_CHILD = r'''
-import json, os, select, signal, struct, sys, time, traceback
-
-REQ, RESP, CTL, LIFE = (int(a) for a in sys.argv[1:5])
-MODE = sys.argv[5]
-FILENAME = "<python grader>"
-TMP = os.getcwd()  # the sandbox's private directory: the grading process starts us there
-
-
-def send(fd, obj):
-    data = json.dumps(obj).encode("utf-8", "surrogatepass")
-    view = memoryview(struct.pack(">I", len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def read_exact(fd, n):
-    parts, got = [], 0
-    while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
-        if not chunk:
-            return None
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
-
-
-def recv(fd):
-    head = read_exact(fd, 4)
-    body = None if head is None else read_exact(fd, struct.unpack(">I", head)[0])
-    return None if body is None else json.loads(body)
-
-
-def load_libc():
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True)
-    except (ImportError, OSError):
-        return None
-
-
-def enter_namespaces(libc):
-    """New user, network and PID namespaces: None on success, else (why, whether this process is now unusable)."""
-    if libc is None or not sys.platform.startswith("linux"):
-        return "not available on this platform", False
-    import ctypes
-    uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(0x10000000 | 0x40000000 | 0x20000000) != 0:  # CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID
-        return "unshare: " + os.strerror(ctypes.get_errno()), False
-    try:
-        for name, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))):
-            with open("/proc/self/" + name, "w") as f:
-                f.write(text)
-    except OSError as exc:
-        return "id maps: %s" % exc, True
-    return None
-
-
-def become_subreaper(libc):
-    if libc is not None and sys.platform.startswith("linux"):
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the tree stay in it
-
-
-def supervise():
-    libc = load_libc()
-    isolation, refused = "basic", None
-    if MODE != "basic":
-        failed = enter_namespaces(libc)
-        if failed is None:
-            isolation = "namespaces"
-        elif failed[1] or MODE == "namespaces":
-            send(CTL, {"refused": failed[0]} if MODE == "auto" else {"error": "namespaces unavailable: " + failed[0]})
-            os._exit(0)
-        else:
-            refused = failed[0]
-    if isolation == "basic":
-        become_subreaper(libc)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in (wake_r, wake_w, CTL, LIFE):
-                os.close(fd)
-            work(libc, isolation)
-        finally:
-            os._exit(70)
-    os.close(REQ)
-    os.close(RESP)
-    send(CTL, {"pid": pid, "isolation": isolation, "refused": refused})
-    reported = False
-    while True:
-        ready = select.select([LIFE, wake_r], [], [])[0]
-        if LIFE in ready:
-            orphaned(pid, isolation)
-        if wake_r in ready:
-            os.read(wake_r, 512)
-        while True:
-            try:
-                child, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if child == 0:
-                break
-            if child == pid and not reported:
-                reported = True
-                send(CTL, {"exit": os.waitstatus_to_exitcode(status)})
-
-
-def orphaned(pid, isolation):
-    """The grading process died without stopping us: kill the worker and its group, then remove the temp dir."""
-    import shutil
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    if isolation == "namespaces":  # the worker is the namespace's init: the kernel kills every process in it too
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        shutil.rmtree(TMP, ignore_errors=True)
-        os._exit(0)
-    group = os.getpgrp()
-    cleaner = os.fork()
-    if cleaner == 0:  # a cleaner in a group of its own: once the old group is dead, remove the temp dir
-        try:
-            os.setpgid(0, 0)
-            deadline = time.monotonic() + 10
-            while group_running(group) and time.monotonic() < deadline:
-                time.sleep(0.01)
-        finally:
-            shutil.rmtree(TMP, ignore_errors=True)
-            os._exit(0)
-    try:
-        os.setpgid(cleaner, cleaner)  # here too, so that the cleaner has left the group before it is killed
-    except OSError:
-        pass
-    os.killpg(0, signal.SIGKILL)
-
-
-def group_running(group):
-    """Whether a process of the group still runs (zombies do not count: they write nothing)."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        try:
-            os.killpg(group, 0)
-            return True
-        except OSError:
-            return False
-    for name in names:
-        if name.isdigit():
-            try:
-                with open("/proc/%s/stat" % name, "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
-                return True
-    return False
-
-
-class Tail:
-    """sys.stdout and sys.stderr of the worker: keeps the last 2,000 characters, drops the rest."""
-
-    encoding, errors, text = "utf-8", "replace", ""
-
-    def write(self, s):
-        if not isinstance(s, str):
-            raise TypeError("write() argument must be str, not " + type(s).__name__)
-        self.text = (self.text + s[-2000:])[-2000:]
-        return len(s)
-
-    def writelines(self, lines):
-        for line in lines:
-            self.write(line)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
-
-    def writable(self):
-        return True
-
-    def fileno(self):
-        return 1
-
-
-def install_hook(tmp, allow_subprocess, in_namespaces):
-    """The audit hook: refuses the network, writes outside tmp, processes and stray signals (Python-level calls only)."""
-    from os import path as osp
-    real_tmp = osp.realpath(tmp)
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-    network = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-               "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo", "socket.sethostname"}
-    processes = {"os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen",
-                 "os.startfile"}
-    # event -> (path index, dir_fd index or None) of each path it changes
-    paths = {"os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),), "os.rename": ((0, 2), (1, 3)),
-             "os.link": ((0, 2), (1, 3)), "os.symlink": ((1, 2),), "os.chmod": ((0, 2),), "os.chown": ((0, 3),),
-             "os.utime": ((0, 3),), "os.truncate": ((0, None),), "os.setxattr": ((0, None),),
-             "os.removexattr": ((0, None),), "os.chflags": ((0, None),), "os.lchflags": ((0, None),),
-             "shutil.rmtree": ((0, 1),)}
-    me = os.getpid()
-
-    def inside(path, dir_fd=None):
-        if isinstance(path, int):
-            return True  # an open descriptor: it was checked when opened
-        try:
-            path = os.fsdecode(path)
-            if isinstance(dir_fd, int) and dir_fd >= 0 and not osp.isabs(path):
-                path = osp.join(os.readlink("/proc/self/fd/%d" % dir_fd), path)
-            full = osp.realpath(path)
-        except Exception:
-            return False
-        return full == real_tmp or full.startswith(real_tmp + os.sep) or full == os.devnull
-
-    def own_child(pid):
-        if pid == me or in_namespaces:
-            return True  # inside the PID namespace only the sandbox's own processes exist
-        try:
-            with open("/proc/%d/stat" % pid, "rb") as f:
-                return int(f.read().rsplit(b")", 1)[1].split()[1]) == me
-        except (OSError, ValueError, IndexError):
-            return False
-
-    def deny(what):
-        raise PermissionError("python grader sandbox: %s is not allowed" % what)
-
-    def hook(event, args):
-        if event == "open":
-            if isinstance(args[2], int) and args[2] & write_flags and not inside(args[0]):
-                deny("writing %r (only the temp dir %s is writable)" % (args[0], tmp))
-        elif event in paths:
-            for at, dir_at in paths[event]:
-                if len(args) > at and not inside(args[at], args[dir_at] if dir_at is not None and len(args) > dir_at else None):
-                    deny("%s(%r) outside the temp dir %s" % (event, args[at], tmp))
-        elif event == "sqlite3.connect":
-            if args[0] not in (":memory:", "", b":memory:", b"") and not inside(args[0]):
-                deny("sqlite3.connect(%r) outside the temp dir %s" % (args[0], tmp))
-        elif event in network:
-            deny("network access (%s)" % event)
-        elif event in processes:
-            if not allow_subprocess:
-                deny("starting a process (%s); build the grader with allow_subprocess=True to allow it" % event)
-        elif event == "os.kill":
-            if args[0] <= 0 or not own_child(args[0]):
-                deny("os.kill(%r) (only the grader's own child processes)" % (args[0],))
-        elif event == "os.killpg":
-            if args[0] <= 1 or args[0] == os.getpgrp() or not own_child(args[0]):
-                deny("os.killpg(%r) (only the grader's own child process groups)" % (args[0],))
-
-    sys.addaudithook(hook)
-
-
-def describe(exc, memory):
-    where = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == FILENAME]
-    try:
-        text = str(exc)
-    except BaseException:
-        text = "<unprintable>"
-    if len(text) > 300:
-        text = text[:297] + "..."
-    out = type(exc).__name__ + (": " + text if text else "")
-    if where:
-        out += " (line %d, in %s)" % (where[-1].lineno, where[-1].name)
-    if isinstance(exc, MemoryError):
-        out += " (the memory limit is %d MiB)" % (memory >> 20)
-    return out
-
-
-def call(grade, message, memory):
-    """One grade: {"value": float} or {"error": str}, with "restart" when the worker should not be reused."""
-    try:
-        value = grade(message["sample"], message["item"])
-    except SystemExit as exc:
-        return {"error": "grade called sys.exit(%r)" % (exc.code,), "restart": True}
-    except Exception as exc:
-        return {"error": "grade raised " + describe(exc, memory), "restart": isinstance(exc, MemoryError)}
-    except BaseException as exc:
-        return {"error": "grade raised " + describe(exc, memory), "restart": True}
-    kind = type(value).__name__
-    if isinstance(value, (str, bytes, bytearray)) or not hasattr(type(value), "__float__"):
-        return {"error": "grade returned %s, not a number" % ("None" if value is None else "a " + kind)}
-    try:
-        return {"value": float(value)}
-    except Exception as exc:
-        return {"error": "grade returned a %s that float() rejects (%s: %s)" % (kind, type(exc).__name__, exc)}
-
-
-def has_children():
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open("/proc/self/task/%s/children" % tid) as f:
-                if f.read().strip():
-                    return True
-    except OSError:
-        pass
-    return False
-
-
-def work(libc, isolation):
-    import builtins, linecache, resource, threading
-    init = recv(REQ)
-    if init is None:
-        os._exit(0)
-    for fd in (REQ, RESP):
-        os.set_inheritable(fd, False)
-    if isolation == "basic":
-        become_subreaper(libc)
-    memory = init["memory"]
-    for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, init["file_size"]), (resource.RLIMIT_CORE, 0)):
-        hard = resource.getrlimit(limit)[1]
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        try:
-            resource.setrlimit(limit, (value, value))
-        except (ValueError, OSError):
-            pass  # a platform without this limit (macOS and RLIMIT_AS)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises OSError instead of killing
-    os.chdir(init["tmp"])
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    out = Tail()
-    sys.stdout = sys.stderr = out
-    sys.argv = ["grader"]
-    install_hook(init["tmp"], init["allow_subprocess"], init["namespaces"])
-    send(RESP, {"loading": True})
-    source = init["source"]
-    linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
-    scope = {"__name__": "grader", "__builtins__": builtins}
-    grade, broken = None, None
-    try:
-        exec(compile(source, FILENAME, "exec", dont_inherit=True), scope)
-        grade = scope.get("grade")
-        if not callable(grade):
-            broken = "the source's grade is a %s, not a function" % type(grade).__name__
-    except BaseException as exc:
-        broken = "the source's top level raised " + describe(exc, memory)
-    threads = threading.active_count()
-    send(RESP, {"ready": True})
-    while True:
-        request = recv(REQ)
-        if request is None:
-            os._exit(0)
-        for message in request["batch"]:
-            out.text = ""
-            reply = {"error": broken} if broken else call(grade, message, memory)
-            if "error" in reply and out.text:
-                reply["output"] = out.text
-            if has_children() or threading.active_count() > threads:
-                reply["restart"] = True  # a process or thread outlived the grade: start afresh
-            send(RESP, reply)
-            if reply.get("restart"):
-                break  # the grading process stops this worker; the rest of the batch goes to a new one
-
-
-supervise()
-'''

@@ -5,6 +5,8 @@ processes, 100 MB of output), so a broken sandbox cannot harm the machine
 running the tests; each must end in a flagged 0 and leave the grader usable.
 Processes are identified from outside by the sandbox's private ``TMPDIR`` in
 their environment, so a leftover is found whatever session it moved to.
+Code written to escape, and the grader's liveness, are tested in
+``test_python_sandbox.py``.
 """
 
 from __future__ import annotations
@@ -66,11 +68,29 @@ def sandbox_pids(tmp: str) -> set[int]:
     return found
 
 
+def wait_until(condition: Any, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def sandbox_tmp(g: PythonGrader) -> str:
     g.grade("warm up", {"value": 1.0})
-    tmp = g._worker.tmp  # white box: the sandbox's private directory, to find its processes from outside
+    assert g._pool.sandbox is not None
+    tmp = g._pool.sandbox.tmp  # white box: the sandbox's private directory, to find its processes from outside
     assert tmp and sandbox_pids(tmp)
     return tmp
+
+
+def template_pid(g: PythonGrader) -> int:
+    """The template: the supervisor's one child (white box)."""
+    assert g._pool.sandbox is not None and g._pool.sandbox.proc is not None
+    supervisor = g._pool.sandbox.proc.pid
+    (child,) = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return int(child)
 
 
 # -- the config -----------------------------------------------------------------------------
@@ -241,19 +261,19 @@ def test_python_grader_inside_multi() -> None:
 COUNTER = "calls = 0\ndef grade(sample, item):\n    global calls\n    calls += 1\n    {body}\n    return calls / 100\n"
 
 
-def test_an_exception_keeps_the_worker_and_a_timeout_replaces_it() -> None:
+def test_every_grade_starts_from_the_template_and_a_timeout_kills_it() -> None:
     body = "if item.get('raise'): raise ValueError('bad item')\n    if item.get('hang'):\n        while True: pass"
     with PythonGrader(name="c", source=COUNTER.format(body=body), timeout=1) as g:
         assert g.grade("x", {}).score == 0.01
         failed = g.grade("x", {"raise": True})
         assert runtime_error(failed)
         assert failed.reason == "grade raised ValueError: bad item (line 5, in grade); scored 0"
-        assert g.grade("x", {}).score == 0.03  # same worker: its module state survived the exception
+        assert g.grade("x", {}).score == 0.01  # module state as the top level left it: no grade's change survives
         start = time.monotonic()
         hung = g.grade("x", {"hang": True})
         assert time.monotonic() - start < 15
         assert runtime_error(hung) and "did not return within 1 s" in hung.reason
-        assert g.grade("x", {}).score == 0.01  # a fresh worker
+        assert g.grade("x", {}).score == 0.01
 
 
 def test_a_failing_top_level_flags_every_grade() -> None:
@@ -285,7 +305,8 @@ def test_the_worker_environment() -> None:
     try:
         with PythonGrader(name="env", source=source, memory_limit=768 << 20) as g:
             grade = g.grade("x", {"memory": 768 << 20})
-            tmp = g._worker.tmp
+            assert g._pool.sandbox is not None
+            tmp = g._pool.sandbox.tmp
             assert grade.score == 1.0, grade.reason
         assert not os.path.exists(tmp)  # the private directory goes with the worker
     finally:
@@ -353,7 +374,7 @@ HOSTILE = {
     "sys.exit": ("import sys\ndef grade(sample, item):\n    if item: return item['value']\n    sys.exit(3)\n",
                  "grade called sys.exit(3)"),
     "os._exit": ("import os\ndef grade(sample, item):\n    if item: return item['value']\n    os._exit(7)\n",
-                 "the worker died during grade (exit status 7"),
+                 "the process died during grade (exit status 7"),
     "fork refused": ("import os\ndef grade(sample, item):\n    if item: return item['value']\n    os.fork()\n",
                      "PermissionError: python grader sandbox: starting a process (os.fork)"),
     "subprocess refused": ("import subprocess\ndef grade(sample, item):\n    if item: return item['value']\n"
@@ -365,7 +386,7 @@ HOSTILE = {
                        "    for _ in range(100):\n        os.write(1, b'z' * (1 << 20))\n    raise RuntimeError('after writing')\n",
                        "RuntimeError: after writing"),
     "segfault": ("import ctypes\ndef grade(sample, item):\n    if item: return item['value']\n    ctypes.string_at(0)\n",
-                 "the worker died during grade (killed by SIGSEGV)"),
+                 "the process died during grade (killed by SIGSEGV)"),
     "kill everything": ("import os\ndef grade(sample, item):\n    if item: return item['value']\n    os.kill(-1, 0)\n",
                         "os.kill(-1) (only the grader's own child processes) is not allowed"),
     "kill the parent": ("import os, signal\ndef grade(sample, item):\n    if item: return item['value']\n"
@@ -446,7 +467,7 @@ def grade(sample, item):
             time.sleep(60)
             os._exit(0)
     deadline = time.monotonic() + 10
-    while not os.path.exists('release') and time.monotonic() < deadline:
+    while not os.path.exists(item['release']) and time.monotonic() < deadline:
         time.sleep(0.01)
     if item['then'] == 'hang':
         while True:
@@ -457,28 +478,30 @@ def grade(sample, item):
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 @pytest.mark.parametrize("then", ["hang", "return"])
-def test_a_process_flood_is_killed_to_the_last_pid(isolation: str, then: str) -> None:
+def test_a_process_flood_is_killed_to_the_last_pid(isolation: str, then: str, tmp_path: Path) -> None:
+    release = tmp_path / "release"  # the grade reads it (reading is not confined); it cannot write outside its temp dir
     with PythonGrader(name="flood", source=FLOOD, timeout=2, allow_subprocess=True, isolation=isolation) as g:  # type: ignore[arg-type]
         tmp = sandbox_tmp(g)
+        idle = sandbox_pids(tmp)  # the supervisor and the template
         result: list[Any] = []
-        worker = threading.Thread(target=lambda: result.append(g.grade("x", {"children": 64, "then": then})))
+        item = {"children": 64, "then": then, "release": str(release)}
+        worker = threading.Thread(target=lambda: result.append(g.grade("x", item)))
         started = time.monotonic()
         worker.start()
         seen: set[int] = set()
-        while len(seen) < 66 and worker.is_alive() and time.monotonic() - started < 10:  # supervisor, worker, 64 children
+        while len(seen) < 67 and worker.is_alive() and time.monotonic() - started < 10:  # supervisor, template, grade, 64
             seen |= sandbox_pids(tmp)
             time.sleep(0.01)
-        Path(tmp, "release").touch()
+        release.touch()
         worker.join(15)
         assert not worker.is_alive() and time.monotonic() - started < 15
-        assert len(seen) >= 66, f"saw {len(seen)} sandbox processes"
-        alive = {pid for pid in seen if pid in sandbox_pids(tmp)}
-        assert alive == set() and sandbox_pids(tmp) == set()
+        assert len(seen) >= 67, f"saw {len(seen)} sandbox processes"
+        assert wait_until(lambda: sandbox_pids(tmp) == idle), sandbox_pids(tmp) - idle  # the template kills asynchronously
         (grade,) = result
         if then == "hang":
             assert runtime_error(grade) and "did not return within 2 s" in grade.reason
         else:
-            assert (grade.score, grade.ok) == (1.0, True)  # a clean result; the leftover processes still died with the worker
+            assert (grade.score, grade.ok) == (1.0, True)  # a clean result; the leftover processes still died with the grade
         assert g.grade("x", {"value": 0.5}).score == 0.5
 
 
@@ -486,13 +509,13 @@ ORPHANED = """
 import os, sys, threading, time
 from graders._python_grader import PythonGrader
 source = ("import os, time\\ndef grade(sample, item):\\n    for _ in range(4):\\n        if os.fork() == 0:\\n"
-          "            time.sleep(60)\\n            os._exit(0)\\n    open('busy', 'w').close()\\n    while True:\\n        pass\\n")
+          "            time.sleep(60)\\n            os._exit(0)\\n    while True:\\n        pass\\n")
 g = PythonGrader(name="p", source=source, timeout=60, allow_subprocess=True, isolation=sys.argv[1])
 threading.Thread(target=g.grade, args=("x",), daemon=True).start()
-while not g._worker.tmp or not os.path.exists(os.path.join(g._worker.tmp, "busy")):
+while g._pool.sandbox is None:
     time.sleep(0.01)
-print(g._worker.tmp, flush=True)
-sys.stdin.readline()  # the test counts the sandbox's processes meanwhile
+print(g._pool.sandbox.tmp, flush=True)
+sys.stdin.readline()  # the test waits for the grade's 4 children meanwhile
 os._exit(0)  # dies mid-grade, without closing anything
 """
 
@@ -505,41 +528,39 @@ def test_the_sandbox_dies_with_the_grading_process(isolation: str) -> None:
         tmp = proc.stdout.readline().strip()
         assert os.path.basename(tmp).startswith("rftkit-python-grader-")
         try:
-            assert len(sandbox_pids(tmp)) == 6  # supervisor, worker, 4 children
+            assert wait_until(lambda: len(sandbox_pids(tmp)) == 7)  # supervisor, template, grade, 4 children
             proc.stdin.write("die\n")
             proc.stdin.flush()
             assert proc.wait(30) == 0
             deadline = time.monotonic() + 10
             while (sandbox_pids(tmp) or os.path.exists(tmp)) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            # The supervisor saw its lifeline close: it killed the worker's group and removed the temp dir.
+            # The supervisor saw its lifeline close: it killed the template's tree and removed the temp dir.
             assert sandbox_pids(tmp) == set() and not os.path.exists(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_close_and_garbage_collection_kill_the_worker() -> None:
+def test_close_and_garbage_collection_kill_the_sandbox() -> None:
     g = PythonGrader(name="p", source=ECHO)
     tmp = sandbox_tmp(g)
     g.close()
     assert sandbox_pids(tmp) == set() and not os.path.exists(tmp)
-    assert g.grade("x", {"value": 0.25}).score == 0.25  # a later grade starts a new worker
-    tmp = g._worker.tmp
+    assert g.grade("x", {"value": 0.25}).score == 0.25  # a later grade starts a new sandbox
+    tmp = sandbox_tmp(g)
     del g
     gc.collect()
     assert sandbox_pids(tmp) == set() and not os.path.exists(tmp)
 
 
-def test_a_worker_killed_while_idle_is_replaced_without_blame() -> None:
+def test_a_template_killed_while_idle_is_replaced_without_blame() -> None:
     with PythonGrader(name="p", source=ECHO) as g:
         tmp = sandbox_tmp(g)
-        before = g._worker.pid
+        before = template_pid(g)
         os.kill(before, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while before in sandbox_pids(tmp) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: before not in sandbox_pids(tmp))
         grade = g.grade("x", {"value": 0.5})
-        assert (grade.score, grade.ok) == (0.5, True) and g._worker.pid != before
+        assert (grade.score, grade.ok) == (0.5, True) and template_pid(g) != before
 
 
 # -- many grades -------------------------------------------------------------------------------
@@ -569,7 +590,7 @@ def test_pickles_as_its_settings_and_grades_a_batch() -> None:
     assert [x.score for x in grades] == [0.1, 0.0, 0.3] and runtime_error(grades[1])
 
 
-def test_a_batch_streams_through_one_worker_and_recovers_from_failures() -> None:
+def test_a_batch_chunk_shares_one_process_and_recovers_from_failures() -> None:
     body = ("if item.get('raise'): raise ValueError('bad item')\n    if item.get('hang'):\n        while True: pass\n"
             "    if item.get('exit'): raise SystemExit(4)")
     items = [{}, {"raise": 1}, {}, {"hang": 1}, {}, {"exit": 1}, {}, {}]
@@ -586,10 +607,10 @@ def test_a_batch_streams_through_one_worker_and_recovers_from_failures() -> None
             g.grade_batch(["x"], [])
 
 
-def test_a_forked_process_gets_its_own_worker() -> None:
+def test_a_forked_process_gets_its_own_sandbox() -> None:
     with PythonGrader(name="p", source=ECHO) as g:
         sandbox_tmp(g)
-        parent_worker = g._worker.pid
+        parent_template = template_pid(g)
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
@@ -603,4 +624,4 @@ def test_a_forked_process_gets_its_own_worker() -> None:
         os.waitpid(pid, 0)
         assert os.read(read, 64) == b"0.75"
         os.close(read)
-        assert g._worker.pid == parent_worker and g.grade("x", {"value": 0.5}).score == 0.5
+        assert template_pid(g) == parent_template and g.grade("x", {"value": 0.5}).score == 0.5
