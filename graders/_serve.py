@@ -940,11 +940,15 @@ def create_app(grader_config: GraderSource, *, token: str | None = None, max_bod
     server = _Server(_build(grader_config), token, max_body_bytes, timeout_s, max_concurrency, threads, allowed,
                      max_python_graders, read_timeout_s, max_connections)
 
+    built_here = isinstance(grader_config, (Mapping, str, Path))  # a grader object passed in stays its owner's to close
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         server.pool.close()
         server.cache.close()
+        for python in _python_parts(server.grader) if built_here else ():
+            python.close()  # its worker processes end with the server
 
     app = FastAPI(title="rftkit reward server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.rftkit = server

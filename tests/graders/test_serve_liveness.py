@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from test_serve import GRADER, ROWS, error, serving
+from test_serve_security import children
 
 from graders import Grade, _python_grader
 from graders._serve import RUN_PATH, _served, create_app
@@ -147,6 +148,7 @@ def test_connections_over_the_cap_are_closed_at_once() -> None:
 def test_a_hung_python_sample_holds_one_thread_until_its_deadline() -> None:
     """A served python grader whose grade hangs for some outputs: normal requests still answer, and the hung work is killed."""
     timeout_s = 3.0
+    before = children()
     app = create_app(SERVED_PYTHON, timeout_s=timeout_s, threads=4)
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         assert c.post("/score", json={"sample": "warm"}).json()["score"] == 1.0
@@ -159,6 +161,7 @@ def test_a_hung_python_sample_holds_one_thread_until_its_deadline() -> None:
         # the hung grades were killed at the deadline, so their threads come back (the grader's own limit is 120 s)
         wait_until(lambda: in_flight(c) == 0, 30, "the hung python work outlived the request's deadline")
         assert c.post("/score", json={"sample": "fine"}).json()["score"] == 1.0
+    assert not children() - before, "the served python grader's processes outlived the server"
 
 
 @needs_deadline
