@@ -290,3 +290,21 @@ def test_answers_hold_what_orjson_cannot_write() -> None:
     for _ in range(198):  # decoded['deep'] is at depth 1 of the answer
         inner = inner[0]
     assert isinstance(inner, list) and isinstance(inner[0], str) and "nested" in inner[0]
+
+
+def test_a_config_too_deep_or_too_long_is_a_400_with_a_pointer(default: httpx.Client) -> None:
+    deep: Any = {"x": 1}
+    for _ in range(300):  # deeper than orjson writes (the cache key) and than a config may nest
+        deep = {"a": deep}
+    configs = [
+        ({"type": "structured", "name": "s", "schema": {"type": "object", "properties": {"a": deep}}}, "/grader/schema/properties/a"),
+        ({**STRING_CHECK, "extra": deep}, "/grader/extra"),
+        ({"type": "multi", "name": "m", "graders": {"a": STRING_CHECK}, "calculate_output": " + ".join(["a"] * 1000)},
+         "/grader/calculate_output"),
+    ]
+    for config, pointer in configs:
+        for path, body in ((VALIDATE_PATH, {"grader": config}), (RUN_PATH, {"grader": config, "model_sample": "x"})):
+            r = default.post(path, content=json.dumps(body).encode())
+            assert r.status_code == 400, r.text[:300]
+            assert r.json()["error"]["pointer"].startswith(pointer), r.text[:300]
+    still_serving(default)
