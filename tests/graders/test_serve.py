@@ -435,7 +435,8 @@ def test_serve_help_explains_the_options() -> None:
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for option in ("--grader", "--host", "--port", "--workers", "--token", "RFTKIT_SERVE_TOKEN", "--max-body-bytes", "--timeout",
-                   "--max-concurrency", "/get_reward"):
+                   "--max-concurrency", "/get_reward", "--token-file", "--insecure-no-token", "--allow-graders",
+                   "--max-python-graders", "--read-timeout", "--max-connections"):
         assert option in result.output, option
     result = CliRunner().invoke(app, ["serve", "--grader", "no/such/grader.json"])
     assert result.exit_code == 2 and "not found" in result.output
