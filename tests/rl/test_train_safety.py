@@ -139,6 +139,24 @@ def test_overwrite_never_takes_a_model_folder_rftkit_did_not_write(tmp_path: Pat
     assert tree(tmp_path / "out") == before
 
 
+def test_only_rftkit_s_own_files_count_as_its_own(tmp_path: Path) -> None:
+    from rl._checkpoint import MODEL_MARKER
+    from rl._cli import foreign_entries
+
+    run = tmp_path / "run"
+    for d in ("checkpoints/step-00000002", "checkpoints/.tmp-step-00000003-7", "plots", "model", ".tmp-model-7"):
+        (run / d).mkdir(parents=True)
+    for f in ("metrics.jsonl", "plots/reward.png", f"model/{MODEL_MARKER}", ".tmp-probe-x1"):
+        (run / f).write_text("", encoding="utf-8")
+    assert foreign_entries(run) == []
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "plots" / "mine.png").write_text("", encoding="utf-8")
+    (run / "checkpoints" / "step-00000009").symlink_to(elsewhere)  # deleting through a link could reach anywhere
+    (run / "data.jsonl").write_text("", encoding="utf-8")
+    assert foreign_entries(run) == ["checkpoints/step-00000009/", "data.jsonl", "plots/mine.png"]
+
+
 def test_resume_and_overwrite_together_are_refused(tmp_path: Path, assets: Path, monkeypatch: pytest.MonkeyPatch,
                                                    no_model_load: None) -> None:
     code, out = invoke(["train", str(write_config(tmp_path, assets)), "--resume", "--overwrite"], monkeypatch)
