@@ -62,7 +62,7 @@ from typing import Any, Literal
 import httpx
 
 from ._errors import GraderConfigError
-from ._openai import SampleInput, _check_keys, _check_name, _escape
+from ._openai import SampleInput, _check_keys, _check_name, _escape, noting_cut
 from ._result import FieldDetail, Grade, no_errors
 from ._templates import Sample
 
@@ -296,7 +296,10 @@ def sample_payload(sample: Sample) -> dict[str, Any]:
     """
     derived = sample.to_dict()
     if isinstance(sample.raw, Mapping):
-        return {**derived, **sample.raw}
+        sent = {**derived, **sample.raw}
+        if sample.cut is not None:  # the output text over the per-sample bound: its first characters, as graded
+            sent["output_text"] = sample.output_text
+        return sent
     return derived
 
 
@@ -356,6 +359,9 @@ class EndpointGrader:
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """POST the sample and item; the server's score, or a flagged 0 when it gives none."""
         s = Sample.of(sample)
+        return noting_cut(self._graded(s, item), s)
+
+    def _graded(self, s: Sample, item: Mapping[str, Any] | None) -> Grade:
         payload = {"sample": sample_payload(s), "item": dict(item) if item is not None else {},
                    "trace_id": f"trace_{uuid.uuid4().hex}"}
         body = json_body(payload, "the sample or item")

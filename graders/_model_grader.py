@@ -92,7 +92,7 @@ from ._endpoint_grader import (
     verdict,
 )
 from ._errors import GraderConfigError
-from ._openai import SampleInput, _check_keys, _check_name, _missing
+from ._openai import SampleInput, _check_keys, _check_name, _missing, noting_cut
 from ._parsing import parse_response
 from ._result import FieldDetail, Grade
 from ._templates import MissingVariable, Sample, Template, well_formed
@@ -747,6 +747,10 @@ class ScoreModelGrader(_ModelGrader):
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """Ask the grader model; its ``result`` clamped to ``range``, or a flagged 0."""
+        s = Sample.of(sample)
+        return noting_cut(self._graded(s, item), s)
+
+    def _graded(self, sample: Sample, item: Mapping[str, Any] | None) -> Grade:
         reply = self.ask(sample, item)
         if isinstance(reply, Grade):
             return reply
@@ -812,6 +816,10 @@ class LabelModelGrader(_ModelGrader):
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """Ask the grader model for a label; 1.0 when it passes, else 0.0 (flagged when there is no known label)."""
+        s = Sample.of(sample)
+        return noting_cut(self._graded(s, item), s)
+
+    def _graded(self, sample: Sample, item: Mapping[str, Any] | None) -> Grade:
         reply = self.ask(sample, item)
         if isinstance(reply, Grade):
             return reply

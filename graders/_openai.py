@@ -99,6 +99,17 @@ def unknown_type_error(kind: object, implemented: list[str]) -> GraderConfigErro
                              hint=f"supported types: {sorted(implemented)}")
 
 
+def noting_cut(grade: Grade, sample: Sample) -> Grade:
+    """``grade``, with ``truncated_output_error`` raised and said in its reason when ``sample``'s output was cut
+    to the per-sample bound (see :attr:`Sample.cut`)."""
+    if sample.cut is None:
+        return grade
+    errors = dict(grade.errors)
+    errors["truncated_output_error"] = True
+    return Grade(grade.score, grade.sub_scores, grade.details, errors, grade.reason + sample.cut_note(), grade.repairs,
+                 grade.issues, grade.counts, grade.how)
+
+
 def _missing(variable: MissingVariable, key: str) -> Grade:
     errors = no_errors()
     errors["invalid_variable_error"] = True
@@ -186,16 +197,18 @@ class StringCheckGrader:
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """1.0 when the rendered input and reference pass the operation, else 0.0."""
-        rendered = _render_pair(self.input, self.reference, sample, item)
+        s = Sample.of(sample)
+        rendered = _render_pair(self.input, self.reference, s, item)
         if isinstance(rendered, Grade):
-            return rendered
+            return noting_cut(rendered, s)
         text, reference = rendered
         passed = self._test(text, reference)
         score = 1.0 if passed else 0.0
         detail = FieldDetail(f"string_check/{self.operation}", score, "compared", text, reference)
         verdict = "passes" if passed else "fails"
-        return Grade(score, {}, {self.name: detail}, None,
-                     f"{score:.0f}: {verdict} ({_short(text)} {_OPERATION_WORDS[self.operation]} {_short(reference)}?)")
+        return noting_cut(Grade(score, {}, {self.name: detail}, None,
+                                f"{score:.0f}: {verdict} ({_short(text)} {_OPERATION_WORDS[self.operation]} {_short(reference)}?)"),
+                          s)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its config, rebuilt on the other side (worker processes, Ray, TRL's async trainer)."""

@@ -37,7 +37,7 @@ from typing import Any
 from schemas import UserError
 
 from ._errors import GraderConfigError
-from ._parsing import parse_response
+from ._parsing import max_output_chars, over_bound_reason, parse_response
 
 _BRACES = re.compile(r"\{\{(.*?)\}\}")
 _VARIABLE = re.compile(r"(?P<root>[A-Za-z_]\w*)(?P<path>(?:\.[\w-]+|\[\d+\])*)")
@@ -77,7 +77,8 @@ class Sample:
 
     Built from a raw string (``output_text``; ``output_json`` when the text holds
     JSON, read by :func:`graders.parse_response` -- a bare object, a fenced block
-    or the last balanced object in prose, strict JSON only) or from an
+    or the last balanced object in prose, strict JSON only; an output text over the
+    per-sample bound is cut to it, see :attr:`cut`) or from an
     OpenAI-style dict with ``output_text``, ``output_json``, ``output_tools`` and
     ``choices``. A dict without ``output_text`` takes it from
     ``choices[0].message.content``; without ``output_tools``, from
@@ -91,7 +92,7 @@ class Sample:
     True
     """
 
-    __slots__ = ("raw", "output_text", "output_tools", "choices", "_output_json")
+    __slots__ = ("raw", "output_text", "output_tools", "choices", "_output_json", "cut")
 
     def __init__(self, raw: str | Mapping[str, Any]) -> None:
         self.raw = raw
@@ -99,8 +100,11 @@ class Sample:
         self._output_json: Any = _ABSENT
         self.output_tools: Any = None
         self.choices: Any = None
+        self.cut: int | None = None
+        """The length of an output text longer than :func:`~graders._parsing.max_output_chars`, whose first
+        that-many characters ``output_text`` then holds (graders flag ``truncated_output_error``); None otherwise."""
         if isinstance(raw, str):
-            self.output_text: str | None = raw
+            self.output_text: str | None = self._bounded(raw)
             return
         if not isinstance(raw, Mapping):
             raise UserError(f"a model sample is a string or a dict, got {type(raw).__name__}", code="bad_sample",
@@ -109,11 +113,23 @@ class Sample:
         text = raw.get("output_text")
         if text is None and isinstance(message.get("content"), str):
             text = message["content"]
-        self.output_text = text if isinstance(text, str) else None
+        self.output_text = self._bounded(text) if isinstance(text, str) else None
         self.output_tools = raw.get("output_tools") if raw.get("output_tools") is not None else message.get("tool_calls")
         self.choices = raw.get("choices")
         if raw.get("output_json") is not None:
             self._output_json = raw["output_json"]
+
+    def _bounded(self, text: str) -> str:
+        """``text``, or its first :func:`~graders._parsing.max_output_chars` characters (noted in :attr:`cut`)."""
+        limit = max_output_chars()
+        if len(text) <= limit:
+            return text
+        self.cut = len(text)
+        return text[:limit]
+
+    def cut_note(self) -> str:
+        """The reason's note for a cut output (``""`` when it was not cut)."""
+        return "" if self.cut is None else f"; {over_bound_reason(self.cut)} (its first {max_output_chars():,} read)"
 
     @classmethod
     def of(cls, sample: Sample | str | Mapping[str, Any]) -> Sample:

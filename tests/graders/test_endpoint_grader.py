@@ -110,6 +110,21 @@ def test_the_range_ends_are_scores_and_pass_threshold_must_lie_in_it(server_fact
             grader(server.url, score_range=bad)
 
 
+def test_an_output_over_the_bound_is_sent_cut_and_flagged(server_factory: Any) -> None:
+    from graders import _parsing
+
+    server = server_factory(always(200, {"score": 1}))
+    _parsing.set_max_output_chars(100)
+    try:
+        text = "y" * 300
+        grades = [grader(server.url).grade(text), grader(server.url).grade({"output_text": text, "extra": 1})]
+    finally:
+        _parsing.set_max_output_chars(None)
+    assert [(g.score, g.errors["truncated_output_error"]) for g in grades] == [(1.0, True)] * 2
+    assert [r["body"]["sample"]["output_text"] for r in server.requests] == ["y" * 100] * 2
+    assert server.requests[1]["body"]["sample"]["extra"] == 1
+
+
 def test_a_lone_surrogate_in_the_sample_is_sent_as_its_escape(server_factory: Any) -> None:
     server = server_factory(always(200, {"score": 1}))
     grade = grader(server.url).grade('{"city": "Par\\ud83d"}', {"ref": "x\ud800"})

@@ -117,6 +117,21 @@ def test_a_lone_surrogate_or_a_huge_integer_in_the_output_is_graded_as_data(serv
     assert label.grade("Par\ud83d", {"answer": "x\udfff"}).score == 1.0
 
 
+def test_an_output_over_the_bound_is_asked_about_cut_and_flagged(serve: Any) -> None:
+    from graders import _parsing
+
+    server = serve(replies('{"result": 0.5}', '{"result": "correct"}'))
+    _parsing.set_max_output_chars(100)
+    try:
+        scored = score_grader(server).grade("z" * 300, {"answer": "a"})
+        labelled = LabelModelGrader.from_config(label_config(), base_url=server.base_url).grade("z" * 300, {"answer": "a"})
+    finally:
+        _parsing.set_max_output_chars(None)
+    assert (scored.score, scored.errors["truncated_output_error"]) == (0.5, True)
+    assert (labelled.score, labelled.errors["truncated_output_error"]) == (1.0, True)
+    assert server.requests[0]["body"]["messages"][1]["content"] == "Reference: a\nAnswer: " + "z" * 100
+
+
 def test_the_key_comes_from_openai_api_key_and_structured_output_can_be_off(serve: Any,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")

@@ -348,3 +348,40 @@ def test_the_grade_command_runs_openai_grader_types_on_sample_rows(tmp_path: Any
     data.write_text('{"output": "ok"}\n{"output": "no"}\n')
     result = CliRunner().invoke(app, ["grade", str(data), "--grader", str(cfg)], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "n (string_check): 2 rows" in result.output and "0.500" in result.output
+
+
+# -- the per-sample bound ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def bound_100() -> Any:
+    from graders import _parsing
+
+    _parsing.set_max_output_chars(100)
+    yield 100
+    _parsing.set_max_output_chars(None)
+
+
+def test_an_output_over_the_bound_is_graded_on_its_first_characters_and_flagged(bound_100: int) -> None:
+    from graders._templates import Sample
+
+    long = "Paris " + "x" * 200
+    assert (Sample.of(long).output_text, Sample.of(long).cut) == (long[:100], 206)
+    assert Sample.of({"output_text": long}).output_text == long[:100] and Sample.of("short").cut is None
+    like = StringCheckGrader(name="c", input="{{ sample.output_text }}", reference="Paris", operation="like")
+    grade = like.grade(long)
+    assert (grade.score, grade.errors["truncated_output_error"]) == (1.0, True)
+    assert "206 characters, more than the per-sample bound of 100" in grade.reason
+    assert grade.details["c"].prediction == long[:100]
+    tail = like.grade("x" * 200 + "Paris")  # past the bound: not seen
+    assert (tail.score, tail.errors["truncated_output_error"]) == (0.0, True)
+    assert like.grade("Paris").ok
+    field = from_config(check("eq", input="{{ sample.output_json.a }}", reference="x"))
+    big = field.grade('{"a": "x", "pad": "' + "y" * 200 + '"}')  # JSON over the bound is not read
+    assert big.score == 0.0 and big.errors["truncated_output_error"] and big.errors["invalid_variable_error"]
+    multi = from_config({**CONTACT, "graders": {"name": check("like", reference="Paris", name="name"),
+                                                "email": check("eq", reference="x", name="email")}})
+    both = multi.grade(long)
+    assert both.score == 0.5 and both.errors["truncated_output_error"]
+    structured = run_grader({"type": "structured"}, '{"a": "' + "y" * 200 + '"}', {"reference": {"a": "y" * 200}})
+    assert structured["reward"] == 0.0 and structured["metadata"]["errors"]["truncated_output_error"]

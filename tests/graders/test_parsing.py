@@ -30,7 +30,8 @@ PROSE_5MB = "The model thinks out loud here. " * 164_000  # about 5.2 MB, no bra
 def test_public_names() -> None:
     assert set(_parsing.__all__) == {
         "MAX_CANDIDATES", "REPAIRS", "Decoded", "Extraction", "ExtractionMethod", "ParseStatus", "Parsed",
-        "decode_json", "extract_json", "parse_response", "validate_value",
+        "decode_json", "extract_json", "parse_response", "validate_value", "DEFAULT_MAX_OUTPUT_CHARS", "MAX_OUTPUT_CHARS_ENV",
+        "max_output_chars", "set_max_output_chars",
     }
     for name in _parsing.__all__:
         assert hasattr(_parsing, name)
@@ -261,8 +262,10 @@ EDGE_CASES: list[tuple[str, str | dict[str, Any], dict[str, Any], str, Any]] = [
     ("length-cut", '{"a": 1, "b": tr', {"finish_reason": "length"}, "truncated", None),
     ("length-no-json", "Let me think step by", {"finish_reason": "length"}, "truncated", None),
     ("length-invalid", '{"a": 1,}', {"finish_reason": "length"}, "truncated", None),
-    ("5mb-object-at-end", PROSE_5MB + '{"a": 1}', {}, "ok", {"a": 1}),
-    ("5mb-no-object", PROSE_5MB, {}, "no_json", None),
+    ("5mb-object-at-end", PROSE_5MB + '{"a": 1}', {}, "truncated", None),  # over the 1 MB per-sample bound
+    ("5mb-no-object", PROSE_5MB, {}, "truncated", None),
+    ("900kb-object-at-end", PROSE_5MB[:900_000] + '{"a": 1}', {}, "ok", {"a": 1}),
+    ("900kb-no-object", PROSE_5MB[:900_000], {}, "no_json", None),
     ("deep-arrays", DEEP_ARRAYS, {}, "invalid_json", None),
     ("deep-objects", DEEP_OBJECTS, {}, "invalid_json", None),
     ("deep-arrays-lenient", DEEP_ARRAYS, {"lenient": True}, "invalid_json", None),
@@ -385,3 +388,87 @@ def test_round_trip_lenient_is_unrepaired(d: dict[str, Any]) -> None:
 
 def test_schema_type_is_schema() -> None:
     assert isinstance(PERSON, Schema)
+
+
+# --------------------------------------------------------------------------------------
+# the per-sample bound
+
+
+@pytest.fixture
+def bound_100() -> Any:
+    _parsing.set_max_output_chars(100)
+    yield 100
+    _parsing.set_max_output_chars(None)
+
+
+def not_read(*_: Any, **__: Any) -> Any:
+    raise AssertionError("an output over the bound was read")
+
+
+@pytest.mark.parametrize("output", ["{" * 101, '{"a": "' + "x" * 100 + '"}', "x" * 101 + '{"a": 1}',
+                                    {"output_text": "{" * 101}, {"choices": [{"message": {"content": "[" * 200}}]}])
+def test_an_output_over_the_bound_is_truncated_without_being_read(bound_100: int, output: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for stage in ("_scan", "_fences", "_loads", "_bare_object"):
+        monkeypatch.setattr(_parsing, stage, not_read)
+    p = parse_response(output)
+    assert (p.status, p.value, p.method) == ("truncated", None, "none")
+    assert "per-sample bound of 100" in p.reason and "RFTKIT_MAX_OUTPUT_CHARS" in p.reason
+    assert _parsing._strict_value(output if isinstance(output, str) else "{" * 101) is _parsing._UNDECODED
+    monkeypatch.undo()
+    assert parse_response('{"a": "' + "x" * 90 + '"}').status == "ok"  # at the bound: read as usual
+
+
+def test_thirty_megabytes_of_braces_cost_no_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from graders import StructuredGrader
+
+    monkeypatch.setattr(_parsing, "_scan", not_read)
+    monkeypatch.setattr(_parsing, "_fences", not_read)
+    grade = StructuredGrader().grade("{" * 30_000_000, {"a": 1})
+    assert grade.score == 0.0 and grade.errors["truncated_output_error"] and "30,000,000 characters" in grade.reason
+
+
+def test_a_valid_object_over_the_bound_is_truncated_for_the_structured_grader(bound_100: int) -> None:
+    from graders import StructuredGrader
+
+    big, small = '{"a": "' + "x" * 100 + '"}', '{"a": "' + "x" * 80 + '"}'
+    for grader in (StructuredGrader(), StructuredGrader(schema={"type": "object", "properties": {"a": {"type": "string"}}})):
+        grade = grader.grade(big, {"a": "x" * 100})
+        assert (grade.score, grade.errors["truncated_output_error"]) == (0.0, True), grade.reason
+        assert grader.grade(small, {"a": "x" * 80}).score == 1.0
+
+
+def test_the_bound_is_set_by_the_environment_or_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _parsing.max_output_chars() == _parsing.DEFAULT_MAX_OUTPUT_CHARS == 1_000_000
+    monkeypatch.setenv(_parsing.MAX_OUTPUT_CHARS_ENV, "2_000")
+    _parsing.set_max_output_chars(None)
+    try:
+        assert _parsing.max_output_chars() == 2000
+        _parsing.set_max_output_chars(50)
+        assert _parsing.max_output_chars() == 50
+        for bad in (0, -1, "many", 1.5, True):
+            with pytest.raises(UserError, match="positive integer"):
+                _parsing.set_max_output_chars(bad)  # type: ignore[arg-type]
+    finally:
+        monkeypatch.delenv(_parsing.MAX_OUTPUT_CHARS_ENV)
+        _parsing.set_max_output_chars(None)
+    assert _parsing.max_output_chars() == 1_000_000
+
+
+def plain_spans(text: str) -> Any:
+    """The scan's openers by the plain rule (one search per bracket, then a look at the next non-space character)."""
+    out, pos = [], 0
+    while True:
+        at = min((i for i in (text.find("{", pos), text.find("[", pos)) if i >= 0), default=-1)
+        if at < 0:
+            return out
+        rest = text[at + 1:].lstrip(" \t\r\n")
+        if not rest or rest[0] in ("\"'}" if text[at] == "{" else "\"'-0123456789[{]tfnTFN"):
+            out.append(at)
+        pos = at + 1
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.text(alphabet=st.sampled_from("{}[]\"' \n\tax1-tN"), max_size=40))
+def test_the_one_search_opener_finds_what_the_plain_rule_finds(text: str) -> None:
+    assert [m.start() for m in _parsing._JSON_OPENER.finditer(text)] == plain_spans(text)

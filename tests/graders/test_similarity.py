@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,39 @@ def test_config_round_trips_and_works_inside_multi() -> None:
     grade = multi.grade("kitten", {"answer": "sitting"})
     assert grade.sub_scores == {"exact": 0.0, "fuzzy": pytest.approx(8 / 13)}
     assert grade.score == pytest.approx(4 / 13)
+
+
+# -- bounds ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", [*LEXICAL, "cosine"])
+def test_each_metric_reads_at_most_its_bound(metric: str, cosine: TextSimilarityGrader) -> None:
+    from graders._similarity import METRIC_MAX_CHARS
+
+    g = cosine if metric == "cosine" else grader(metric)
+    seen: list[tuple[str, str]] = []
+    real = g._metric
+    g._metric = lambda text, reference: seen.append((text, reference)) or real(text[:50], reference[:50])  # type: ignore[func-returns-value]
+    try:
+        limit = METRIC_MAX_CHARS[metric]
+        long = "the cat sat on the mat " * (limit // 10)  # over twice the bound
+        grade = g.grade(long, {"answer": long[:100]})
+        assert [(len(t), len(r)) for t, r in seen] == [(limit, 100)]  # the metric got the first `limit` characters
+        assert grade.errors["truncated_output_error"] and f"first {limit:,} characters of the input" in grade.reason
+        fits = g.grade(long[:limit], {"answer": long[:limit]})
+        assert not fits.errors["truncated_output_error"] and (len(seen[-1][0]), len(seen[-1][1])) == (limit, limit)
+    finally:
+        g._metric = real
+
+
+def test_rouge_l_is_rouge_scores_value() -> None:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(["rougeL"], use_stemmer=False)
+    metric = grader("rouge_l")._metric
+    words = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "Paris", "2024", "!"]
+    rng = random.Random(7)
+    for _ in range(200):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(0, 30)))
+        reference = " ".join(rng.choice(words) for _ in range(rng.randint(0, 30)))
+        assert metric(text, reference) == pytest.approx(scorer.score(reference, text)["rougeL"].fmeasure, abs=1e-12)
