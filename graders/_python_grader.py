@@ -726,7 +726,7 @@ class _Sandbox:
                     pass
 
     def _replies(self, key: int, request: bytes, count: int, req_w: int, rep_r: int, timeout: float,
-                 deadline: float | None) -> list[_Reply]:
+                 deadline: float | None) -> list[_Reply] | None:
         def limit() -> float:
             at = time.monotonic() + timeout
             return at if deadline is None else min(at, deadline)
@@ -748,7 +748,9 @@ class _Sandbox:
             if frame == _DIED or (isinstance(frame, dict) and "exit" in frame and "i" not in frame):
                 if self.closing:
                     return [*replies, _Reply(error="the grader was closed during grade", server=True)]
-                if frame == _DIED:
+                if frame == _DIED:  # no exit status: the template itself is gone (it reports every child's end)
+                    if not replies and select.select([self.fds["ctl"]], [], [], 1.0)[0]:
+                        return None  # it died before this child started (killed from outside): nothing was graded
                     return [*replies, _Reply(error="the sandbox died during grade")]
                 return [*replies, _Reply(error=f"the process died during grade ({_status(frame['exit'])})")]  # type: ignore[index]  # a dict with "exit"
             if not isinstance(frame, dict) or frame.get("i") != len(replies) or (reply := _parse_reply(frame)) is None:

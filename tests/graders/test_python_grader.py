@@ -482,6 +482,7 @@ def test_a_process_flood_is_killed_to_the_last_pid(isolation: str, then: str, tm
     release = tmp_path / "release"  # the grade reads it (reading is not confined); it cannot write outside its temp dir
     with PythonGrader(name="flood", source=FLOOD, timeout=2, allow_subprocess=True, isolation=isolation) as g:  # type: ignore[arg-type]
         tmp = sandbox_tmp(g)
+        assert wait_until(lambda: len(sandbox_pids(tmp)) == 2)  # the warm-up grade's process is gone
         idle = sandbox_pids(tmp)  # the supervisor and the template
         result: list[Any] = []
         item = {"children": 64, "then": then, "release": str(release)}
@@ -560,7 +561,7 @@ def test_a_template_killed_while_idle_is_replaced_without_blame() -> None:
         os.kill(before, signal.SIGKILL)
         assert wait_until(lambda: before not in sandbox_pids(tmp))
         grade = g.grade("x", {"value": 0.5})
-        assert (grade.score, grade.ok) == (0.5, True) and template_pid(g) != before
+        assert (grade.score, grade.ok) == (0.5, True) and template_pid(g) != before, grade.reason
 
 
 # -- many grades -------------------------------------------------------------------------------
