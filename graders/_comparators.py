@@ -34,11 +34,12 @@ them the same way (through a small cache of built comparators).
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import logging
 import math as _math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Literal, get_args
@@ -64,9 +65,11 @@ __all__ = [
     "Comparator",
     "ComparatorName",
     "DateOrder",
+    "DecimalMark",
     "FuzzyScorer",
     "boolean",
     "date",
+    "datetime",
     "enum",
     "exact",
     "fuzzy",
@@ -76,13 +79,14 @@ __all__ = [
     "normalized",
     "number",
     "parse_date",
+    "parse_datetime",
     "parse_number",
 ]
 
 Comparator = Callable[[Any, Any], float]
 """``(prediction, reference) -> score``: a finite float in [0, 1], never raising."""
 
-ComparatorName = Literal["exact", "normalized", "fuzzy", "number", "date", "enum", "bool", "math"]
+ComparatorName = Literal["exact", "normalized", "fuzzy", "number", "date", "datetime", "enum", "bool", "math"]
 """The names a field config may give as its ``comparator``."""
 
 FuzzyScorer = Literal[
@@ -379,15 +383,29 @@ def _as_text(value: Any) -> str | None:
     return None
 
 
+_FUZZY_MAX_CHARS: Final[dict[str, int]] = {"partial_ratio": 1_000, "WRatio": 1_000}
+"""The characters of each text a fuzzy scorer looks at, by default: ``partial_ratio`` and ``WRatio``
+slide the shorter text along the longer (about 1 s on two 4,000-character texts, minutes on 20,000)."""
+_FUZZY_DEFAULT_MAX_CHARS: Final = 10_000
+"""The same for every other scorer (``ratio`` on two 10,000-character texts: about 3 ms)."""
+
+
+def fuzzy_max_chars(scorer: str, max_chars: int | None = None) -> int:
+    """How many characters of each text the ``fuzzy`` comparator with ``scorer`` compares (``max_chars`` when given)."""
+    return max_chars if max_chars is not None else _FUZZY_MAX_CHARS.get(scorer, _FUZZY_DEFAULT_MAX_CHARS)
+
+
 def _make_fuzzy(
     *,
     scorer: FuzzyScorer = "ratio",
     threshold: float = 0.0,
     partial_credit: bool = True,
     normalize: bool = True,
+    max_chars: int | None = None,
 ) -> Comparator:
     score_fn, scale = _FUZZY_SCORERS[scorer]
     threshold = float(threshold)
+    cap = fuzzy_max_chars(scorer, max_chars)
     # rapidfuzz returns 0 below score_cutoff, which skips work; the epsilon keeps a
     # score exactly at the threshold from being cut by float rounding of threshold * scale.
     cutoff = max(0.0, threshold * scale - 1e-9)
@@ -402,6 +420,10 @@ def _make_fuzzy(
             if a_text is None or b_text is None:
                 return exact(prediction, reference)
             a, b = a_text, b_text
+        if len(a) > cap:  # only the first `cap` characters are compared (the grader notes it in the field's detail)
+            a = a[:cap]
+        if len(b) > cap:
+            b = b[:cap]
         if normalize:
             a = cache.get(a) or _norm(a, False)
             b = cache.get(b) or _norm(b, False)
@@ -424,6 +446,8 @@ def _make_fuzzy(
         """
         if not (_only_strings(predictions) and _only_strings(references)):
             return None
+        predictions = [x if len(x) <= cap else x[:cap] for x in predictions]
+        references = [x if len(x) <= cap else x[:cap] for x in references]
         if normalize:
             left = [cache.get(x) or _norm(x, False) for x in predictions]
             right = [cache.get(x) or _norm(x, False) for x in references]
@@ -448,6 +472,7 @@ def _make_fuzzy(
     compare_fuzzy.matrix = matrix  # type: ignore[attr-defined]  # read by the structured grader's list pairing
     # partial_ratio and WRatio slide the shorter text along the longer: minutes on two 20k-character texts
     compare_fuzzy.slow_on_long_texts = scorer in ("partial_ratio", "WRatio")  # type: ignore[attr-defined]
+    compare_fuzzy.max_chars = cap  # type: ignore[attr-defined]  # read by the structured grader, which notes a cut text
     return compare_fuzzy
 
 
@@ -459,6 +484,7 @@ def fuzzy(
     threshold: float = 0.0,
     partial_credit: bool = True,
     normalize: bool = True,
+    max_chars: int | None = None,
 ) -> float:
     """Similarity of two texts under a named rapidfuzz scorer, with a threshold.
 
@@ -469,6 +495,13 @@ def fuzzy(
     otherwise. Then ``score = 0`` if ``s < threshold``, else ``s`` with
     ``partial_credit`` and ``1`` without it (pass/fail). Equal texts (two empty
     ones included) score 1; one empty text against a non-empty one scores 0.
+
+    Only the first ``max_chars`` characters of each text are compared (before
+    normalisation): 1,000 for ``partial_ratio`` and ``WRatio``, whose cost grows
+    with the product of the lengths and more, and 10,000 for the other scorers,
+    so a megabyte-long output costs milliseconds, not minutes. Two texts that
+    agree on their first ``max_chars`` characters score 1; the structured grader
+    notes the cut in the field's detail.
 
     Numbers are compared as the text JSON writes them (``5.0`` as ``"5"``), so
     a number can match a string; any other value (null, bool, list, object)
@@ -483,54 +516,86 @@ def fuzzy(
     >>> fuzzy("UC Berkeley", "University of California Berkeley", scorer="partial_ratio") > 0.8
     True
     """
-    return _built("fuzzy", scorer=scorer, threshold=threshold, partial_credit=partial_credit, normalize=normalize)(
-        prediction, reference
-    )
+    return _built("fuzzy", scorer=scorer, threshold=threshold, partial_credit=partial_credit, normalize=normalize,
+                  max_chars=max_chars)(prediction, reference)
 
 
 # --------------------------------------------------------------------------- numbers
 
+DecimalMark = Literal[".", ","]
+"""The decimal mark :func:`parse_number` reads: ``"."`` (``"1,234.50"``) or a declared ``","`` (``"1.234,50"``)."""
+
 _SIGNS: Final = "+\\-\u2212"  # a regex class body; "\u2212" is the Unicode minus sign
 _CURRENCIES: Final = "$\u20ac\u00a3\u00a5\u20b9\u20a9\u20bd\u20ba\u20aa\u20ab\u0e3f\u20b4\u20a6\u20b1\u00a2"
-_NUMBER_RE: Final = re.compile(
-    rf"""
-    (?P<open>\()?\s*
-    (?P<sign1>[{_SIGNS}])?
-    (?:(?P<cur1>[{_CURRENCIES}])\s?)?
-    (?P<sign2>[{_SIGNS}])?
-    (?P<body>
-        (?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d*)?(?:[eE][+-]?\d+)?
-      | \.\d+(?:[eE][+-]?\d+)?
+_CURRENCY_CODES: Final = frozenset(
+    # ISO 4217 codes of the currencies in circulation (and the precious metals and SDR, which invoices also quote).
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD CAD CDF CHF
+    CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF
+    IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK
+    MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR
+    SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES
+    VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG XAU XAG XPT XPD XDR""".split()
+)
+"""Three-letter codes :func:`parse_number` reads beside a number (upper case only: "10 all" is not ten Albanian lek)."""
+
+
+def _number_re(body: str) -> re.Pattern[str]:
+    """The number grammar of :func:`parse_number` around ``body`` (the digits for one decimal mark)."""
+    return re.compile(
+        rf"""
+        (?P<open>\()?\s*
+        (?:(?P<code1>[A-Z]{{3}})\s?)?
+        (?P<sign1>[{_SIGNS}])?
+        (?:(?P<cur1>[{_CURRENCIES}])\s?)?
+        (?P<sign2>[{_SIGNS}])?
+        (?P<body>{body})
+        (?:\s?(?P<cur2>[{_CURRENCIES}]))?
+        (?:\s?(?P<code2>[A-Z]{{3}}))?
+        (?:\s?%)?
+        \s*(?P<close>\))?
+        """,
+        re.VERBOSE,
     )
-    (?:\s?(?P<cur2>[{_CURRENCIES}]))?
-    (?:\s?%)?
-    \s*(?P<close>\))?
-    """,
-    re.VERBOSE,
+
+
+_NUMBER_RE: Final = _number_re(r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][+-]?\d+)? | \.\d+(?:[eE][+-]?\d+)?")
+_GROUPS_WITH_COMMA: Final = "\u00a0\u202f ."
+"""Thousands separators beside a decimal comma: a dot or a (no-break, narrow no-break) space, one kind per number."""
+_COMMA_NUMBER_RE: Final = _number_re(
+    rf"(?:\d{{1,3}}(?P<group>[{_GROUPS_WITH_COMMA}])\d{{3}}(?:(?P=group)\d{{3}})*|\d+)(?:,\d*)?(?:[eE][+-]?\d+)?"
+    r" | ,\d+(?:[eE][+-]?\d+)?"
 )
 
 
-def _parse_number_text(text: str) -> float | None:
-    if "_" not in text:  # fast path: a plain decimal; float() would also read "1_000"
+def _parse_number_text(text: str, decimal: DecimalMark = ".") -> float | None:
+    if decimal == "." and "_" not in text:  # fast path: a plain decimal; float() would also read "1_000"
         try:
             value = float(text)
         except ValueError:
             pass
         else:
             return value if _math.isfinite(value) else None
-    match = _NUMBER_RE.fullmatch(text.strip())
+    match = (_NUMBER_RE if decimal == "." else _COMMA_NUMBER_RE).fullmatch(text.strip())
     if match is None:
         return None
     sign1, sign2 = match["sign1"], match["sign2"]
+    code = match["code1"] or match["code2"]
     parenthesised = match["open"] is not None
     if (
         parenthesised != (match["close"] is not None)
         or (parenthesised and (sign1 or sign2))
         or (sign1 and sign2)
-        or (match["cur1"] and match["cur2"])
+        or sum(1 for marker in (match["cur1"], match["cur2"], match["code1"], match["code2"]) if marker) > 1
+        or (code is not None and code not in _CURRENCY_CODES)
     ):
         return None
-    value = float(match["body"].replace(",", ""))
+    body = match["body"]
+    if decimal == ".":
+        body = body.replace(",", "")
+    else:
+        group = match["group"]
+        body = (body.replace(group, "") if group else body).replace(",", ".")
+    value = float(body)
     if not _math.isfinite(value):
         return None
     if parenthesised or (sign1 or sign2 or "+") in "-\u2212":
@@ -541,7 +606,7 @@ def _parse_number_text(text: str) -> float | None:
 _parse_number_cached = lru_cache(maxsize=1 << 14)(_parse_number_text)
 
 
-def parse_number(value: Any) -> float | None:
+def parse_number(value: Any, *, decimal: DecimalMark = ".") -> float | None:
     """Read a number from a JSON value, or None when it is not one.
 
     Accepted: an int or float (not a bool; NaN, infinities and ints too large
@@ -550,26 +615,38 @@ def parse_number(value: Any) -> float | None:
 
         number   := "(" unsigned ")"          accounting negative: "(123)" -> -123
                   | [sign] unsigned
-        unsigned := [currency [" "]] [sign] digits [[" "] currency] [[" "] "%"]
+        unsigned := [code [" "]] [sign] [currency [" "]] [sign] digits [[" "] currency] [[" "] code] [[" "] "%"]
         digits   := (d{1,3} ("," d{3})+ | d+) ["." d*] [exponent]
                   | "." d+ [exponent]
         sign     := "+" | "-" | "\u2212" (Unicode minus)     at most one
-        currency := one of $ € £ ¥ ₹ ₩ ₽ ₺ ₪ ₫ ฿ ₴ ₦ ₱ ¢         at most one
+        currency := one of $ € £ ¥ ₹ ₩ ₽ ₺ ₪ ₫ ฿ ₴ ₦ ₱ ¢
+        code     := an ISO 4217 code in upper case: EUR, USD, GBP, CHF, JPY ...
 
-    ``d`` is a Unicode decimal digit. A trailing ``%`` is dropped and the number
-    is kept as written: ``"12%"`` is ``12.0``, not ``0.12``. Commas are only
-    thousands separators in groups of three, so ``"1,000"`` is 1000 while
-    ``"1,5"``, ``"1,2,3"`` and ``"1 000"`` (space-grouped) are rejected rather
-    than guessed at. Words, currency codes ("USD 5"), ``"nan"`` and ``"inf"``
-    are rejected.
+    with at most one currency (a symbol or a code). ``d`` is a Unicode decimal
+    digit. A trailing ``%`` is dropped and the number is kept as written:
+    ``"12%"`` is ``12.0``, not ``0.12``. Commas are only thousands separators in
+    groups of three, so ``"1,000"`` is 1000 while ``"1,5"``, ``"187,50"``,
+    ``"1,2,3"`` and ``"1 000"`` (space-grouped) are rejected rather than guessed
+    at. Words, lower-case or unknown codes (``"5 eur"``, ``"5 XYZ"``), ``"nan"``
+    and ``"inf"`` are rejected.
 
-    >>> [parse_number(s) for s in ["1,000", "$500", "€1.5", "12%", "(123)", "-4.5e3", " 7 ", "\u22123"]]
-    [1000.0, 500.0, 1.5, 12.0, -123.0, -4500.0, 7.0, -3.0]
-    >>> [parse_number(v) for v in ["abc", "", "1,2,3", "1 000", "nan", True, None, 10**400]]
-    [None, None, None, None, None, None, None, None]
+    With ``decimal=","`` (declared, never guessed) the comma is the decimal mark
+    and the thousands separator is a dot or a space (plain, no-break or narrow
+    no-break), in groups of three: ``"187,50"`` is 187.5, ``"1.234,50"`` and
+    ``"1 234,50"`` are 1234.5, and ``"1.5"`` is rejected.
+
+    >>> [parse_number(s) for s in ["1,000", "$500", "€1.5", "12%", "(123)", "-4.5e3", " 7 ", "\u22123", "187.50 EUR", "USD 5"]]
+    [1000.0, 500.0, 1.5, 12.0, -123.0, -4500.0, 7.0, -3.0, 187.5, 5.0]
+    >>> [parse_number(v) for v in ["abc", "", "1,2,3", "1 000", "187,50", "nan", True, None, 10**400]]
+    [None, None, None, None, None, None, None, None, None]
+    >>> [parse_number(s, decimal=",") for s in ["187,50", "1.234,50", "1 234,50 €", "1.5"]]
+    [187.5, 1234.5, 1234.5, None]
     """
-    if type(value) is str and len(value) <= _CACHE_MAX_CHARS:
-        return _parse_number_cached(value)
+    if decimal == ".":
+        if type(value) is str and len(value) <= _CACHE_MAX_CHARS:
+            return _parse_number_cached(value)
+    elif decimal != ",":
+        _check_choice(_DECIMAL_MARKS)(decimal, "/decimal")
     kind = _kind(value)
     if kind == _NUMBER:
         try:
@@ -579,17 +656,18 @@ def parse_number(value: Any) -> float | None:
         return number_value if _math.isfinite(number_value) else None
     if kind == _STR:
         text = str(value)
-        return _parse_number_cached(text) if len(text) <= _CACHE_MAX_CHARS else _parse_number_text(text)
+        return _parse_number_cached(text, decimal) if len(text) <= _CACHE_MAX_CHARS else _parse_number_text(text, decimal)
     return None
 
 
-def _make_number(*, abs_tol: float = 0.0, rel_tol: float = 0.0) -> Comparator:
+def _make_number(*, abs_tol: float = 0.0, rel_tol: float = 0.0, decimal: DecimalMark = ".") -> Comparator:
     abs_tol = float(abs_tol)
     rel_tol = float(rel_tol)
+    read: Callable[[Any], float | None] = parse_number if decimal == "." else (lambda v: parse_number(v, decimal=","))
 
     def compare_number(prediction: Any, reference: Any) -> float:
-        a = parse_number(prediction)
-        b = parse_number(reference)
+        a = read(prediction)
+        b = read(reference)
         if a is None or b is None:
             return exact(prediction, reference)
         if a == b:
@@ -602,22 +680,23 @@ def _make_number(*, abs_tol: float = 0.0, rel_tol: float = 0.0) -> Comparator:
     return compare_number
 
 
-def number(prediction: Any, reference: Any, *, abs_tol: float = 0.0, rel_tol: float = 0.0) -> float:
+def number(prediction: Any, reference: Any, *, abs_tol: float = 0.0, rel_tol: float = 0.0, decimal: DecimalMark = ".") -> float:
     """1.0 iff both read as numbers (see :func:`parse_number`) within tolerance, else 0.0.
 
     Formula: ``score = 1[|a - b| <= max(abs_tol, rel_tol * max(|a|, |b|))]``
-    with ``a = parse_number(p)``, ``b = parse_number(r)``: symmetric, like
-    :func:`math.isclose`, so swapping prediction and reference never changes
-    the score. Values that do not read as numbers fall back to :func:`exact`.
+    with ``a = parse_number(p, decimal=decimal)``, ``b = parse_number(r, decimal=decimal)``:
+    symmetric, like :func:`math.isclose`, so swapping prediction and reference
+    never changes the score. Values that do not read as numbers fall back to
+    :func:`exact`: 0, unless both are the same value.
 
-    >>> number("$1,000", 1000), number("12%", 12), number("(5)", -5)
-    (1.0, 1.0, 1.0)
+    >>> number("$1,000", 1000), number("12%", 12), number("(5)", -5), number("187.50 EUR", 187.5)
+    (1.0, 1.0, 1.0, 1.0)
     >>> number(101, 100, rel_tol=0.01), number(100, 101, rel_tol=0.01), number(102, 100, rel_tol=0.01)
     (1.0, 1.0, 0.0)
-    >>> number(True, 1), number("N/A", "N/A")
-    (0.0, 1.0)
+    >>> number("1.234,50", 1234.5, decimal=","), number(True, 1), number("N/A", "N/A"), number("N/A", 5)
+    (1.0, 0.0, 1.0, 0.0)
     """
-    return _built("number", abs_tol=abs_tol, rel_tol=rel_tol)(prediction, reference)
+    return _built("number", abs_tol=abs_tol, rel_tol=rel_tol, decimal=decimal)(prediction, reference)
 
 
 # --------------------------------------------------------------------------- dates
@@ -773,6 +852,73 @@ def date(prediction: Any, reference: Any, *, order: DateOrder = "iso") -> float:
     (0.0, 1.0)
     """
     return _built("date", order=order)(prediction, reference)
+
+
+# --------------------------------------------------------------------------- date-times
+
+_INSTANT_RE: Final = re.compile(r"\d{4}-?\d{2}-?\d{2}[T ]\d{2}", re.ASCII | re.IGNORECASE)
+"""What an ISO 8601 date-time starts with: a date, then ``T`` (or a space) and an hour. A bare date is not an instant."""
+
+
+@lru_cache(maxsize=1 << 14)
+def _parse_instant_text(text: str) -> _dt.datetime | None:
+    text = text.strip()
+    if _INSTANT_RE.match(text) is None:
+        return None
+    try:
+        value = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
+    except ValueError:  # 25:00, February 30, anything fromisoformat does not read
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
+
+
+def parse_datetime(value: Any) -> _dt.datetime | None:
+    """Read an instant from an ISO 8601 date-time string, or None.
+
+    ``YYYY-MM-DD`` then ``T`` (or a space) and a time ``HH[:MM[:SS[.ffffff]]]``
+    with an optional ``Z`` or ``±HH[:MM]`` offset (what Python's
+    ``datetime.fromisoformat`` reads). A date-time without an offset is read as
+    UTC. A bare date is a day, not an instant: None (use :func:`parse_date`).
+
+    >>> parse_datetime("2024-03-15T12:00:00+02:00") == parse_datetime("2024-03-15 10:00Z")
+    True
+    >>> parse_datetime("2024-03-15"), parse_datetime("soon"), parse_datetime(5)
+    (None, None, None)
+    """
+    if type(value) is not str:
+        if _kind(value) != _STR:
+            return None
+        value = str(value)
+    return None if len(value) > _DATE_MAX_CHARS else _parse_instant_text(value)
+
+
+def _make_datetime(*, tolerance: float = 0.0) -> Comparator:
+    tolerance = float(tolerance)
+
+    def compare_datetime(prediction: Any, reference: Any) -> float:
+        a = parse_datetime(prediction)
+        b = parse_datetime(reference)
+        if a is None or b is None:
+            return exact(prediction, reference)
+        return 1.0 if abs((a - b).total_seconds()) <= tolerance else 0.0
+
+    return compare_datetime
+
+
+def datetime(prediction: Any, reference: Any, *, tolerance: float = 0.0) -> float:
+    """1.0 iff both read as instants (see :func:`parse_datetime`) at most ``tolerance`` seconds apart, else 0.0.
+
+    Formula: ``score = 1[|t(p) - t(r)| <= tolerance]`` where ``t`` is the
+    instant in UTC, so ``10:00Z`` and ``12:00+02:00`` are the same instant and
+    ``10:00Z`` and ``23:59Z`` are not. Values that do not read as instants fall
+    back to :func:`exact`.
+
+    >>> datetime("2024-03-15T10:00:00Z", "2024-03-15T12:00:00+02:00"), datetime("2024-03-15T10:00Z", "2024-03-15T23:59Z")
+    (1.0, 0.0)
+    >>> datetime("2024-03-15T10:01:00Z", "2024-03-15T10:00:00Z", tolerance=60)
+    1.0
+    """
+    return _built("datetime", tolerance=tolerance)(prediction, reference)
 
 
 # --------------------------------------------------------------------------- enum, bool
@@ -982,6 +1128,12 @@ def _check_tolerance(value: object, pointer: str) -> None:
         )
 
 
+def _check_max_chars(value: object, pointer: str) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise _bad_option(f"expected a whole number of characters >= 1, got {value!r}", pointer,
+                          "the default is 1000 for partial_ratio and WRatio, 10000 for the other scorers")
+
+
 def _check_choice(choices: tuple[str, ...]) -> _OptionCheck:
     def check(value: object, pointer: str) -> None:
         if type(value) is not str or value not in choices:
@@ -994,6 +1146,7 @@ def _check_choice(choices: tuple[str, ...]) -> _OptionCheck:
 
 _FUZZY_SCORER_NAMES: Final = get_args(FuzzyScorer)
 _DATE_ORDERS: Final = get_args(DateOrder)
+_DECIMAL_MARKS: Final = get_args(DecimalMark)
 _COMPARATOR_NAMES: Final = get_args(ComparatorName)
 
 
@@ -1017,10 +1170,13 @@ _SPECS: Final[dict[str, _Spec]] = {
             "threshold": _check_unit_interval,
             "partial_credit": _check_bool,
             "normalize": _check_bool,
+            "max_chars": _check_max_chars,
         },
     ),
-    "number": _Spec(_make_number, {"abs_tol": _check_tolerance, "rel_tol": _check_tolerance}),
+    "number": _Spec(_make_number, {"abs_tol": _check_tolerance, "rel_tol": _check_tolerance,
+                                   "decimal": _check_choice(_DECIMAL_MARKS)}),
     "date": _Spec(_make_date, {"order": _check_choice(_DATE_ORDERS)}),
+    "datetime": _Spec(_make_datetime, {"tolerance": _check_tolerance}),
     "enum": _Spec(_make_enum, {"case_sensitive": _check_bool}),
     "bool": _Spec(_no_options(boolean), {}),
     "math": _Spec(_no_options(math), {}),
@@ -1029,6 +1185,32 @@ _SPECS: Final[dict[str, _Spec]] = {
 
 def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
+
+
+def closest(name: object, valid: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for the valid name closest to a misspelt ``name`` (difflib's ratio >= 0.6), else ``""``.
+
+    >>> closest("numbr", ["number", "date"]), closest("zzz", ["number"])
+    ("did you mean 'number'? ", '')
+    """
+    if type(name) is not str:
+        return ""
+    found = difflib.get_close_matches(name, list(valid), n=1)
+    return f"did you mean {found[0]!r}? " if found else ""
+
+
+def comparators_taking(option: str) -> tuple[str, ...]:
+    """The comparators that take ``option``, in :data:`ComparatorName` order.
+
+    >>> comparators_taking("abs_tol"), comparators_taking("nope")
+    (('number',), ())
+    """
+    return tuple(name for name in _COMPARATOR_NAMES if option in _SPECS[name].options)
+
+
+def comparator_options() -> tuple[str, ...]:
+    """Every option name some comparator takes."""
+    return tuple(dict.fromkeys(key for spec in _SPECS.values() for key in spec.options))
 
 
 def make_comparator(name: str, *, pointer: str = "", **options: Any) -> Comparator:
@@ -1058,16 +1240,18 @@ def make_comparator(name: str, *, pointer: str = "", **options: Any) -> Comparat
             f"unknown comparator {name!r}",
             code="unknown_comparator",
             pointer=f"{pointer}/comparator",
-            hint=f"use one of {_choices(_COMPARATOR_NAMES)}",
+            hint=closest(name, _COMPARATOR_NAMES) + f"use one of {_choices(_COMPARATOR_NAMES)}",
         )
     for key, value in options.items():
         check = spec.options.get(key)
         if check is None:
             accepted = _choices(tuple(spec.options)) if spec.options else "no options"
+            owners = comparators_taking(key)
+            elsewhere = f"; {key!r} is an option of {_choices(owners)}: set \"comparator\" to it" if owners else ""
             raise _bad_option(
                 f"comparator {name!r} has no option {key!r}",
                 f"{pointer}/{_escape(key)}",
-                f"{name!r} takes {accepted}",
+                (closest(key, tuple(spec.options)) if not owners else "") + f"{name!r} takes {accepted}{elsewhere}",
             )
         check(value, f"{pointer}/{_escape(key)}")
     if name == "fuzzy" and options.get("partial_credit") is False and not options.get("threshold"):

@@ -65,11 +65,15 @@ class FieldDetail:
     """For objects: the details of their fields."""
     items: list[FieldDetail] | None = None
     """For lists of objects: the details of each matched pair, in ``matched`` order."""
+    notes: list[str] | None = None
+    """What a reader should know about this score: the schema violations at or under this
+    field (the output was graded per field anyway), characters a comparator left out."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Positional values: about twice as fast to pickle as the dataclass's default slot state.
         return (FieldDetail, (self.comparator, self.score, self.status, self.prediction, self.reference, self.precision,
-                              self.recall, self.f1, self.matched, self.missing, self.extra, self.fields, self.items))
+                              self.recall, self.f1, self.matched, self.missing, self.extra, self.fields, self.items,
+                              self.notes))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, leaving out what does not apply."""
@@ -82,6 +86,8 @@ class FieldDetail:
             out["fields"] = {k: v.to_dict() for k, v in self.fields.items()}
         if self.items is not None:
             out["items"] = [v.to_dict() for v in self.items]
+        if self.notes is not None:
+            out["notes"] = list(self.notes)
         return out
 
 

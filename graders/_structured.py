@@ -55,27 +55,35 @@ output: ``truncated_output_error``); schema-invalid output is gated to 0 with
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import difflib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from enum import Enum
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_jsonable_python
 
 from schemas import Issue, Schema, SchemaError, SchemaSource, json_pointer
 from schemas._loading import FieldTypes
 
-from ._comparators import Comparator, make_comparator
+from ._comparators import Comparator, comparator_options, comparators_taking, make_comparator
 from ._comparators import math as _math_comparator
 from ._errors import GraderConfigError
 from ._formula import Formula
 from ._matching import Pair, assign, ordered_pairs, prf
-from ._parsing import _DECODER, _NOT_BARE, _UNDECODED, _strict_value, parse_response
+from ._parsing import _DECODER, _NOT_BARE, _UNDECODED, _strict_value, max_output_chars, parse_response, validate_value
 from ._result import DetailsBuilder, FieldDetail, Grade, no_errors
 
 Aggregation = Literal["weighted_mean", "micro_f1", "all_or_nothing", "formula"]
+OnSchemaViolation = Literal["per_field", "gate"]
 ListMode = Literal["set", "multiset", "ordered"]
 ExtraFields = Literal["penalize", "ignore"]
 
@@ -139,8 +147,14 @@ class StructuredOptions(BaseModel):
     """How field scores become one scalar."""
     formula: str | None = None
     """With ``aggregation="formula"``: an expression over the top-level field names."""
-    partial_credit: bool = False
-    """Grade schema-invalid output anyway instead of gating it to 0."""
+    on_schema_violation: OnSchemaViolation | None = None
+    """Output that violates the schema: ``per_field`` (the default) grades it field by field, each field
+    scoring what its comparator makes of it (0 when it cannot read it), flagged with ``schema_validation_error``;
+    ``gate`` scores it 0 as a whole."""
+    schema_penalty: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    """With ``per_field``: the score is multiplied by ``1 - schema_penalty`` when the output violates the schema."""
+    partial_credit: bool | None = None
+    """The older name: True is ``on_schema_violation="per_field"``, False is ``"gate"``."""
     lenient: bool = False
     """Accept trailing commas, single quotes and Python literals (recorded in ``Grade.repairs``)."""
     repair_penalty: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
@@ -164,18 +178,110 @@ def _options(values: Mapping[str, Any]) -> StructuredOptions:
                                 pointer=json_pointer(loc), hint=hint) from None
 
 
+_FIELD_KEYS = tuple(FieldSpec.model_fields)
+"""The keys of a field's override that are not comparator options."""
+
+
+def _did_you_mean(name: str, valid: Iterable[str], prefix: str = "") -> str:
+    """``"did you mean 'prefix + x'? "`` for the valid name closest to a misspelt one, else ``""``."""
+    found = difflib.get_close_matches(name, list(valid), n=1)
+    return f"did you mean {prefix + found[0]!r}? " if found else ""
+
+
+def _implied_comparator(options: Mapping[str, Any]) -> str | None:
+    """The one comparator that takes every option in ``options``, or None."""
+    found: set[str] | None = None
+    for key in options:
+        takers = set(comparators_taking(key))
+        found = takers if found is None else found & takers
+    return next(iter(found)) if found is not None and len(found) == 1 else None
+
+
+def _check_fields(fields: Mapping[str, FieldSpec], path: tuple[str, ...] = ()) -> None:
+    """Check every override's comparator and options now, whether or not a schema says what the field is.
+
+    Without a schema, comparators are built while grading; a misspelt comparator or option
+    would then fail every row. A name no comparator knows raises with the closest valid
+    key; options given without a comparator must all belong to one (it is then the
+    field's comparator wherever no schema says otherwise)."""
+    for name, spec in fields.items():
+        pointer = json_pointer(("fields", *path, name))
+        options = spec.options
+        for key in options:
+            if not comparators_taking(key):
+                raise GraderConfigError(
+                    f"{key!r} is neither a field key nor an option of any comparator", code="bad_comparator_option",
+                    pointer=f"{pointer}/{_escape(key)}",
+                    hint=_did_you_mean(key, _FIELD_KEYS + comparator_options())
+                    + f"field keys: {', '.join(_FIELD_KEYS)}; comparator options: {', '.join(comparator_options())}")
+        comparator = spec.comparator
+        if comparator is None and options:
+            comparator = _implied_comparator(options)
+            if comparator is None:
+                owners = "; ".join(f"{k!r} is an option of {', '.join(map(repr, comparators_taking(k)))}" for k in options)
+                raise GraderConfigError(f"no one comparator takes all of {', '.join(map(repr, options))}",
+                                        code="bad_comparator_option", pointer=pointer,
+                                        hint=f"no one comparator takes them all ({owners}): keep one comparator's options")
+        if comparator is not None:
+            check = dict(options)
+            if spec.threshold is not None and "threshold" not in check and comparator in comparators_taking("threshold"):
+                check["threshold"] = spec.threshold
+            make_comparator(comparator, pointer=pointer, **check)
+        if spec.fields:
+            _check_fields(spec.fields, (*path, name))
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
 def _is_empty(value: Any) -> bool:
-    """The empty-value policy: null, "" (or whitespace), [] and {} mean *no value*."""
+    """The empty-value policy: null, "" (or whitespace), [] and {} mean *no value*, and so does
+    an object or a list whose values all mean no value (``{"b": null}``, ``[null, {}]``), at any depth.
+
+    >>> [_is_empty(v) for v in (None, " ", [], {"b": None}, {"b": {"c": [None, ""]}}, {"b": 0}, [None, "x"], False)]
+    [True, True, True, True, True, False, False, False]
+    """
     if value is None:
         return True
     if type(value) is str:
         return not value or value.isspace()
-    if isinstance(value, (list, dict)):
-        return not value
+    if isinstance(value, dict):
+        return not value or _holds_no_value(value.values())
+    if isinstance(value, list):
+        return not value or _holds_no_value(value)
     return False
+
+
+def _holds_no_value(values: Iterable[Any]) -> bool:
+    """True when no value inside ``values`` (through nested objects and lists) holds a value.
+
+    Iterative, so depth cannot overflow the stack, and it stops at the first value found
+    (the common case: a filled object answers at its first field)."""
+    stack: list[Iterator[Any]] = [iter(values)]
+    while stack:
+        for v in stack[-1]:
+            if v is None:
+                continue
+            if isinstance(v, str):
+                if v and not v.isspace():
+                    return False
+            elif isinstance(v, dict):
+                if v:
+                    stack.append(iter(v.values()))
+                    break
+            elif isinstance(v, list):
+                if v:
+                    stack.append(iter(v))
+                    break
+            else:
+                return False
+        else:
+            stack.pop()
+    return True
 
 
 def _leaf_count(value: Any) -> int:
@@ -232,11 +338,28 @@ class _Node:
         raise NotImplementedError
 
 
+def _cut_note(cap: int, *values: Any) -> list[str] | None:
+    """The note for a field whose texts (strings, or lists of strings) a comparator cut to ``cap`` characters; None if none was cut."""
+    longest = 0
+    for v in values:
+        if type(v) is str:
+            longest = max(longest, len(v))
+        elif type(v) is list:
+            for x in v:
+                if type(x) is str and len(x) > longest:
+                    longest = len(x)
+    if longest <= cap:
+        return None
+    return [f"compared the first {cap} characters of each text (the longest has {longest}); set max_chars to see more"]
+
+
 class _Leaf(_Node):
-    __slots__ = ("label", "compare", "weight", "required", "_matrix", "key", "keys")
+    __slots__ = ("label", "compare", "weight", "required", "_matrix", "key", "keys", "max_chars")
 
     def __init__(self, label: str, compare: Comparator, weight: float = 1.0, required: bool = False) -> None:
         self.label, self.compare, self.weight, self.required = label, compare, weight, required
+        self.max_chars: int | None = getattr(compare, "max_chars", None)
+        """The characters of each text the comparator looks at (fuzzy), or None: a cut text is noted in the detail."""
         self._matrix: Callable[[list[Any], list[Any]], list[list[float]] | None] | None = getattr(compare, "matrix", None)
         self.key: Callable[[str], str] | None = getattr(compare, "key", None)
         """For all-or-nothing comparators of strings: equal keys score 1, others 0."""
@@ -255,6 +378,8 @@ class _Leaf(_Node):
         ctx.tp += s
         ctx.fp += 1.0 - s
         ctx.fn += 1.0 - s
+        if self.max_chars is not None:
+            return s, FieldDetail(self.label, s, "compared", pred, ref, notes=_cut_note(self.max_chars, pred, ref))
         return s, FieldDetail(self.label, s, "compared", pred, ref)
 
     def similarity(self, pred: Any, ref: Any) -> float:
@@ -391,10 +516,14 @@ def _required_in(node: _Node, ref: Any, name: str) -> list[str]:
 
 
 def _set_key(item: Any) -> Any:
-    """A hashable identity for de-duplicating set members."""
+    """A hashable identity for de-duplicating set members (a value too deeply nested to write
+    as JSON is its own identity: it is then never merged with an equal one)."""
     if isinstance(item, (str, int, float, bool)) or item is None:
         return (type(item).__name__ == "bool", item)
-    return json.dumps(item, sort_keys=True, default=str)
+    try:
+        return json.dumps(item, sort_keys=True, default=str)
+    except (RecursionError, ValueError):
+        return ("id", id(item))
 
 
 class _List(_Node):
@@ -406,10 +535,22 @@ class _List(_Node):
         self.label = f"list/{mode}"
 
     def grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
+        score, detail = self._grade(pred, ref, ctx, depth)
+        element = self.element
+        if isinstance(element, _Leaf) and element.max_chars is not None:
+            detail.notes = _cut_note(element.max_chars, detail.prediction, detail.reference)
+        return score, detail
+
+    def _grade(self, pred: Any, ref: Any, ctx: _Ctx, depth: int) -> tuple[float, FieldDetail]:
         # An empty value (null, "", missing) on either side is the empty list, so a list
         # field always reports precision, recall and F1.
         pred_list = pred if type(pred) is list else ([] if _is_empty(pred) else None)
         ref_list = ref if type(ref) is list else ([] if _is_empty(ref) else None)
+        if self.mode == "ordered":  # no item holds a value: no value (the other modes drop such items one by one)
+            if pred_list and _is_empty(pred_list):
+                pred_list = []
+            if ref_list and _is_empty(ref_list):
+                ref_list = []
         if pred_list is None or ref_list is None:
             ctx.fp += _leaf_count(pred)
             ctx.fn += _leaf_count(ref)
@@ -677,10 +818,14 @@ def _leaf(name: str, spec: FieldSpec | None, default: str, defaults: Mapping[str
 
 
 def _infer(value: Any, spec: FieldSpec | None, name: str, extra_fields: ExtraFields, depth: int) -> _Node:
-    """Build a node for a schema-less value from its JSON type."""
+    """Build a node for a schema-less value from its JSON type (a leaf's options, given without a
+    comparator, name the one comparator that takes them: ``{"abs_tol": 0.5}`` is ``number``)."""
     if depth > _MAX_DEPTH:
         return _DEEP
     pointer = f"/fields/{name}"
+    implied = _implied_comparator(spec.options) if spec is not None and spec.comparator is None and spec.model_extra else None
+    if implied is not None and not isinstance(value, (dict, list)):
+        return _leaf(name, spec, implied, {}, pointer)
     if isinstance(value, dict):
         sub = spec.fields if spec and spec.fields else {}
         fields: dict[str, _Node] = {str(k): _Any(sub.get(k), extra_fields, str(k)) for k in value}
@@ -709,6 +854,14 @@ def _list_threshold(spec: FieldSpec | None, element: _Node) -> float:
     if spec is not None and spec.threshold is not None:
         return spec.threshold
     return _STRING_MATCH_THRESHOLD if isinstance(element, _Leaf) and element.label == "fuzzy" else _OBJECT_MATCH_THRESHOLD
+
+
+_EXACT_FORMATS = frozenset({"uri", "uri-reference", "iri", "iri-reference", "uri-template", "json-pointer",
+                            "relative-json-pointer", "regex"})
+"""String formats compared exactly: identifiers whose case matters (a URI's path)."""
+_NORMALIZED_FORMATS = frozenset({"uuid", "email", "idn-email", "hostname", "idn-hostname", "ipv4", "ipv6"})
+"""String formats compared ``normalized`` (case and surrounding space aside): identifiers whose case does not matter.
+A ``pattern`` makes a string an identifier too (an invoice number one digit off is wrong, not 92% right)."""
 
 
 class _Planner:
@@ -754,17 +907,29 @@ class _Planner:
         if spec is not None and spec.mode is not None and kind != "array":
             raise GraderConfigError(f"'mode' applies to lists, but the schema makes {name!r} a {kind or 'non-list value'}",
                                     code="bad_field_option", pointer=pointer + "/mode", hint="remove 'mode' from this field")
+        is_object = kind == "object" or "properties" in sn
+        if spec is not None and spec.fields and not is_object and kind != "array":
+            field = next(iter(spec.fields))
+            raise GraderConfigError(
+                f"field {'.'.join(path + (field,))!r} is not in the schema: {'.'.join(path)!r} is a {kind or 'value'}",
+                code="unknown_field", pointer=json_pointer(("fields", *path, field)),
+                hint=f"{'.'.join(path)!r} has no fields; override it as a whole (its comparator, weight ...)")
         if "enum" in sn or "const" in sn:
             return _leaf(name, spec, "enum", {}, pointer)
-        if kind == "object" or "properties" in sn:
+        if is_object:
             props: Mapping[str, Any] = sn.get("properties", {})
             sub = dict(spec.fields) if spec and spec.fields else {}
-            unknown = set(sub) - set(props)
-            if unknown and sn.get("additionalProperties") is False:
+            unknown = [k for k in sub if k not in props]
+            additional = sn.get("additionalProperties")
+            if unknown and props and (additional is None or additional is False) and "patternProperties" not in sn:
+                # Declared fields and no schema for others: a name the schema lacks is a typo that would never apply.
+                dotted = ".".join(path + (unknown[0],))
+                where = ".".join(path)
                 raise GraderConfigError(
-                    f"overrides name fields the schema does not declare: {sorted(unknown)}",
-                    code="unknown_field", pointer=pointer or "/fields", hint=f"declared fields: {sorted(props)}",
-                )
+                    f"field {dotted!r} is not in the schema, so its override would never apply",
+                    code="unknown_field", pointer=json_pointer(("fields", *path, unknown[0])),
+                    hint=_did_you_mean(unknown[0], props, where + "." if where else "")
+                    + f"{'the fields of ' + repr(where) if where else 'the top-level fields'}: {', '.join(props)}")
             fields = {k: self.node(v, sub.get(k), k, path + (k,), depth + 1) for k, v in props.items()}
             for k in unknown:  # overrides for fields only the data will show
                 fields[k] = self.node(None, sub[k], k, path + (k,), depth + 1)
@@ -778,8 +943,14 @@ class _Planner:
             return _List(element, mode, _list_threshold(spec, element), weight, required)
         if kind == "string":
             fmt = sn.get("format")
-            if fmt in ("date", "date-time"):
+            if fmt == "date":
                 return _leaf(name, spec, "date", {}, pointer)
+            if fmt == "date-time":
+                return _leaf(name, spec, "datetime", {}, pointer)
+            if fmt in _EXACT_FORMATS:
+                return _leaf(name, spec, "exact", {}, pointer)
+            if fmt in _NORMALIZED_FORMATS or "pattern" in sn:  # an identifier: close is not right
+                return _leaf(name, spec, "normalized", {}, pointer)
             return _leaf(name, spec, "fuzzy", {}, pointer)
         if kind == "integer":
             return _leaf(name, spec, "exact", {}, pointer)
@@ -818,22 +989,27 @@ def _flat_details(plan: tuple[_FlatField, ...]) -> DetailsBuilder:
     """Builds a fast-path grade's details from the one tuple of values it recorded: per leaf
     field its score, prediction and reference; per list field the arguments of ``text_items`` and
     None, or the prediction and reference lists when they are the same distinct strings in the same order."""
-    layout = tuple((name, label, compare is not None) for name, _, label, compare, _ in plan)
+    layout = tuple((name, label, compare is not None,
+                    getattr(compare if compare is not None else (items.element if items is not None else None), "max_chars", None))
+                   for name, _, label, compare, items in plan)
 
     def build(values: tuple[Any, ...]) -> dict[str, FieldDetail]:
         details: dict[str, FieldDetail] = {}
         k = 0
-        for name, label, leaf in layout:
+        for name, label, leaf, cap in layout:
             if leaf:
-                details[name] = FieldDetail(label, values[k], "compared", values[k + 1], values[k + 2])
+                detail = FieldDetail(label, values[k], "compared", values[k + 1], values[k + 2])
                 k += 3
             else:
                 x, y = values[k], values[k + 1]
                 if y is None:
-                    details[name] = _list_detail(x)
+                    detail = _list_detail(x)
                 else:  # the same distinct strings in the same order: text_items' first case
-                    details[name] = FieldDetail(label, 1.0, "compared", x, y, 1.0, 1.0, 1.0, list(_identity_pairs(len(y))), [], [])
+                    detail = FieldDetail(label, 1.0, "compared", x, y, 1.0, 1.0, 1.0, list(_identity_pairs(len(y))), [], [])
                 k += 2
+            if cap is not None:  # as _Leaf.grade and _List.grade note a cut text
+                detail.notes = _cut_note(cap, detail.prediction, detail.reference)
+            details[name] = detail
         return details
 
     return build
@@ -1010,12 +1186,152 @@ def _decoded_reference(text: str) -> Any:
 def _decode_reference(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GraderConfigError(f"reference is not valid JSON: {exc}", code="bad_reference",
-                                hint="references are JSON objects or strings of one") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise GraderConfigError(f"reference is not valid JSON: {exc}", code="bad_reference", hint=_REFERENCE_HINT) from None
 
 
 _cached_reference = lru_cache(maxsize=_REFERENCES)(_decode_reference)  # an error is raised, not kept
+
+_REFERENCE_HINT = ("a reference is the expected answer: a JSON object (or array), its JSON text, or a pydantic model "
+                   "instance; check the dataset's reference column (OpenRLHF: --label_key)")
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+"""The types of JSON's scalar values as ``json.loads`` makes them."""
+
+
+def _json_kind(value: Any) -> str:
+    """How a message names a reference's kind."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "JSON object"
+    if isinstance(value, list):
+        return "JSON array"
+    return type(value).__name__
+
+
+def _plain_reference(reference: Any) -> Any:
+    """A reference as plain JSON values, the way users naturally pass one; what cannot be one raises.
+
+    Accepted: a JSON object or array; its JSON text; a pydantic model instance; and, inside
+    any of them (as ``Model.model_dump()`` leaves them), dates, datetimes and times (as ISO
+    8601 text), decimals (as floats), enums (their values), UUIDs (text), tuples and sets
+    (lists), nested model instances. Refused with ``bad_reference``: None, an empty or
+    non-JSON string, JSON text of a scalar, a scalar, any other object (its pointer given).
+    A reference that needs no conversion is returned as is (it is checked, not copied).
+
+    >>> import datetime
+    >>> _plain_reference({"on": datetime.date(2024, 3, 15), "tags": ("a",)})
+    {'on': '2024-03-15', 'tags': ['a']}
+    """
+    kind = type(reference)
+    if kind is dict or kind is list:
+        return reference if _is_plain(reference) else _converted(reference, "")
+    if kind is str or isinstance(reference, str):
+        text = str(reference)
+        if not text.strip():
+            raise GraderConfigError("the reference is an empty string: there is nothing to grade against",
+                                    code="bad_reference", pointer="", hint=_REFERENCE_HINT)
+        if text.lstrip()[:1] not in ("{", "["):
+            try:
+                json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                raise GraderConfigError(f"the reference is a string that is not JSON: {text[:60]!r}", code="bad_reference",
+                                        pointer="", hint=_REFERENCE_HINT) from None
+            raise GraderConfigError(f"the reference is the JSON text of a scalar ({text[:60]!r}), not of an object or array",
+                                    code="bad_reference", pointer="", hint=_REFERENCE_HINT)
+        return _decoded_reference(text)
+    if reference is None:
+        raise GraderConfigError("the reference is null: there is nothing to grade against (a missing label?)",
+                                code="bad_reference", pointer="", hint=_REFERENCE_HINT)
+    if isinstance(reference, BaseModel):
+        return _plain_reference(reference.model_dump(mode="json"))
+    if isinstance(reference, (Mapping, list, tuple)):
+        return _converted(reference, "")
+    raise GraderConfigError(f"the reference is a {_json_kind(reference)}, not a JSON object or array", code="bad_reference",
+                            pointer="", hint=_REFERENCE_HINT)
+
+
+def _is_plain(value: Any) -> bool:
+    """True when ``value`` holds only what ``json.loads`` makes (iterative: any depth)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        kind = type(v)
+        if kind is dict:
+            for key, item in v.items():
+                if type(key) is not str:
+                    return False
+                if type(item) in _PLAIN:
+                    continue
+                stack.append(item)
+        elif kind is list:
+            for item in v:
+                if type(item) not in _PLAIN:
+                    stack.append(item)
+        elif kind not in _PLAIN:
+            return False
+    return True
+
+
+def _converted(value: Any, pointer: str) -> Any:
+    """``value`` with every leaf turned into a JSON value (see :func:`_plain_reference`); ``pointer`` is where it is."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, Enum):
+        return _converted(value.value, pointer)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, Enum):
+                key = key.value
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise GraderConfigError(f"the reference has a key {key!r} at {pointer or '/'}, which is not a JSON key",
+                                        code="bad_reference", pointer=pointer, hint="JSON object keys are strings")
+            name = str(key)
+            out[name] = _converted(item, f"{pointer}/{_escape(name)}")
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_converted(item, f"{pointer}/{i}") for i, item in enumerate(value)]
+    if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date; ISO 8601 as pydantic writes it ("...Z" for UTC)
+        return str(to_jsonable_python(value))
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _converted(dataclasses.asdict(value), pointer)
+    raise GraderConfigError(f"the reference holds a {type(value).__name__} at {pointer or '/'}, which is not a JSON value",
+                            code="bad_reference", pointer=pointer,
+                            hint="references hold JSON values (and dates, decimals, enums, UUIDs, which are converted)")
+
+
+def _note_issues(details: dict[str, FieldDetail], issues: tuple[Issue, ...]) -> None:
+    """Note each schema violation in the detail of the deepest field its pointer reaches (the output
+    was graded field by field anyway); violations of the whole object stay in ``Grade.issues`` only."""
+    for issue in issues:
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in issue.pointer.split("/")[1:]]
+        fields: dict[str, FieldDetail] | None = details
+        target: FieldDetail | None = None
+        for token in tokens:
+            if fields is None or token not in fields:
+                break
+            target = fields[token]
+            fields = target.fields
+        if target is not None:
+            note = f"violates the schema at {issue.pointer}: {issue.message}"
+            target.notes = [*(target.notes or ()), note]
 
 
 def _valid(schema: Schema, value: Any) -> bool | None:
@@ -1106,7 +1422,9 @@ class StructuredGrader:
         fields: FieldsArg | None = None,
         aggregation: Aggregation = "weighted_mean",
         formula: str | None = None,
-        partial_credit: bool = False,
+        on_schema_violation: OnSchemaViolation | None = None,
+        schema_penalty: float = 0.0,
+        partial_credit: bool | None = None,
         lenient: bool = False,
         repair_penalty: float = 0.0,
         extra_fields: ExtraFields = "penalize",
@@ -1118,22 +1436,36 @@ class StructuredGrader:
             fields: per-field overrides (``FieldSpec`` or dicts); dotted names reach nested fields (``"address.city"``).
             aggregation: how field scores become one scalar; ``formula`` needs ``formula=``.
             formula: an expression over top-level field names, e.g. ``"0.5*city + 0.5*state"``.
-            partial_credit: grade schema-invalid output anyway instead of gating it to 0.
+            on_schema_violation: ``per_field`` (default): output that violates the schema is graded field by field,
+                flagged ``schema_validation_error``; ``gate``: it scores 0.
+            schema_penalty: with ``per_field``, the score is multiplied by ``1 - schema_penalty`` on a violation.
+            partial_credit: the older name of ``on_schema_violation``: True is ``per_field``, False is ``gate``.
             lenient: accept trailing commas, single quotes and Python literals (recorded in ``Grade.repairs``).
             repair_penalty: the score is multiplied by ``1 - repair_penalty`` when a repair was needed.
             extra_fields: ``penalize`` (default) counts keys the reference lacks as false positives; ``ignore`` drops them.
             name: the grader's name, used in log keys (``reward/<name>/<field>``).
         """
         opts = _options({"fields": dict(fields) if isinstance(fields, Mapping) else (fields if fields is not None else {}), "aggregation": aggregation, "formula": formula,
+                         "on_schema_violation": on_schema_violation, "schema_penalty": schema_penalty,
                          "partial_credit": partial_credit, "lenient": lenient, "repair_penalty": repair_penalty,
                          "extra_fields": extra_fields, "name": name})
+        if opts.partial_credit is not None and opts.on_schema_violation is not None and \
+                opts.partial_credit != (opts.on_schema_violation == "per_field"):
+            raise GraderConfigError(f"partial_credit={opts.partial_credit} contradicts on_schema_violation="
+                                    f"{opts.on_schema_violation!r}", code="bad_option", pointer="/partial_credit",
+                                    hint="partial_credit is the older name of on_schema_violation: give only on_schema_violation")
         if (opts.aggregation == "formula") != (opts.formula is not None):
             raise GraderConfigError("aggregation 'formula' and the formula option go together", code="bad_aggregation",
                                     pointer="/formula", hint='pass aggregation="formula", formula="0.5*a + 0.5*b"')
         self.schema: Schema | None = Schema.load(schema) if schema is not None else None
         self.fields = _expand_dotted(opts.fields)
+        _check_fields(self.fields)
         self.aggregation: Aggregation = opts.aggregation
-        self.partial_credit = opts.partial_credit
+        self.on_schema_violation: OnSchemaViolation = opts.on_schema_violation or (
+            "gate" if opts.partial_credit is False else "per_field")
+        self.schema_penalty = opts.schema_penalty
+        self.partial_credit = self.on_schema_violation == "per_field"
+        """True when schema-invalid output is graded field by field (``on_schema_violation="per_field"``)."""
         self.lenient = opts.lenient
         self.repair_penalty = opts.repair_penalty
         self.extra_fields: ExtraFields = opts.extra_fields
@@ -1188,9 +1520,9 @@ class StructuredGrader:
         decoded are kept: a group of samples shares one reference, so treat a
         grade's reference values as read-only).
         """
-        if type(reference) is str and reference.lstrip()[:1] in ("{", "["):
-            reference = _decoded_reference(reference)
-        if type(response) is not str or finish_reason == "length":
+        if type(reference) is not dict:  # JSON text, a pydantic instance, a list; or what cannot be a reference (raises)
+            reference = self._reference(reference)
+        if type(response) is not str or finish_reason == "length" or len(response) > max_output_chars():  # over the bound: truncated
             return self._full(response, reference, finish_reason)
         # The hot path: a bare JSON object, valid for the schema (which the fast path may check itself).
         flat_text = self._flat_text
@@ -1213,8 +1545,11 @@ class StructuredGrader:
             walk = self.compare
         if valid:
             return walk(got, reference, (), ())
-        if valid is False and not self.partial_credit:  # gated to 0: the full stages list the issues when they are read
-            return Grade._failed(partial(self._full, response, reference, finish_reason))
+        if valid is False and self.schema is not None:
+            if self.on_schema_violation == "gate":  # 0: the full stages list the issues when they are read
+                return Grade._failed(partial(self._full, response, reference, finish_reason))
+            # Per field: the issues the full stages would list (the value is the one they find, strictly decoded).
+            return self._walk(got, reference, (), validate_value(got, self.schema))
         return self._full(response, reference, finish_reason)
 
     def _full(self, response: str | Mapping[str, Any], reference: Any, finish_reason: str | None) -> Grade:
@@ -1222,7 +1557,7 @@ class StructuredGrader:
         parsed = parse_response(response, self.schema, lenient=self.lenient, finish_reason=finish_reason)
         if parsed.status == "ok":
             return self.compare(parsed.value, reference, parsed.repairs)
-        if parsed.status != "schema_invalid" or not self.partial_credit:
+        if parsed.status != "schema_invalid" or self.on_schema_violation == "gate":
             errors = no_errors()
             flag = {"truncated": "truncated_output_error", "schema_invalid": "schema_validation_error"}.get(parsed.status, "sample_parse_error")
             errors[flag] = True
@@ -1242,6 +1577,9 @@ class StructuredGrader:
 
     def _walk(self, prediction: Any, reference: Any, repairs: tuple[str, ...], issues: tuple[Issue, ...]) -> Grade:
         """The compare and combine stages by the generic walk of the compiled schema."""
+        reference = self._reference(reference)
+        if type(reference) is dict and not isinstance(prediction, dict) and isinstance(self._root, (_Object, _Any)):
+            return self._wrong_root(prediction, reference, repairs, issues)
         ctx = _Ctx()
         root_score, root_detail = self._root.grade(prediction, reference, ctx, 0)
         details = root_detail.fields if root_detail.fields is not None else {"": root_detail}
@@ -1275,7 +1613,38 @@ class StructuredGrader:
                          repairs, issues, (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
         if repairs and self.repair_penalty:
             score *= 1.0 - self.repair_penalty
+        if issues:
+            _note_issues(details, issues)
+            if self.schema_penalty:
+                score *= 1.0 - self.schema_penalty
         return Grade(score, sub_scores, details, errors, None, repairs, issues, (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
+
+    def _wrong_root(self, prediction: Any, reference: dict[str, Any], repairs: tuple[str, ...], issues: tuple[Issue, ...]) -> Grade:
+        """An output that is not an object where one belongs (a JSON array, say): every field scores 0, flagged."""
+        root = self._root
+        nodes: dict[str, _Node] = dict(root.fields) if isinstance(root, _Object) else {}
+        names = list(nodes) + [k for k in reference if k not in nodes]
+        status: Literal["missing", "wrong_type"] = "missing" if _is_empty(prediction) else "wrong_type"
+        details = {name: FieldDetail(nodes[name].label if name in nodes else "inferred", 0.0, status, None, reference.get(name))
+                   for name in names}
+        errors = no_errors()
+        errors["schema_validation_error"] = True
+        kind = "JSON array" if isinstance(prediction, list) else "null" if prediction is None else type(prediction).__name__
+        return Grade(0.0, dict.fromkeys(names, 0.0), details, errors,
+                     f"the output is a {kind} where an object belongs; every field scored 0", repairs, issues,
+                     (0.0, float(_leaf_count(prediction)), float(_leaf_count(reference))), self.aggregation)
+
+    def _reference(self, reference: Any) -> Any:
+        """The reference as plain JSON values (see :func:`_plain_reference`); one of the wrong shape for the schema raises."""
+        reference = _plain_reference(reference)
+        root = self._root
+        if isinstance(root, _Object) and type(reference) is not dict:
+            raise GraderConfigError(f"the reference is a {_json_kind(reference)}, but the schema describes an object",
+                                    code="bad_reference", pointer="", hint=_REFERENCE_HINT)
+        if isinstance(root, _List) and type(reference) is not list:
+            raise GraderConfigError(f"the reference is a {_json_kind(reference)}, but the schema describes an array",
+                                    code="bad_reference", pointer="", hint=_REFERENCE_HINT)
+        return reference
 
     def _finish_flat(self, total: float, sub_scores: dict[str, float], values: tuple[Any, ...], counts: Counts) -> Grade | None:
         """The combine stage of the fast path (as :meth:`compare` does it); None for a non-finite formula."""
@@ -1311,8 +1680,9 @@ class StructuredGrader:
             out["schema"] = self.schema.json_schema
         if self.fields:
             out["fields"] = {k: v.model_dump(exclude_defaults=True) for k, v in self.fields.items()}
-        out.update(aggregation=self.aggregation, partial_credit=self.partial_credit, lenient=self.lenient,
-                   repair_penalty=self.repair_penalty, extra_fields=self.extra_fields)
+        out.update(aggregation=self.aggregation, on_schema_violation=self.on_schema_violation,
+                   schema_penalty=self.schema_penalty, lenient=self.lenient, repair_penalty=self.repair_penalty,
+                   extra_fields=self.extra_fields)
         if self.formula is not None:
             out["formula"] = self.formula.source
         return out
@@ -1324,8 +1694,8 @@ class StructuredGrader:
         return f"StructuredGrader(schema={self.schema!r}, aggregation={self.aggregation!r}, fields={sorted(self.fields)})"
 
 
-_STRUCTURED_KEYS = frozenset({"type", "name", "schema", "fields", "aggregation", "formula", "partial_credit", "lenient",
-                              "repair_penalty", "extra_fields"})
+_STRUCTURED_KEYS = frozenset({"type", "name", "schema", "fields", "aggregation", "formula", "on_schema_violation",
+                              "schema_penalty", "partial_credit", "lenient", "repair_penalty", "extra_fields"})
 
 
 def _from_structured_config(config: Mapping[str, Any]) -> StructuredGrader:

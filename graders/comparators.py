@@ -7,6 +7,7 @@ none raises on any JSON value. The formulas are in each function's docstring.
 from ._comparators import (
     boolean,
     date,
+    datetime,
     enum,
     exact,
     fuzzy,
@@ -16,12 +17,14 @@ from ._comparators import (
     normalized,
     number,
     parse_date,
+    parse_datetime,
     parse_number,
 )
 
 __all__ = [
     "boolean",
     "date",
+    "datetime",
     "enum",
     "exact",
     "fuzzy",
@@ -31,5 +34,6 @@ __all__ = [
     "normalized",
     "number",
     "parse_date",
+    "parse_datetime",
     "parse_number",
 ]

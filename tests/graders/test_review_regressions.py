@@ -117,9 +117,9 @@ def test_required_inside_list_items_and_under_a_missing_parent() -> None:
     contact = StructuredGrader(schema=Contact, fields={"addr.city": {"required": True}})
     grade = contact.grade('{"other": 1}', {"addr": {"city": "LA"}, "other": 1})
     assert grade.score == 0.0 and "addr.city" in grade.reason
-    # the reference has no city: nothing required is missed, so no gate (addr itself still scores 0)
+    # the reference has no city: nothing required is missed, so no gate; and an object of nulls is no value (issue 12)
     ungated = contact.grade('{"other": 1}', {"addr": {"city": None}, "other": 1})
-    assert ungated.score == 0.5 and "required" not in ungated.reason
+    assert ungated.score == 1.0 and "required" not in ungated.reason
 
 
 def test_all_zero_weights_and_mode_on_a_non_list_are_rejected() -> None:

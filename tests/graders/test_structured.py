@@ -156,13 +156,14 @@ def test_lists_of_objects_pair_by_object_score_and_count_both_sides() -> None:
 
 
 def test_wrong_type_for_a_list_scores_zero() -> None:
+    # a string where a list belongs is schema-invalid: that field scores 0, flagged; the others keep their credit
     grade = StructuredGrader(schema=Profile).grade(seed_prediction(programming_languages="python, java"), SEED_REFERENCE)
-    # a string where a list belongs is schema-invalid: gated to 0 by default
-    assert grade.score == 0.0 and grade.errors["schema_validation_error"]
-    lenient = StructuredGrader(schema=Profile, partial_credit=True).grade(
+    assert grade.errors["schema_validation_error"]
+    assert grade.details["programming_languages"].status == "wrong_type"
+    assert grade.score == pytest.approx(3 / 4)
+    gated = StructuredGrader(schema=Profile, on_schema_violation="gate").grade(
         seed_prediction(programming_languages="python, java"), SEED_REFERENCE)
-    assert lenient.details["programming_languages"].status == "wrong_type"
-    assert lenient.score == pytest.approx(3 / 4)
+    assert gated.score == 0.0 and gated.errors["schema_validation_error"]
 
 
 # --------------------------------------------------------------------------- null / missing / extra policy
@@ -302,13 +303,15 @@ def test_lenient_repairs_are_recorded_and_can_be_penalised() -> None:
     assert lenient.score == pytest.approx(0.8)
 
 
-def test_schema_invalid_is_gated_unless_partial_credit() -> None:
+def test_schema_invalid_is_graded_per_field_unless_gated() -> None:
     pred = json.dumps({"university": "University of California Berkeley", "programming_languages": ["python"], "city": "Los Angeles"})
-    gated = StructuredGrader(schema=Profile).grade(pred, SEED_REFERENCE)
+    gated = StructuredGrader(schema=Profile, on_schema_violation="gate").grade(pred, SEED_REFERENCE)
     assert gated.score == 0.0 and gated.errors["schema_validation_error"]
     assert gated.issues and gated.issues[0].code == "required"
-    partial = StructuredGrader(schema=Profile, partial_credit=True).grade(pred, SEED_REFERENCE)
-    assert 0.0 < partial.score < 1.0 and partial.details["state"].status == "missing"
+    for grader in (StructuredGrader(schema=Profile), StructuredGrader(schema=Profile, partial_credit=True)):
+        partial = grader.grade(pred, SEED_REFERENCE)
+        assert 0.0 < partial.score < 1.0 and partial.details["state"].status == "missing"
+        assert partial.errors["schema_validation_error"] and partial.issues[0].code == "required"
 
 
 # --------------------------------------------------------------------------- construction errors
