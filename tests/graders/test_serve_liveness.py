@@ -19,11 +19,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import pytest
 from test_serve import GRADER, ROWS, error, serving
 from test_serve_security import children
 
-from graders import Grade, _python_grader
+from graders import Grade
 from graders._serve import RUN_PATH, _served, create_app
 
 ROW = ROWS[0]
@@ -33,10 +32,6 @@ SERVED_PYTHON = {"type": "python", "name": "py", "source": (
     "import time\ndef grade(sample, item):\n"
     "    if sample['output_text'] == 'hang':\n        time.sleep(3600)\n"
     "    return 1.0\n")}
-
-
-needs_deadline = pytest.mark.skipif(not hasattr(_python_grader, "grading_deadline"),
-                                    reason="graders._python_grader.grading_deadline is not in this checkout yet")
 
 
 def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
@@ -145,7 +140,6 @@ def test_connections_over_the_cap_are_closed_at_once() -> None:
 # --------------------------------------------------------------------------- hung graders and heavy requests
 
 
-@needs_deadline
 def test_a_hung_python_sample_holds_one_thread_until_its_deadline() -> None:
     """A served python grader whose grade hangs for some outputs: normal requests still answer, and the hung work is killed."""
     timeout_s = 3.0
@@ -165,7 +159,6 @@ def test_a_hung_python_sample_holds_one_thread_until_its_deadline() -> None:
     assert not children() - before, "the served python grader's processes outlived the server"
 
 
-@needs_deadline
 def test_hung_request_borne_python_configs_leave_the_served_grader_its_threads() -> None:
     timeout_s = 3.0
     app = create_app(GRADER, allow_graders=["python"], timeout_s=timeout_s, threads=4, max_python_graders=6)
