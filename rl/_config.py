@@ -51,6 +51,12 @@ class PPOConfig:
     temperature: float = 1.0
     """Sampling temperature; log-probabilities are computed from ``logits / temperature`` too, so the
     ratio compares the distribution that actually sampled the tokens."""
+    top_k: int = 0
+    """Sample among the ``top_k`` most likely tokens only (0: off); applied after ``temperature``, before ``top_p``.
+    Log-probs (the sampler's, the trainer's and the reference's) are those of the cut, renormalised distribution,
+    with the sampled token always counted in (``rl._rollout.gather_logprobs``), so the ratio starts at 1."""
+    top_p: float = 1.0
+    """Nucleus sampling: the most likely tokens holding ``top_p`` of the probability (1.0: off); log-probs as ``top_k``."""
     advantage: AdvantageEstimator = "gae"
     """``gae`` (value head), or critic-free ``grpo``, ``rloo`` (both need ``samples_per_prompt >= 2``) or ``reinforce++``."""
     gamma: float = 1.0
@@ -105,6 +111,10 @@ class PPOConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 _reject(name, f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            _reject("top_k", f"top_k must be an integer >= 0, got {self.top_k!r}", "0 turns top-k sampling off")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            _reject("top_p", f"top_p must be in (0, 1], got {self.top_p!r}", "1.0 turns nucleus sampling off; 0.9-0.95 are usual")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             _reject("warmup_steps", f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if self.lr_schedule not in get_args(LRSchedule):

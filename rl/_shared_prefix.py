@@ -6,10 +6,12 @@ keys and values (a ``transformers`` ``Cache``) to the rows that continue it, and
 completions on top:
 
 * :func:`sample_rollout` -- a compact sampling loop in place of ``model.generate``: KV cache,
-  ``softmax(logits / temperature)`` with top-k off and top-p 1, left-padded prompts, the pad
+  ``softmax(logits / temperature)`` cut to the ``top_k`` tokens and then the ``top_p`` nucleus
+  when set (``rl._rollout.truncate_logits``, as ``generate`` cuts), left-padded prompts, the pad
   token after a row's EOS, stopping once every row has emitted EOS or at ``max_new_tokens``. The
   log-probs of the sampled tokens (and, for a value head, the last hidden state) come from the
-  very logits that sampled them, so the old policy needs no forward of its own.
+  very distribution that sampled them, cut and renormalised, so the old policy needs no forward
+  of its own, and the trainer's ``gather_logprobs(..., top_k=, top_p=)`` gives the same numbers.
 * :func:`score_completions` -- the logits ``/ temperature`` that predict each completion token
   and the last hidden state there, for any subset of the rollout's rows; with grad, the
   gradient flows through the shared prompt states into every sample that reads them.
@@ -31,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ._rollout import Rollout, completion_forward, cut_at_eos, gather_logprobs, generate_completions
+from ._rollout import Rollout, completion_forward, cut_at_eos, gather_logprobs, generate_completions, truncate_logits
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -56,19 +58,22 @@ def _run_prompts(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
 
 @torch.no_grad()
 def sample_rollout(model: Any, tokenizer: Any, prompts: list[str], *, samples_per_prompt: int, max_new_tokens: int,
-                   temperature: float, hidden: bool, shared: bool) -> tuple[Rollout, torch.Tensor, torch.Tensor | None]:
+                   temperature: float, hidden: bool, shared: bool, top_k: int = 0,
+                   top_p: float = 1.0) -> tuple[Rollout, torch.Tensor, torch.Tensor | None]:
     """Sample ``samples_per_prompt`` completions per prompt; returns the rollout, the sampled tokens' log-probs (B, T),
     zero after EOS, and, if ``hidden``, the last hidden state where each token was predicted (B, T, H).
 
     ``shared``: each prompt run once (the loop below); otherwise ``generate_completions`` and a full forward for the log-probs.
+    ``top_k`` (0: off) and ``top_p`` (1: off) cut each step's distribution; the log-probs are of the cut one.
     """
     model.eval()  # dropout off: the policy that samples is the one the update scores
     if not shared:
         roll = generate_completions(model, tokenizer, prompts, samples_per_prompt=samples_per_prompt,
-                                    max_new_tokens=max_new_tokens, temperature=temperature)
+                                    max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
         steps = roll.completion_mask.shape[1]
         all_logits, all_hidden = completion_forward(model, roll.input_ids, roll.attention_mask, steps, temperature)
-        return roll, gather_logprobs(all_logits, roll.completion_ids) * roll.completion_mask, all_hidden if hidden else None
+        logprobs = gather_logprobs(all_logits, roll.completion_ids, top_k=top_k, top_p=top_p)  # the cut recomputed, token kept
+        return roll, logprobs * roll.completion_mask, all_hidden if hidden else None
     device = next(model.parameters()).device
     enc = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)  # (P, Lp)
@@ -83,7 +88,7 @@ def sample_rollout(model: Any, tokenizer: Any, prompts: list[str], *, samples_pe
     position = mask.sum(dim=1, keepdim=True)  # (A, 1): the next token's position
     steps = 0
     while steps < max_new_tokens:
-        logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # (A, V)
+        logp = torch.log_softmax(truncate_logits(logits.float() / temperature, top_k=top_k, top_p=top_p), dim=-1)  # (A, V)
         token = sample_tokens(logp)  # (A,)
         completion[active, steps] = token
         logprobs[active, steps] = logp.gather(1, token[:, None]).squeeze(1)
@@ -113,10 +118,10 @@ def sample_rollout(model: Any, tokenizer: Any, prompts: list[str], *, samples_pe
 def sample_tokens(logprobs: torch.Tensor) -> torch.Tensor:
     """One token per row drawn from ``softmax`` of the rows' log-probs, by inverting the CDF: (N, V) -> (N,).
 
-    Exact sampling from the whole distribution (top-k off, top-p 1), as ``torch.multinomial``, but
-    one uniform draw per row instead of one per vocabulary entry (25x faster here). The CDF is
-    summed in float64, so a token's chance is its probability to about 1e-16; a token with
-    probability 0 is never drawn.
+    Exact sampling from the distribution given, as ``torch.multinomial``, but one uniform draw per
+    row instead of one per vocabulary entry (25x faster here). The CDF is summed in float64, so a
+    token's chance is its probability to about 1e-16; a token with probability 0 (log-prob
+    ``-inf``, as top-k and top-p leave the tokens they cut) is never drawn.
     """
     cdf = logprobs.double().exp().cumsum(dim=-1)  # (N, V)
     draw = torch.rand(len(cdf), 1, dtype=torch.float64, device=cdf.device) * cdf[:, -1:]  # (N, 1), uniform on [0, total)

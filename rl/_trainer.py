@@ -3,8 +3,9 @@
 One :meth:`PPOTrainer.step` is one iteration, in execution order:
 
 1. **rollout** -- ``prompts_per_batch`` prompts, ``samples_per_prompt`` sampled completions
-   each (KV cache, temperature, top-k off, top-p 1), with the per-token log-probs of the
-   logits that sampled them, ``logits / temperature``; then the log-probs under a frozen copy
+   each (KV cache, temperature, ``top_k``, ``top_p``), with the per-token log-probs of the
+   distribution that sampled them (``logits / temperature``, cut and renormalised; every later
+   log-prob is cut the same way, ``gather_logprobs``); then the log-probs under a frozen copy
    of the initial policy. Each prompt is run once per group and its keys and values are shared
    by the group's samples, when sampling and in every forward after (``rl/_shared_prefix.py``);
 2. **grade** -- ``grader.grade_batch(completions, references)``; a non-finite score is
@@ -202,12 +203,13 @@ class PPOTrainer:
         rows = self.ranks.shard(self._next_rows())
         roll, old_logprobs, hidden = sample_rollout(
             self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group, max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature, hidden=self.value_head is not None, shared=self.shared_prefix)  # (B, T), (B, T, H)
+            temperature=cfg.temperature, hidden=self.value_head is not None, shared=self.shared_prefix, top_k=cfg.top_k,
+            top_p=cfg.top_p)  # (B, T), (B, T, H)
         tokens, real = roll.completion_ids, roll.completion_mask.float()  # (B, T) each
         with torch.no_grad():
             old_values = self.value_head(hidden).squeeze(-1) * real if self.value_head is not None and hidden is not None else None
             ref_logits, _ = score_completions(self.ref_model, roll, torch.arange(len(real), device=real.device), cfg.temperature)
-            ref_logprobs = gather_logprobs(ref_logits, tokens) * real  # (B, T)
+            ref_logprobs = gather_logprobs(ref_logits, tokens, top_k=cfg.top_k, top_p=cfg.top_p) * real  # (B, T)
         del ref_logits, hidden
 
         # 2. Grade. A non-finite score is skipped: its completion (for grpo/rloo: its whole group) gets no gradient.
@@ -254,7 +256,7 @@ class PPOTrainer:
                 if not self.ranks.any(bool(mb_mask.any())):  # only skipped (NaN) rows on every rank: no step, not even decay
                     continue
                 logits, hidden = score_completions(self.model, roll, mb, cfg.temperature)  # (b, T, V), (b, T, H)
-                logprobs = gather_logprobs(logits, tokens[mb]) * mb_mask  # (b, T)
+                logprobs = gather_logprobs(logits, tokens[mb], top_k=cfg.top_k, top_p=cfg.top_p) * mb_mask  # (b, T)
                 ratio = masked_mean(torch.exp(logprobs - old_logprobs[mb]), mb_mask)
                 if self.ranks.any(not ratio.item() <= cfg.ratio_skip_threshold):  # also catches NaN
                     skipped_ratio += 1
