@@ -1,8 +1,10 @@
 """The reward HTTP server (``rftkit serve``) as a library: :func:`create_app` builds the ASGI app.
 
 Run it with any ASGI server, e.g. ``uvicorn.run(create_app("grader.json"), port=8000)``;
-the endpoints, limits and status codes are in ``docs/serve.md``. Needs the
-``serve`` extra (``pip install 'rftkit[serve]'``).
+the endpoints, limits and status codes are in ``docs/serve.md``, and what a
+client may make the server do (``allow_graders``, the read timeout, the
+connection cap) in its Security section. Needs the ``serve`` extra
+(``pip install 'rftkit[serve]'``).
 """
 
 from graders._serve import create_app
