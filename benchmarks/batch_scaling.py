@@ -17,8 +17,15 @@ script then checks that both runs gave the same scores, that 2,000 sampled rows
 times what the workers' lazily made grades cost when read: every Grade object
 with its sub-scores, and per-field details (remade by grading the pair again).
 
-Run:    .venv/bin/python benchmarks/batch_scaling.py [--n 1000000] [--workers 2] [--order 1,2]
-Target: >= 1.8x speed-up with 2 workers on 2 cores.
+``--corpus invoices`` grades nested invoices instead (``invoice_corpus.py``: a
+vendor with an address, dates, money and 1-6 line items; every grade takes the
+generic path and travels back whole). ``--order`` may name ``a`` for a third run,
+``grade_batch(workers=N)`` with its default ``adaptive=True``, which measures the
+first rows and chooses how many workers to use (the count chosen is printed);
+the runs named ``1`` and ``2`` pin the count (``adaptive=False``).
+
+Run:    .venv/bin/python benchmarks/batch_scaling.py [--n 1000000] [--workers 2] [--order 1,2,a] [--corpus invoices]
+Target: >= 1.8x speed-up with 2 workers on 2 cores (profiles); adaptive never slower than the faster pinned run.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from grader_throughput import Profile, make_pairs
+from invoice_corpus import Invoice, make_invoices
 
+import graders._batch
 from graders import StructuredGrader, grade_batch
 from graders._batch import fork_is_safe
 
@@ -50,31 +59,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="pairs to grade (default 1,000,000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for the parallel run (default 2)")
-    parser.add_argument("--order", default="1,2", help="'1,2' (default) runs workers=1 first, '2,1' the parallel run first")
+    parser.add_argument("--order", default="1,2", help="'1,2' (default) runs workers=1 first, '2,1' the parallel run first; "
+                                                        "'a' adds a run with adaptive=True")
+    parser.add_argument("--corpus", choices=["profiles", "invoices"], default="profiles",
+                        help="the seed example's profiles (default, the fast path) or nested invoices (the generic path)")
     args = parser.parse_args()
-    print(f"making {args.n:,} pairs ...", flush=True)
-    pairs = make_pairs(args.n)
+    print(f"making {args.n:,} pairs ({args.corpus}) ...", flush=True)
+    pairs = make_pairs(args.n) if args.corpus == "profiles" else make_invoices(args.n)
     responses = [p for p, _ in pairs]
     references = [r for _, r in pairs]
     del pairs
-    grader = StructuredGrader(schema=Profile, fields={"programming_languages": {"comparator": "normalized"}})
+    grader = (StructuredGrader(schema=Profile, fields={"programming_languages": {"comparator": "normalized"}})
+              if args.corpus == "profiles" else StructuredGrader(schema=Invoice))
+    chosen: list[int] = []
+    choose = graders._batch.choose_workers
+
+    def recorded(*a: Any, **k: Any) -> int:
+        chosen.append(choose(*a, **k))
+        return chosen[-1]
+
+    graders._batch.choose_workers = recorded  # type: ignore[assignment]  # to print the count the adaptive run chose
     sample = sorted({0, args.n - 1, *random.Random(1).sample(range(args.n), min(args.n, 2000))})
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; workers forked: {fork_is_safe()}", flush=True)
-    timings: dict[int, float] = {}
-    cpu_spent: dict[int, float] = {}  # CPU seconds of the critical path: this process, plus one worker's share
-    scores: dict[int, list[float]] = {}
-    seen: dict[int, list[Any]] = {}
-    runs = [1 if w == "1" else args.workers for w in args.order.split(",")]
+    timings: dict[Any, float] = {}
+    cpu_spent: dict[Any, float] = {}  # CPU seconds of the critical path: this process, plus one worker's share
+    scores: dict[Any, list[float]] = {}
+    seen: dict[Any, list[Any]] = {}
+    runs: list[Any] = [1 if w == "1" else "a" if w == "a" else args.workers for w in args.order.split(",")]
     for workers in runs:
         gc.collect()
         cpu, child_cpu, start = time.process_time(), children_cpu(), time.perf_counter()
-        grades = grade_batch(grader, responses, references, workers=workers)
+        adaptive = workers == "a"
+        grades = grade_batch(grader, responses, references, workers=args.workers if adaptive else workers, adaptive=adaptive)
         scores[workers] = grades.scores
         timings[workers] = time.perf_counter() - start
         cpu, child_cpu = time.process_time() - cpu, children_cpu() - child_cpu
         assert len(grades) == args.n
-        cpu_spent[workers] = cpu + child_cpu / workers  # the workers share the chunks out between them
-        print(f"workers={workers}: {timings[workers]:.2f} s, {args.n / timings[workers]:,.0f} grades/s "
+        used = chosen[-1] if adaptive and chosen else args.workers if adaptive else workers
+        cpu_spent[workers] = cpu + child_cpu / used  # the workers share the chunks out between them
+        label = f"workers={args.workers} adaptive (chose {used})" if adaptive else f"workers={workers}"
+        print(f"{label}: {timings[workers]:.2f} s, {args.n / timings[workers]:,.0f} grades/s "
               f"(CPU: this process {cpu:.2f} s, workers {child_cpu:.2f} s)", flush=True)
         seen[workers] = [(grades[i].to_dict(), grades[i].counts) for i in sample]
         if workers != 1:
@@ -89,8 +113,14 @@ def main() -> None:
                   f"details of {reads:,} rows, remade here: {(time.perf_counter() - start) / reads * 1e6:.1f} us a row",
                   flush=True)
         del grades
-    assert scores[1] == scores[args.workers], "the parallel run gave different scores"
-    assert seen[1] == seen[args.workers], "the parallel run gave different grades"
+    for run in runs:
+        assert scores[run] == scores[runs[0]], f"run {run} gave different scores"
+        assert seen[run] == seen[runs[0]], f"run {run} gave different grades"
+    if "a" in timings:
+        print(f"adaptive: {timings['a']:.2f} s against {timings.get(1, float('nan')):.2f} s (workers=1) and "
+              f"{timings.get(args.workers, float('nan')):.2f} s (workers={args.workers} pinned)")
+    if 1 not in timings or args.workers not in timings:
+        return
     speedup = timings[1] / timings[args.workers]
     print(f"speed-up with {args.workers} workers: {speedup:.2f}x (target >= 1.8x; {os.cpu_count()} CPUs here; "
           f"load average now {os.getloadavg()[0]:.2f})")

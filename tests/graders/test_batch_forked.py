@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+import graders._batch
 from graders import StructuredGrader, grade_batch
-from graders._batch import GradeList, _grade_forked, _grade_pooled, fork_is_safe
+from graders._batch import Costs, GradeList, _grade_forked, _grade_pooled, choose_workers, fork_is_safe
 from graders._errors import GraderConfigError
 from graders._result import Grade
 
@@ -88,6 +89,41 @@ def test_every_attribute_of_every_row_is_as_in_this_process(kind: str, transport
         assert [every_attribute(g) for g in parallel] == [every_attribute(g) for g in local]
 
 
+@pytest.mark.parametrize("kind", ["flat", "nested"])
+@pytest.mark.parametrize("chosen", [1, 2])
+def test_adaptive_batches_read_as_in_this_process_whichever_count_is_chosen(kind: str, chosen: int,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    grader = GRADERS[kind]()
+    responses, references = corpus(NESTED_ROWS if kind == "nested" else FLAT_ROWS, 30)  # more rows than the probe takes
+    local = grade_batch(grader, responses, references)
+    asked: list[tuple[Costs, int, int]] = []
+
+    def choose(costs: Costs, rows: int, workers: int, start: str = "fork") -> int:
+        asked.append((costs, rows, workers))
+        return chosen  # the decision pinned: the test does not depend on how fast this machine is
+
+    monkeypatch.setattr(graders._batch, "choose_workers", choose)
+    got = grade_batch(grader, responses, references, workers=3)
+    [(costs, rows, workers)] = asked
+    assert workers == 3 and 0 < rows < len(responses) and costs.grade_s > 0 and costs.send_s >= 0
+    assert [every_attribute(g) for g in got] == [every_attribute(g) for g in local]
+    assert got.scores == local.scores
+
+
+def test_the_worker_count_follows_the_measured_costs() -> None:
+    fast = Costs(grade_s=7e-6, send_s=0.0, receive_s=0.0)  # the fast path: only a score travels back
+    nested = Costs(grade_s=72e-6, send_s=60e-6, receive_s=40e-6)  # issue 12's 20k invoices: grades travel whole
+    assert choose_workers(fast, 1_000_000, 2) == 2 and choose_workers(fast, 1_000_000, 8) == 8
+    assert choose_workers(nested, 20_000, 2) == 1 and choose_workers(nested, 20_000, 16) == 1  # the trip back costs more
+    assert choose_workers(fast, 5_000, 2) == 1  # 35 ms of grading: not worth a start
+    assert choose_workers(Costs(0.05, 1e-5, 1e-5), 100, 4) == 4  # a slow grader (model, python): every worker pays
+    assert choose_workers(Costs(0.05, 1e-5, 1e-5), 100, 4, "pool") == 3  # 5 s of grading: a fourth start costs more than it saves
+    assert choose_workers(Costs(0.05, 1e-5, 1e-5), 1_000, 4, "pool") == 4
+    assert choose_workers(Costs(1e-3, 0.0, 0.0), 1_000, 4, "pool") == 1  # 1 s of grading against 0.5 s a process start
+    sent_out = Costs(grade_s=100e-6, send_s=0.0, receive_s=0.0, out_s=90e-6)  # rows pickled out to a pool, not to a fork
+    assert choose_workers(sent_out, 1_000_000, 2) == 2 and choose_workers(sent_out, 1_000_000, 2, "pool") == 1
+
+
 def test_the_flat_corpus_takes_both_paths() -> None:
     grader = GRADERS["flat"]()
     lazy = [g._details is None for g in grade_batch(grader, *corpus(FLAT_ROWS, 1))]
@@ -101,13 +137,15 @@ def test_grade_batch_forks_where_it_is_safe_and_falls_back_where_a_thread_runs()
     if threading.active_count() > 1:  # e.g. tqdm's monitor, started by an earlier test that saved a model
         pytest.skip("an earlier test left a Python thread running, so fork is rightly not used in this process")
     assert fork_is_safe()  # the test process runs no other Python thread
-    assert [every_attribute(g) for g in grade_batch(grader, responses, references, workers=2, chunk_size=3)] == expected
+    forked = grade_batch(grader, responses, references, workers=2, chunk_size=3, adaptive=False)
+    assert forked._make is not None  # forked: made as read
+    assert [every_attribute(g) for g in forked] == expected
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
         assert not fork_is_safe()
-        got = grade_batch(grader, responses, references, workers=2, chunk_size=3)
+        got = grade_batch(grader, responses, references, workers=2, chunk_size=3, adaptive=False)
     finally:
         stop.set()
         thread.join()
