@@ -749,7 +749,8 @@ class _Sandbox:
                 if self.closing:
                     return [*replies, _Reply(error="the grader was closed during grade", server=True)]
                 if frame == _DIED:  # no exit status: the template itself is gone (it reports every child's end)
-                    if not replies and select.select([self.fds["ctl"]], [], [], 1.0)[0]:
+                    ctl = self.fds.get("ctl")
+                    if not replies and (ctl is None or select.select([ctl], [], [], 1.0)[0]):
                         return None  # it died before this child started (killed from outside): nothing was graded
                     return [*replies, _Reply(error="the sandbox died during grade")]
                 return [*replies, _Reply(error=f"the process died during grade ({_status(frame['exit'])})")]  # type: ignore[index]  # a dict with "exit"

@@ -12,8 +12,9 @@ of the grading process). Three kinds of process, each with one job:
   private temp dir, gives itself a fresh ``/proc`` and a minimal ``/dev``, drops
   every capability, becomes non-dumpable (so no process it forks can read or
   write its memory), installs the audit hook and the resource limits, and then
-  runs the source's top level once. It never grades: for each request that comes
-  on ``SOCK`` (a unix socket carrying two pipe ends), it forks a grade child;
+  runs the source's top level once. It never grades: it keeps one grade child
+  forked and confined ahead, and hands each request that comes on ``SOCK`` (a
+  unix socket carrying two pipe ends) to that child, then forks the next;
 * a **grade child** takes a fresh private temp dir (a tmpfs in a user and mount
   namespace of its own), forbids new processes and ``exec`` with a seccomp filter
   unless subprocesses are allowed, reads its samples from its request pipe,
@@ -397,7 +398,7 @@ class Template:
         self.sock = socket.socket(fileno=sock)
         self.grade: Callable[..., Any] | None = None
         self.broken: str | None = None
-        self.forking = False  # the audit hook lets the template itself fork its grade children
+        self.harness = False  # while set, the audit hook lets the template fork its children and hand them pipes
         self.children: dict[int, tuple[int, int]] = {}  # grade child pid -> (request key, reply pipe)
         self.keys: dict[int, int] = {}  # request key -> grade child pid
         self.out = Tail()
@@ -482,6 +483,8 @@ class Template:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.wake = (wake_r, wake_w)
+        self.spare: tuple[int, socket.socket] | None = None  # a child forked and confined ahead, waiting for its pipes
+        self.fork_spare()
         while True:
             ready = select.select([self.sock.fileno(), wake_r], [], [])[0]
             if wake_r in ready:
@@ -496,35 +499,72 @@ class Template:
                     os._exit(0)  # the grading process closed the socket: the sandbox stops (its children with it)
                 key = int.from_bytes(data[1:9], "big")
                 if data[:1] == b"G" and len(fds) == 2:
-                    self.spawn(key, fds[0], fds[1])
+                    self.start_grade(key, fds[0], fds[1])
                 else:
                     for fd in fds:
                         os.close(fd)
                     if data[:1] == b"K" and key in self.keys:
                         self.kill(self.keys[key])
 
-    def spawn(self, key: int, request: int, reply: int) -> None:
-        self.forking = True
+    def fork_spare(self) -> None:
+        """Fork and confine the next grade's child now, so that a request finds it ready (its pipes come later)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.harness = True
         try:
             pid = os.fork()
-        except OSError as exc:
-            try:
-                send(reply, {"i": 0, "error": f"the sandbox could not fork: {exc}", "server": True})
-            except OSError:
-                pass
-            os.close(request)
-            os.close(reply)
+        except OSError:
+            ours.close()
+            theirs.close()
             return
         finally:
-            self.forking = False
+            self.harness = False
         if pid == 0:
             try:
-                self.run_grades(request, reply)
+                ours.close()
+                self.grade_child(theirs)
             finally:
                 os._exit(70)
+        theirs.close()
+        self.spare = (pid, ours)
+
+    def start_grade(self, key: int, request: int, reply: int) -> None:
+        """Hand the pipes of one request to the spare child, and fork the next spare."""
+        sent = False
+        if self.spare is not None:
+            pid, channel = self.spare
+            self.spare = None
+            sent = self.hand(channel, request, reply)
+            if not sent:
+                self.kill(pid)  # it died or broke: the request gets a fresh child below
+            channel.close()
+        if not sent:
+            self.fork_spare()
+            if self.spare is None:
+                try:
+                    send(reply, {"i": 0, "error": "the sandbox could not fork", "server": True})
+                except OSError:
+                    pass
+                os.close(request)
+                os.close(reply)
+                return
+            pid, channel = self.spare
+            self.spare = None
+            self.hand(channel, request, reply)  # a child that cannot take them fails this grade alone
+            channel.close()
         os.close(request)
         self.children[pid] = (key, reply)
         self.keys[key] = pid
+        self.fork_spare()
+
+    def hand(self, channel: socket.socket, request: int, reply: int) -> bool:
+        self.harness = True
+        try:
+            socket.send_fds(channel, [b"G"], [request, reply])
+            return True
+        except OSError:
+            return False
+        finally:
+            self.harness = False
 
     def kill(self, pid: int) -> None:
         if self.allow_subprocess:
@@ -544,6 +584,9 @@ class Template:
                 break
             if pid == 0:
                 break
+            if self.spare is not None and pid == self.spare[0]:
+                self.spare[1].close()
+                self.spare = None  # killed from outside while waiting: the next request forks afresh
             if pid in self.children:
                 key, reply = self.children.pop(pid)
                 del self.keys[key]
@@ -555,19 +598,21 @@ class Template:
                     pass
                 os.close(reply)
         if ended and self.allow_subprocess:  # processes a finished grade left behind came to us: kill them
-            kill_tree(os.getpid(), spare_root=True, spare=frozenset(self.children))
+            alive = {*self.children, *([self.spare[0]] if self.spare else [])}
+            kill_tree(os.getpid(), spare_root=True, spare=frozenset(alive))
 
     # -- one grade child -------------------------------------------------------------------------
 
-    def run_grades(self, request: int, reply: int) -> None:
-        self.forking = False
+    def grade_child(self, channel: socket.socket) -> None:
+        """A grade child: confine itself, wait for its pipes on ``channel``, grade the samples that come on them."""
+        self.harness = False  # forked while the template had it set
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in (*self.wake, *(r for _, r in self.children.values())):
             os.close(fd)
         self.sock.close()
-        os.set_inheritable(reply, False)  # an exec'd program never holds the reply pipe
-        os.set_inheritable(request, False)
+        if self.spare is not None:
+            self.spare[1].close()
         try:
             if self.isolation == "namespaces":
                 private_tmp(self.tmp, self.file_size)
@@ -577,8 +622,21 @@ class Template:
                 why = forbid_processes(self.filter)
                 if why is not None and self.isolation == "namespaces":
                     raise Refused(why)
+            failed = None
         except (Refused, OSError) as exc:
-            send(reply, {"i": 0, "error": f"the sandbox could not isolate the grade: {exc}", "server": True})
+            failed = f"the sandbox could not isolate the grade: {exc}"
+        try:
+            _, fds, _, _ = socket.recv_fds(channel, 8, 2)
+        except OSError:
+            return
+        channel.close()
+        if len(fds) != 2:
+            return
+        request, reply = fds
+        os.set_inheritable(reply, False)  # an exec'd program never holds the reply pipe
+        os.set_inheritable(request, False)
+        if failed is not None:
+            send(reply, {"i": 0, "error": failed, "server": True})
             return
         message = recv(request)
         os.close(request)
@@ -653,9 +711,10 @@ class Template:
                 if args[0] not in (":memory:", "", b":memory:", b"") and not inside(args[0]):
                     deny(f"sqlite3.connect({args[0]!r}) outside the temp dir {tmp}")
             elif event in network:
-                deny(f"network access ({event})")
+                if not template.harness:
+                    deny(f"network access ({event})")
             elif event in processes:
-                if not allow_subprocess and not template.forking:
+                if not allow_subprocess and not template.harness:
                     deny(f"starting a process ({event}); build the grader with allow_subprocess=True to allow it")
             elif event == "os.kill":
                 if args[0] <= 0 or not own_child(args[0]):
