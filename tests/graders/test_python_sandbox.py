@@ -269,7 +269,7 @@ def test_a_hung_grade_holds_one_slot_and_close_ends_it() -> None:
 def test_a_grading_deadline_kills_the_grade() -> None:
     with PythonGrader(name="hang", source=HANG, timeout=60) as g:
         g.grade("x", {"value": 1.0})
-        idle = idle_pids(g)
+        idle_pids(g)
         started = time.monotonic()
         with grading_deadline(0.5):
             grade = g.grade("x", {"hang": True})
