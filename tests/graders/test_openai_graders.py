@@ -385,3 +385,22 @@ def test_an_output_over_the_bound_is_graded_on_its_first_characters_and_flagged(
     assert both.score == 0.5 and both.errors["truncated_output_error"]
     structured = run_grader({"type": "structured"}, '{"a": "' + "y" * 200 + '"}', {"reference": {"a": "y" * 200}})
     assert structured["reward"] == 0.0 and structured["metadata"]["errors"]["truncated_output_error"]
+
+
+HOSTILE_OUTPUTS = ["Par\ud83d", '{"name": "Par\\ud83d", "n": 123456789012345678901234567890}', '{"n": 1e400}',
+                   {"output_json": {"name": "x\ud800", "n": 10 ** 30}}, {"output_text": "\udfff"}]
+
+
+@pytest.mark.parametrize("output", HOSTILE_OUTPUTS, ids=repr)
+def test_a_lone_surrogate_or_a_huge_number_is_graded_as_data_by_every_text_grader(output: Any) -> None:
+    import json
+
+    sim = {"type": "text_similarity", "name": "s", "input": "{{ sample.output_text }}", "reference": "{{ item.name }}",
+           "evaluation_metric": "fuzzy_match"}
+    configs = [check("eq", input="{{ sample.output_json.name }}", reference="{{ item.name }}"), sim,
+               {**CONTACT, "graders": {"name": check("ilike", reference="{{ item.name }}", name="name"), "email": sim}},
+               {**CONTACT, "graders": {"name": {"type": "structured"}, "email": sim}, "calculate_output": "name + email"}]
+    for config in configs:
+        result = run_grader(config, output, {"name": "Paris\ud83d", "n": 10 ** 30, "reference": {"name": "Paris"}})
+        assert 0.0 <= result["reward"] <= 1.0 and math.isfinite(result["reward"])
+        json.dumps(result)  # the answer is JSON (a surrogate as its escape)
