@@ -10,5 +10,6 @@ class GraderConfigError(UserError):
 
     Raised at construction, with the JSON pointer of the offending part of the
     config and a hint. The one case raised while grading is a *reference* that
-    is not valid JSON: references are the user's data, not the model's output.
+    cannot be one (code ``bad_reference``: None, text that is not JSON, a
+    scalar): references are the user's data, not the model's output.
     """

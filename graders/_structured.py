@@ -18,15 +18,22 @@ Anything else takes the generic walk. ``tests/graders/test_fastpath.py`` checks
 that both give identical grades.
 
 **Comparators are inferred from the schema** when no option is given: free text
--> ``fuzzy``; enum -> ``enum``; boolean -> ``bool``; integer -> ``exact``; number
--> ``number`` (relative tolerance 1e-6); ``format: date``/``date-time`` ->
-``date``; list -> set F1 with its elements' comparator (strings: fuzzy, paired at
-similarity >= 0.8); list of objects -> optimal assignment on the recursive object
-score (paired at >= 0.5); object -> recursion. Without a schema the same rules
-apply to the reference value's JSON type.
+-> ``fuzzy``; an identifier (a string with a ``pattern``, or ``format`` ``uuid``,
+``email``, ``hostname``, ``ipv4``/``ipv6``) -> ``normalized``, and ``format``
+``uri`` and the like -> ``exact``; enum -> ``enum``; boolean -> ``bool``; integer
+-> ``exact``; number -> ``number`` (relative tolerance 1e-6); ``format: date`` ->
+``date``; ``format: date-time`` -> ``datetime`` (instants); list -> set F1 with
+its elements' comparator (strings: fuzzy, paired at similarity >= 0.8); list of
+objects -> optimal assignment on the recursive object score (paired at >= 0.5);
+object -> recursion. Without a schema the same rules apply to the reference
+value's JSON type, and a field's options given without a comparator name the one
+comparator that takes them. Every override is checked at construction: a field
+name the schema lacks, an unknown comparator or option raises with the closest
+valid name.
 
 **Empty values and missing fields** (one policy, everywhere): ``null``, a
-missing key, ``""`` (or only whitespace), ``[]`` and ``{}`` all mean *no value*.
+missing key, ``""`` (or only whitespace), ``[]`` and ``{}`` all mean *no value*,
+and so does an object or list whose values all mean no value, at any depth.
 
 ============================  ==========  ======================================
 reference / prediction        score       counts (micro-F1)
@@ -49,8 +56,16 @@ leaf values (2TP / (2TP + FP + FN)), ``all_or_nothing`` (1 only if every weighte
 field scores 1), or a ``formula`` over the field names.
 
 Output that does not parse scores 0 with ``sample_parse_error`` (truncated
-output: ``truncated_output_error``); schema-invalid output is gated to 0 with
-``schema_validation_error`` unless ``partial_credit=True``.
+output: ``truncated_output_error``). Schema-invalid output is graded field by
+field (``on_schema_violation="per_field"``, the default: RL needs the gradient of
+the other fields), flagged ``schema_validation_error``, its violations in
+``Grade.issues`` and noted in their fields' details, its score optionally cut by
+``schema_penalty``; ``on_schema_violation="gate"`` scores it 0. An output that is
+not an object where one belongs scores 0, every field ``wrong_type``.
+
+**References** are JSON objects (or arrays), their JSON text, pydantic instances or
+``model_dump()`` output (dates, decimals, enums, UUIDs are converted); anything
+else raises ``bad_reference`` (:func:`_plain_reference`).
 """
 
 from __future__ import annotations
@@ -97,8 +112,9 @@ class FieldSpec(BaseModel):
     """Per-field overrides, in Python or in a JSON config.
 
     Unknown keys are comparator options (``scorer``, ``partial_credit``,
-    ``abs_tol``, ``rel_tol``, ``order``, ``case_sensitive``,
-    ``strip_punctuation``...) and are checked by the comparator itself.
+    ``abs_tol``, ``rel_tol``, ``decimal``, ``order``, ``tolerance``,
+    ``case_sensitive``, ``strip_punctuation``, ``max_chars``...), checked when the
+    grader is built.
 
     >>> FieldSpec(comparator="fuzzy", scorer="token_set_ratio", weight=2).options
     {'scorer': 'token_set_ratio'}
@@ -107,8 +123,9 @@ class FieldSpec(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, strict=True, use_attribute_docstrings=True)
 
     comparator: str | None = None
-    """Comparator name (``exact normalized fuzzy number date enum bool math``); for
-    a list field, the comparator of its elements. None: inferred from the schema."""
+    """Comparator name (``exact normalized fuzzy number date datetime enum bool math``); for
+    a list field, the comparator of its elements. None: inferred from the schema (or, without
+    one, from the options given: ``abs_tol`` means ``number``)."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Leaf: the fuzzy pass threshold. List: the similarity a pair needs to match."""
     weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)

@@ -47,6 +47,10 @@ MIXED = {"type": "object", "properties": {"a": STRING, "n": {"type": "number"}, 
 CHECKED = {"type": "object", "properties": {"a": {"type": "string", "minLength": 2}, "b": STRING, "tags": LIST},
            "required": ["a"], "additionalProperties": False}  # minLength: the fast path cannot check this schema itself
 
+IDENTIFIERS = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^.*$"}, "b": STRING, "tags": LIST,
+                                               "more": LIST, "when": {"type": "string", "format": "date-time"},
+                                               "id": {"type": "string", "format": "uuid"}}}
+
 CONFIGS: list[dict[str, Any]] = [
     {"schema": SCHEMA},
     {"schema": SCHEMA, "fields": {"tags": {"comparator": "normalized"}, "more": {"comparator": "normalized",
@@ -71,6 +75,12 @@ CONFIGS: list[dict[str, Any]] = [
                                  "a": {"comparator": "number"}}, "extra_fields": "ignore", "partial_credit": True},
     {"schema": CHECKED, "fields": {"tags": {"comparator": "normalized"}}},  # validated before the fast path
     {"schema": CHECKED, "extra_fields": "ignore", "aggregation": "micro_f1"},
+    {"schema": CHECKED, "on_schema_violation": "gate", "schema_penalty": 0.5},
+    {"schema": CHECKED, "schema_penalty": 0.25},
+    # identifiers and instants inferred from the schema; fuzzy texts cut to a few characters (noted in the details)
+    {"schema": IDENTIFIERS, "fields": {"b": {"comparator": "fuzzy", "max_chars": 6}, "tags": {"max_chars": 4}}},
+    {"schema": IDENTIFIERS, "fields": {"more": {"comparator": "fuzzy", "scorer": "WRatio", "max_chars": 3}},
+     "aggregation": "micro_f1"},
 ]
 
 
@@ -229,8 +239,9 @@ def test_the_fast_path_is_the_one_taken() -> None:
 
 def test_which_graders_check_the_schema_themselves() -> None:
     flat = [fast._flat is not None for fast, _ in GRADERS]
-    assert flat == [True] * 3 + [False] + [True] * 7  # the fourth has an ordered list
-    assert [fast._flat_validates for fast, _ in GRADERS] == [True] * 3 + [False] + [True] * 5 + [False, False]
+    assert flat == [True] * 3 + [False] + [True] * 11  # the fourth has an ordered list
+    # minLength, pattern and format: only the schema's validator can check those
+    assert [fast._flat_validates for fast, _ in GRADERS] == [True] * 3 + [False] + [True] * 5 + [False] * 6
     for fast, _ in GRADERS[9:]:
         assert "VALID(pred)" in fast._flat_source
     assert not any("VALID" in fast._flat_source for fast, _ in GRADERS[:9])
