@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from graders import GraderConfigError, StructuredGrader, from_config
-from graders import comparators
+from graders import GraderConfigError, StructuredGrader, comparators, from_config
 from graders.comparators import fuzzy, make_comparator, number, parse_number
 
 
