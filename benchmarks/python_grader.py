@@ -9,6 +9,11 @@ loaded), graded in this process:
   default chunks of 16 samples a process and with ``chunk_size=1`` (every sample
   in its own process: no sample can change another's grade).
 
+Each figure is given as wall clock and as CPU time (this process plus every
+process of the sandbox, read from ``/proc``): on a busy machine the wall clock
+mostly measures the wait for a core at each hand-off between processes, the CPU
+time what the design itself spends.
+
 The old design is the module as it was before issue 11 (``git show REV:graders/_python_grader.py``,
 a persistent worker that answered every grade over one pipe), loaded beside the
 new one, so both run in the same process on the same machine. The rounds
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,22 +59,39 @@ def old_module(rev: str) -> ModuleType:
     return module
 
 
-def per_grade_us(grader: Any, n: int) -> float:
-    items = [{"v": (i % 100) / 100} for i in range(n)]
-    started = time.perf_counter()
-    for item in items:
-        grade = grader.grade("x", item)
-        assert grade.ok, grade.reason
-    return (time.perf_counter() - started) / n * 1e6
+def supervisor(grader: Any) -> int:
+    """The pid at the root of the grader's sandbox (old design: ``_worker``; new: ``_pool.sandbox``)."""
+    holder = grader._worker if hasattr(grader, "_worker") else grader._pool.sandbox
+    return int(holder.proc.pid)
 
 
-def per_sample_us(grader: Any, n: int, **options: Any) -> float:
+def cpu_s(root: int) -> float:
+    """CPU seconds of this process and of every process under ``root`` (with their reaped children)."""
+    from graders._python_grader import _process_tree
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    for pid in _process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+    return total
+
+
+def measure(grader: Any, n: int, batch: bool, **options: Any) -> tuple[float, float]:
+    """(wall µs, CPU µs) per sample."""
     items = [{"v": (i % 100) / 100} for i in range(n)]
-    started = time.perf_counter()
-    grades = grader.grade_batch(["x"] * n, items, **options)
-    elapsed = time.perf_counter() - started
+    root = supervisor(grader)
+    cpu, started = cpu_s(root), time.perf_counter()
+    if batch:
+        grades = grader.grade_batch(["x"] * n, items, **options)
+    else:
+        grades = [grader.grade("x", item) for item in items]
+    wall, cpu = time.perf_counter() - started, cpu_s(root) - cpu
     assert all(g.ok for g in grades), [g.reason for g in grades if not g.ok][:3]
-    return elapsed / n * 1e6
+    return wall / n * 1e6, cpu / n * 1e6
 
 
 def main() -> None:
@@ -85,26 +109,26 @@ def main() -> None:
         "new: fork per grade (namespaces)": PythonGrader(name="new", source=SOURCE, isolation="namespaces"),
         "new: fork per grade (basic)": PythonGrader(name="basic", source=SOURCE, isolation="basic"),
     }
-    figures: dict[tuple[str, str], list[float]] = {}
+    figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         for grader in contenders.values():  # warm: sandbox started, source loaded
             assert grader.grade("x", {"v": 0.5}).ok
         for _ in range(args.rounds):
             for label, grader in contenders.items():
-                figures.setdefault((label, "grade, one at a time"), []).append(per_grade_us(grader, args.n))
-                if label.startswith("old"):
-                    figures.setdefault((label, "grade_batch"), []).append(per_sample_us(grader, args.n))
-                else:
-                    figures.setdefault((label, "grade_batch"), []).append(per_sample_us(grader, args.n))
+                figures.setdefault((label, "grade, one at a time"), []).append(measure(grader, args.n, False))
+                figures.setdefault((label, "grade_batch"), []).append(measure(grader, args.n, True))
+                if not label.startswith("old"):
                     figures.setdefault((label, "grade_batch, chunk_size=1"), []).append(
-                        per_sample_us(grader, args.n, chunk_size=1))
+                        measure(grader, args.n, True, chunk_size=1))
     finally:
         for grader in contenders.values():
             grader.close()
-    print(f"| design | call | best µs per sample | median µs per sample |  ({args.n} samples, {args.rounds} rounds)")
-    print("|---|---|---:|---:|")
+    print(f"load average before: {os.getloadavg()[0]:.1f}; {args.n} samples a figure, {args.rounds} rounds")
+    print("| design | call | wall µs a sample, best | median | CPU µs a sample, median |")
+    print("|---|---|---:|---:|---:|")
     for (label, call), values in figures.items():
-        print(f"| {label} | {call} | {min(values):,.0f} | {statistics.median(values):,.0f} |")
+        walls, cpus = [w for w, _ in values], [c for _, c in values]
+        print(f"| {label} | {call} | {min(walls):,.0f} | {statistics.median(walls):,.0f} | {statistics.median(cpus):,.0f} |")
 
 
 if __name__ == "__main__":
