@@ -287,8 +287,14 @@ def _grade_pooled(grader: _Grades, responses: list[Any], references: list[Any], 
     out = GradeList()
     build = getattr(grader, "_flat_build", None)
     with worker_pool(grader, workers) as pool, gc_paused(), _progress_bar(progress, len(pairs)) as advance:
-        for chunk, sent in zip(chunks, pool.map(_grade_chunk, chunks)):
-            part = pickle.loads(sent)
+        futures = [pool.submit(_grade_chunk, chunk) for chunk in chunks]
+        for chunk, future in zip(chunks, futures):
+            try:
+                part = pickle.loads(future.result())
+            except RecursionError:  # a row nested too deeply to send to a worker: the chunk is graded here
+                out.extend(_grade_all(grader, chunk))
+                advance(len(chunk))
+                continue
             part = [grader.grade(*pair) if p is None else p for pair, p in zip(chunk, part)]  # None: too deep to send
             out.extend(part if build is None else [Grade._unpacked(p, build) for p in part])
             advance(len(part))

@@ -25,6 +25,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -80,6 +81,15 @@ def _worker_chunk(chunk: Sequence[tuple[Any, Any]]) -> bytes:
     return _sent_chunk(worker_grader(), chunk)
 
 
+def _received_from(grader: RowGrader, chunk: Sequence[tuple[Any, Any]], future: Future[bytes]) -> list[RowResult]:
+    """A chunk's results from a worker; a chunk holding a row nested too deeply to send is graded here."""
+    try:
+        sent = future.result()
+    except RecursionError:
+        return _grade_chunk(grader, chunk)
+    return _received(grader, chunk, sent)
+
+
 def _received(grader: RowGrader, chunk: Sequence[tuple[Any, Any]], sent: bytes) -> list[RowResult]:
     """A chunk's results from :func:`_sent_chunk`, each row that could not travel graded again in this process."""
     results: list[RowResult | None] = pickle.loads(sent)
@@ -112,8 +122,8 @@ def grade_rows(grader: RowGrader, samples: Sequence[Any], items: Sequence[Any], 
         return _collect(parts, on_progress)
     if backend == "processes":
         with worker_pool(grader, workers) as pool:
-            sent = pool.map(_worker_chunk, chunks)
-            return _collect((_received(grader, c, b) for c, b in zip(chunks, sent)), on_progress)
+            futures = [pool.submit(_worker_chunk, c) for c in chunks]
+            return _collect((_received_from(grader, c, f) for c, f in zip(chunks, futures)), on_progress)
     if backend == "ray":
         return _collect(_ray_chunks(grader, chunks, workers, ray_address), on_progress)
     raise GraderConfigError(f"unknown backend {backend!r}", code="bad_option", pointer="/backend",

@@ -183,6 +183,20 @@ def test_an_output_nested_too_deeply_to_pickle_costs_its_row_not_the_batch(trans
     assert [every_attribute(g) for g in parallel] == [every_attribute(g) for g in local]
 
 
+@pytest.mark.parametrize("transport", ["forked", "pooled"])
+def test_an_input_nested_too_deeply_to_pickle_costs_its_row_not_the_batch(transport: str) -> None:
+    deep: Any = 1
+    for _ in range(2000):
+        deep = [deep]
+    grader = StructuredGrader()
+    responses = [{"output_json": {"city": deep}}, '{"city": "Paris"}', "nope"] * 3
+    references = [{"city": "Paris"}] * 9
+    local = grade_batch(grader, responses, references)
+    run = _grade_forked if transport == "forked" else _grade_pooled
+    parallel = run(grader, list(responses), list(references), 2, False, 2)
+    assert parallel.scores == local.scores == [0.0, 1.0, 0.0] * 3
+
+
 class Dies:
     """A grader whose process dies on one row (as if killed)."""
 

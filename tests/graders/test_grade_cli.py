@@ -153,6 +153,15 @@ def test_worker_processes_keep_a_row_too_deeply_nested_to_pickle() -> None:
     assert [r.raised for r in pooled] == [False, False, False]
 
 
+def test_worker_processes_keep_a_row_whose_sample_is_too_deeply_nested_to_send() -> None:
+    deep: Any = 1
+    for _ in range(2000):
+        deep = [deep]
+    samples, references = ['{"a": 1}', {"output_json": {"a": deep}}, '{"a": 1}'], [{"a": 1}] * 3
+    pooled = grade_rows(StructuredGrader(), samples, references, workers=2, chunk_size=1)
+    assert [r.grade.score for r in pooled] == [1.0, 0.0, 1.0] and not any(r.raised for r in pooled)
+
+
 def test_output_with_a_lone_surrogate_is_written_as_valid_json(tmp_path: Path) -> None:
     rows = [{"id": 1, "sample": '{"name": "Par\\ud83d"}', "item": {"name": "Paris"}},  # a JSON escape of a lone surrogate
             {"id": 2, "sample": "Par\ud83d", "item": {"name": "Paris"}},  # the surrogate itself in the sample text
