@@ -336,7 +336,7 @@ class EndpointGrader:
         if self.pass_threshold is not None and not low <= self.pass_threshold <= high:
             raise GraderConfigError(f"pass_threshold {self.pass_threshold:g} is outside the score range [{low:g}, {high:g}]",
                                     code="bad_value", pointer="/pass_threshold",
-                                    hint="give the server's scale as EndpointGrader.from_config(config, score_range=(0, 10))")
+                                    hint='give the server\'s scale in the config, e.g. "range": [0, 10]')
         self.timeout, self.max_retries, self.backoff = check_options(timeout, max_retries, backoff)
         self._http = LazyClient(client)
 
@@ -347,12 +347,20 @@ class EndpointGrader:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **options: Any) -> EndpointGrader:
-        """Build from ``{"type": "endpoint", "url", "name"?, "headers"?, "rate_limit"?, "pass_threshold"?}``.
+        """Build from ``{"type": "endpoint", "url", "name"?, "headers"?, "rate_limit"?, "pass_threshold"?, "range"?}``.
 
-        ``options`` are the constructor's keywords (``timeout``, ``max_retries``, ``backoff``, ``client``,
+        ``range`` (``[low, high]``, as ``score_model``'s) is rftkit's addition to
+        OpenAI's config: the server's scale, so a config that pairs an endpoint with
+        ``"pass_threshold": 8`` builds with ``"range": [0, 10]``. ``options`` are the
+        constructor's keywords (``timeout``, ``max_retries``, ``backoff``, ``client``,
         ``score_range``).
         """
-        _check_keys(config, "endpoint", ("url",), ("name", "headers", "rate_limit", "pass_threshold"))
+        _check_keys(config, "endpoint", ("url",), ("name", "headers", "rate_limit", "pass_threshold", "range"))
+        if "range" in config:
+            if "score_range" in options:
+                raise GraderConfigError("the scale is given twice: the config's range and the score_range keyword",
+                                        code="bad_value", pointer="/range", hint="keep one of them")
+            options = {**options, "score_range": _check_score_range(config["range"], "/range")}
         return cls(url=config["url"], name=config.get("name", "endpoint"), headers=config.get("headers"),
                    rate_limit=config.get("rate_limit"), pass_threshold=config.get("pass_threshold"), **options)
 
@@ -383,7 +391,7 @@ class EndpointGrader:
         low, high = self.score_range
         if not low <= value <= high:
             return flagged("other_error", f"endpoint {self.url} answered score {value:g}, outside the grader's range "
-                                          f"[{low:g}, {high:g}]; scored 0 (give another scale with score_range)")
+                                          f"[{low:g}, {high:g}]; scored 0 (give another scale with the config's range)")
         detail = FieldDetail("endpoint", value, "compared", reply, None)
         return Grade(value, {}, {self.name: detail}, None,
                      f"{value:g} from endpoint {self.url}{verdict(value, self.pass_threshold)}")
@@ -397,11 +405,12 @@ class EndpointGrader:
             out["rate_limit"] = self.rate_limit
         if self.pass_threshold is not None:
             out["pass_threshold"] = self.pass_threshold
+        if self.score_range != (0.0, 1.0):
+            out["range"] = list(self.score_range)
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:
-        options = {"timeout": self.timeout, "max_retries": self.max_retries, "backoff": self.backoff,
-                   "score_range": self.score_range}
+        options = {"timeout": self.timeout, "max_retries": self.max_retries, "backoff": self.backoff}
         return (_rebuild, (self.config(), options))
 
     def __repr__(self) -> str:  # header values may be secrets: only their names are shown
@@ -426,11 +435,11 @@ def _check_headers(headers: object) -> dict[str, str]:
     return dict(headers)
 
 
-def _check_score_range(value: object) -> tuple[float, float]:
-    """``score_range``: two finite numbers, low < high."""
+def _check_score_range(value: object, pointer: str = "/score_range") -> tuple[float, float]:
+    """``score_range`` (or the config's ``range``): two finite numbers, low < high."""
     if (isinstance(value, (tuple, list)) and len(value) == 2
             and all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in value)
             and value[0] < value[1]):
         return float(value[0]), float(value[1])
-    raise GraderConfigError(f"score_range must be (low, high) with finite numbers and low < high, got {value!r}",
-                            code="bad_value", pointer="/score_range", hint="e.g. (0, 1) (the default) or (0, 10)")
+    raise GraderConfigError(f"{pointer[1:]} must be [low, high] with finite numbers and low < high, got {value!r}",
+                            code="bad_value", pointer=pointer, hint="e.g. [0, 1] (the default) or [0, 10]")

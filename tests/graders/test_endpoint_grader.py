@@ -104,10 +104,25 @@ def test_the_range_ends_are_scores_and_pass_threshold_must_lie_in_it(server_fact
     assert grader(server.url, score_range=(0, 10)).grade("c").score == 10.0
     with pytest.raises(GraderConfigError) as info:
         grader(server.url, pass_threshold=8)
-    assert (info.value.code, info.value.pointer) == ("bad_value", "/pass_threshold") and "score_range" in (info.value.hint or "")
+    assert (info.value.code, info.value.pointer) == ("bad_value", "/pass_threshold") and '"range"' in (info.value.hint or "")
     for bad in [(1, 0), (0, math.inf), (0,), "0-1", (True, 2)]:
         with pytest.raises(GraderConfigError, match="score_range"):
             grader(server.url, score_range=bad)
+
+
+def test_a_json_config_on_another_scale_builds_with_its_range(server_factory: Any) -> None:
+    """OpenAI's example pairs an endpoint with pass_threshold 8: a JSON config says its scale with "range"."""
+    server = server_factory(always(200, {"score": 8}))
+    config = {"type": "endpoint", "name": "r", "url": server.url, "pass_threshold": 8, "range": [0, 10]}
+    g = from_config(config)
+    assert g.grade("x").score == 8.0 and g.config() == config | {"pass_threshold": 8.0, "range": [0.0, 10.0]}
+    assert pickle.loads(pickle.dumps(g)).score_range == (0.0, 10.0)
+    assert run_grader(config, "x")["reward"] == 8.0
+    with pytest.raises(GraderConfigError) as info:
+        from_config({**config, "range": [10, 0]})
+    assert info.value.pointer == "/range"
+    with pytest.raises(GraderConfigError, match="twice"):
+        EndpointGrader.from_config(config, score_range=(0, 10))
 
 
 def test_an_output_over_the_bound_is_sent_cut_and_flagged(server_factory: Any) -> None:
