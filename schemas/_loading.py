@@ -41,6 +41,8 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
+import referencing
+import referencing.exceptions
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
 
 from ._errors import Issue, SchemaError, json_pointer, shorten
@@ -382,7 +384,7 @@ class Schema:
                 code="invalid_schema", pointer=json_pointer(list(exc.absolute_path)),
                 hint="check the keyword against the JSON Schema specification (draft 2020-12)",
             ) from None
-        self._full = cls(self.json_schema, format_checker=cls.FORMAT_CHECKER)
+        self._full = cls(self.json_schema, format_checker=cls.FORMAT_CHECKER, registry=_NO_RETRIEVAL)
         self._check_refs()
         self._fast: Callable[[Any], Any] | None = None
         if not _NEWER_KEYWORDS.intersection(_walk_keys(self.json_schema)):
@@ -511,10 +513,23 @@ class Schema:
         return f"Schema(name={self.name!r})"
 
 
+def _never_retrieve(uri: str) -> referencing.Resource[Any]:
+    """A registry's retrieval hook that fetches nothing: a ``$ref`` to ``file://`` or ``http://`` stays unresolved.
+
+    Without a registry, jsonschema still opens such URIs (with a deprecation
+    warning), so a schema could make rftkit read a local file or send a request;
+    a schema that a reward server's client sends must do neither.
+    """
+    raise referencing.exceptions.NoSuchResource(uri)
+
+
+_NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]  # an attrs field the stubs miss
+
+
 def _iter_refs(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
                 yield path + (key,), value
             else:
                 yield from _iter_refs(value, path + (key,))

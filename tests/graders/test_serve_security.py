@@ -308,3 +308,18 @@ def test_a_config_too_deep_or_too_long_is_a_400_with_a_pointer(default: httpx.Cl
             assert r.status_code == 400, r.text[:300]
             assert r.json()["error"]["pointer"].startswith(pointer), r.text[:300]
     still_serving(default)
+
+
+@pytest.mark.filterwarnings("default::DeprecationWarning")  # as outside the test run: jsonschema only warns, then fetches
+def test_an_inline_schema_cannot_reference_a_server_file(default: httpx.Client, tmp_path: Path) -> None:
+    target = tmp_path / "string.json"
+    target.write_text('{"type": "string"}')
+    bodies = []
+    for uri in (target.as_uri(), (tmp_path / "missing.json").as_uri()):
+        config = {"type": "structured", "name": "s", "schema": {"type": "object", "properties": {"a": {"$ref": uri}}}}
+        r = default.post(VALIDATE_PATH, json={"grader": config})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["pointer"] == "/grader/schema/properties/a/$ref"
+        bodies.append(r.text.replace(uri, "<uri>"))
+    assert len(set(bodies)) == 1, bodies  # the same answer whether the file exists or not
+    still_serving(default)

@@ -91,3 +91,18 @@ def test_issues_shorten_large_inputs_and_never_raise() -> None:
     assert all(isinstance(i, Issue) for i in issues)
     big = next(i for i in issues if i.pointer == "/city")
     assert isinstance(big.input, str) and len(big.input) < 300
+
+
+@pytest.mark.filterwarnings("default::DeprecationWarning")  # as outside the test run: jsonschema only warns, then fetches
+@pytest.mark.parametrize("keyword", ["$ref", "$dynamicRef"])
+def test_a_ref_to_a_file_or_url_is_never_fetched(tmp_path: Path, keyword: str) -> None:
+    """jsonschema opens file:// and http:// references when no registry says otherwise: a schema must not read files."""
+    target = tmp_path / "string.json"
+    target.write_text('{"type": "string"}')
+    messages = set()
+    for uri in (target.as_uri(), (tmp_path / "missing.json").as_uri(), "http://127.0.0.1:9/schema.json"):
+        with pytest.raises(SchemaError) as info:
+            load_schema({"type": "object", "properties": {"a": {keyword: uri}}})
+        assert (info.value.code, info.value.pointer) == ("unresolvable_ref", f"/properties/a/{keyword}")
+        messages.add(str(info.value).replace(uri, "<uri>"))
+    assert len(messages) == 1  # the same answer whether the file exists or not
