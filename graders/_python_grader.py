@@ -442,6 +442,7 @@ class _Pool:
         self.settings = (source, timeout, memory_limit, allow_subprocess, isolation)
         self.timeout, self.concurrency = timeout, concurrency
         self.sandbox: _Sandbox | None = None
+        self.starting: _Sandbox | None = None  # a sandbox loading its source (close() kills it without the lock)
         self._reset()
 
     def _reset(self) -> None:
@@ -481,6 +482,9 @@ class _Pool:
                 retried = True  # the template was gone before the child started: not this sample's fault; once
                 continue
             replies += got or [_Reply(error="the sandbox died before grade started", server=True)]
+            if sandbox.closing:  # close() from another thread: the rest of this call is not graded either
+                closed = _Reply(error="the grader was closed during grade", server=True)
+                return replies + [closed] * (len(messages) - len(replies))
         return replies
 
     def _sandbox(self, deadline: float | None) -> _Sandbox | _Reply:
@@ -490,8 +494,11 @@ class _Pool:
                 sandbox.stop()  # it died while idle (killed from outside): start afresh
                 sandbox = self.sandbox = None
             if sandbox is None:
-                sandbox = _Sandbox(*self.settings)
-                failed = sandbox.start(deadline)
+                sandbox = self.starting = _Sandbox(*self.settings)
+                try:
+                    failed = sandbox.start(deadline)
+                finally:
+                    self.starting = None
                 if failed is not None:
                     return failed
                 self.sandbox = sandbox
@@ -506,6 +513,9 @@ class _Pool:
     def close(self) -> None:
         if self.owner != os.getpid():
             return  # a copy inherited through fork: the sandbox is the parent's
+        starting = self.starting
+        if starting is not None:
+            starting.kill()  # its start returns at once, and lets go of the lock
         with self.lock:
             sandbox, self.sandbox = self.sandbox, None
         if sandbox is not None:
@@ -554,6 +564,9 @@ class _Sandbox:
             self.mode, self.stopped = "basic", False
             return self.start(deadline)
         if not (isinstance(hello, dict) and hello.get("isolation") in ("namespaces", "basic")):
+            if self.closing:
+                self.stop()
+                return _Reply(error="the grader was closed during grade", server=True)
             why = hello.get("error") if isinstance(hello, dict) else None
             return self._server_error(str(why) if why else "the supervisor did not report")
         if isinstance(hello.get("refused"), str):
@@ -569,6 +582,8 @@ class _Sandbox:
         if ready == _DIED:
             status = self._exit_status()
             self.stop()
+            if self.closing:
+                return _Reply(error="the grader was closed during grade", server=True)
             return _Reply(error=f"the sandbox died while running the source's top level ({status})")
         if isinstance(ready, dict) and isinstance(ready.get("broken"), str):
             self.broken = ready["broken"][:2000]
@@ -636,6 +651,17 @@ class _Sandbox:
         """How the template ended, as the supervisor reported it (waits a moment for the report)."""
         frame = _read_frame(self.fds["ctl"], time.monotonic() + 2.0)
         return _status(frame.get("exit") if isinstance(frame, dict) else None)
+
+    def kill(self) -> None:
+        """Kill the process tree from any thread, touching no descriptor (the thread using them sees them end)."""
+        self.closing = True
+        proc = self.proc
+        if proc is not None and self.owner == os.getpid() and proc.returncode is None:
+            _kill_tree(proc.pid)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def alive(self) -> bool:
         """Whether the template still serves (the supervisor reports on ``ctl`` only when it ended)."""

@@ -292,3 +292,19 @@ def test_nested_deadlines_keep_the_earlier() -> None:
             assert inner is not None and outer is not None and inner < outer
         assert _deadline.get() == outer
     assert _deadline.get() is None
+
+
+def test_close_ends_a_slow_top_level_at_once() -> None:
+    source = "import time\ntime.sleep(60)\ndef grade(sample, item):\n    return 1.0\n"
+    g = PythonGrader(name="slow_import", source=source, timeout=60)
+    loading: list[Any] = []
+    thread = threading.Thread(target=lambda: loading.append(g.grade("x")))
+    thread.start()
+    assert wait_until(lambda: g._pool.starting is not None and g._pool.starting.isolation is not None)  # white box
+    closed = threading.Thread(target=g.close)
+    closed.start()
+    closed.join(10)
+    thread.join(10)
+    assert not closed.is_alive() and not thread.is_alive()  # where close() waited for the 60 s top level
+    (grade,) = loading
+    assert flagged(grade, "python_grader_server_error") and "closed" in grade.reason
