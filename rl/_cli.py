@@ -10,7 +10,8 @@ The config has five sections (relative paths are read relative to the config fil
                skip_bad_rows = false
     [grader]   config = "grader.json"  (any grader config graders.from_config reads: structured or OpenAI's types)
     [ppo]      any PPOConfig field
-    [train]    steps = 100, eval_every, checkpoint_every, console_every, output = "runs/resume"
+    [train]    steps = 100, eval_every, checkpoint_every, console_every, output = "runs/resume",
+               report_to = ["tensorboard", "wandb", "mlflow"] (any of them; rl/_logging.py)
 
 A mistake is a :class:`schemas.UserError` whose pointer names the key (``/ppo/learning_rate``);
 the command prints it and exits 2.
@@ -51,13 +52,14 @@ from schemas import UserError, load_jsonl
 
 from ._config import PPOConfig
 from ._distributed import is_main_process, leave_process_group, rank_device
+from ._logging import check_report_to
 
 SECTIONS: dict[str, frozenset[str]] = {
     "model": frozenset({"name_or_path", "device"}),
     "dataset": frozenset({"train", "eval", "eval_count", "skip_bad_rows"}),
     "grader": frozenset({"config"}),
     "ppo": frozenset(f.name for f in fields(PPOConfig)),
-    "train": frozenset({"steps", "eval_every", "checkpoint_every", "console_every", "output"}),
+    "train": frozenset({"steps", "eval_every", "checkpoint_every", "console_every", "output", "report_to"}),
 }
 """Every section and the keys it accepts; anything else is rejected with its pointer."""
 
@@ -83,6 +85,8 @@ class TrainSpec:
     output: Path
     skip_bad_rows: bool = False
     """Train without the rows the dataset check finds errors in (each listed), instead of stopping."""
+    report_to: tuple[str, ...] = ()
+    """Trackers that get every step's metrics besides metrics.jsonl (``rl._logging.TRACKERS``), their libraries checked."""
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -229,6 +233,7 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
         console_every=_int(train.get("console_every", 10), "/train/console_every", optional=True),
         output=output if output is not None else path(train.get("output", "runs/train"), "/train/output", must_exist=False),
         skip_bad_rows=skip or skip_bad_rows,
+        report_to=tuple(check_report_to(train.get("report_to", []), "/train/report_to")),  # a missing library: before the model loads
     )
 
 
@@ -366,7 +371,7 @@ _PLOTS = frozenset({"reward.png", "kl.png", "entropy.png"})
 def foreign_entries(output: Path) -> list[str]:
     """What in ``output`` ``rftkit train`` did not write, as relative names (``notes.txt``, ``checkpoints/best/``).
 
-    Its own files are ``metrics.jsonl``, ``checkpoints/step-*``, ``plots/{reward,kl,entropy}.png``,
+    Its own files are ``metrics.jsonl``, ``checkpoints/step-*``, ``plots/{reward,kl,entropy}.png``, ``tensorboard/events.out.tfevents.*``,
     ``model/`` when it holds :data:`MODEL_MARKER`, and the ``.tmp-*`` folders and files of a writer
     that was killed (``.tmp-model-*``, ``checkpoints/.tmp-step-*``, ``metrics.jsonl.tmp``, ``.tmp-probe-*``). A symbolic link is never its own (deleting through it could reach anywhere).
     """
@@ -379,13 +384,15 @@ def foreign_entries(output: Path) -> list[str]:
             return entry.is_dir() and (_STEP_DIR.match(entry.name) is not None or entry.name.startswith(".tmp-step-"))
         if inside == "plots":
             return entry.is_file() and entry.name in _PLOTS
+        if inside == "tensorboard":  # report_to = ["tensorboard"]
+            return entry.is_file() and entry.name.startswith("events.out.tfevents.")
         return ((entry.is_file() and (entry.name in ("metrics.jsonl", "metrics.jsonl.tmp") or entry.name.startswith(".tmp-probe-")))
                 or (entry.name.startswith(".tmp-model-") and entry.is_dir())
                 or (entry.name == "model" and entry.is_dir() and (entry / MODEL_MARKER).is_file()))
 
     foreign = []
     for entry in sorted(output.iterdir()):
-        if entry.name in ("checkpoints", "plots") and entry.is_dir() and not entry.is_symlink():
+        if entry.name in ("checkpoints", "plots", "tensorboard") and entry.is_dir() and not entry.is_symlink():
             foreign += [f"{entry.name}/{e.name}{'/' if e.is_dir() else ''}" for e in sorted(entry.iterdir()) if not own(e, entry.name)]
         elif not own(entry, ""):
             foreign.append(entry.name + ("/" if entry.is_dir() else ""))
@@ -537,7 +544,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
         console.print(f"training {spec.model} for steps {start + 1}..{spec.steps} on {len(train_rows)} prompts "
                       f"({len(eval_rows)} held out); writing to {spec.output}", soft_wrap=True)
         history = trainer.train(spec.steps, log_dir=spec.output, eval_every=spec.eval_every,
-                                checkpoint_every=spec.checkpoint_every, console_every=spec.console_every)
+                                checkpoint_every=spec.checkpoint_every, console_every=spec.console_every, report_to=spec.report_to)
         if trainer.ranks.is_main:
             write_model(model_dir, model, tokenizer, trainer.step_count)
     except OSError as exc:

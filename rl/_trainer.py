@@ -374,7 +374,8 @@ class PPOTrainer:
             self._generator.manual_seed(self.config.seed + self.ranks.rank)
 
     def train(self, steps: int, *, log_dir: str | os.PathLike[str] | None = None, eval_every: int | None = None,
-              checkpoint_every: int | None = None, console_every: int | None = 10) -> list[dict[str, float]]:
+              checkpoint_every: int | None = None, console_every: int | None = 10,
+              report_to: Sequence[str] = ()) -> list[dict[str, float]]:
         """Run ``step()`` until ``step_count == steps`` (a total, so a resumed run stops where the original would).
 
         Every ``eval_every`` steps, and at every checkpoint, ``evaluate()``'s held-out greedy reward
@@ -382,7 +383,8 @@ class PPOTrainer:
         ``kl/to_init``. With ``log_dir``: each step's metrics are appended to ``log_dir/metrics.jsonl``
         (lines after the current step, left by a killed run, are dropped first) and every
         ``checkpoint_every`` steps, and at the last, a checkpoint goes to ``log_dir/checkpoints``; at the end
-        :func:`plot_metrics` draws ``log_dir/plots/{reward,kl,entropy}.png`` from the whole log.
+        :func:`plot_metrics` draws ``log_dir/plots/{reward,kl,entropy}.png`` from the whole log. ``report_to``: trackers
+        (``tensorboard``, ``wandb``, ``mlflow``; see ``rl/_logging.py``) that get every step's metrics too; they need ``log_dir``.
         A progress bar is drawn on stderr when it is a terminal. Returns the metrics of the steps run.
         """
         for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
@@ -391,8 +393,12 @@ class PPOTrainer:
         if checkpoint_every is not None and log_dir is None:
             raise UserError("checkpoint_every needs a log_dir to write checkpoints into", code="bad_schedule",
                             pointer="/checkpoint_every", hint="pass log_dir=... or checkpoint_every=None")
+        if report_to and log_dir is None:
+            raise UserError("report_to needs a log_dir (metrics.jsonl is always written beside the trackers)", code="bad_schedule",
+                            pointer="/report_to", hint="pass log_dir=... or report_to=()")
         main = self.ranks.is_main  # under torchrun, only rank 0 logs, draws and prints
-        logger = (MetricsLogger(Path(log_dir) / "metrics.jsonl", start_step=self.step_count, console_every=console_every)
+        logger = (MetricsLogger(Path(log_dir) / "metrics.jsonl", start_step=self.step_count, console_every=console_every,
+                                report_to=report_to, run_config=dataclasses.asdict(self.config))
                   if log_dir is not None and main else None)
         history = []
         stderr = Console(stderr=True)
