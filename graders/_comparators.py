@@ -406,6 +406,7 @@ def _make_fuzzy(
     score_fn, scale = _FUZZY_SCORERS[scorer]
     threshold = float(threshold)
     cap = fuzzy_max_chars(scorer, max_chars)
+    cached_cut = normalize and cap >= _CACHE_MAX_CHARS
     # rapidfuzz returns 0 below score_cutoff, which skips work; the epsilon keeps a
     # score exactly at the threshold from being cut by float rounding of threshold * scale.
     cutoff = max(0.0, threshold * scale - 1e-9)
@@ -420,13 +421,17 @@ def _make_fuzzy(
             if a_text is None or b_text is None:
                 return exact(prediction, reference)
             a, b = a_text, b_text
-        if len(a) > cap:  # only the first `cap` characters are compared (the grader notes it in the field's detail)
+        # Only the first `cap` characters are compared (the grader notes a cut in the field's detail). The cache
+        # holds texts of at most _CACHE_MAX_CHARS characters, so with a cap at least that large a hit needs no cut.
+        if cached_cut:
+            a = cache.get(a) or _norm(a[:cap], False)
+            b = cache.get(b) or _norm(b[:cap], False)
+        else:
             a = a[:cap]
-        if len(b) > cap:
             b = b[:cap]
-        if normalize:
-            a = cache.get(a) or _norm(a, False)
-            b = cache.get(b) or _norm(b, False)
+            if normalize:
+                a = cache.get(a) or _norm(a, False)
+                b = cache.get(b) or _norm(b, False)
         if a == b:
             return 1.0
         if not a or not b:
@@ -446,13 +451,14 @@ def _make_fuzzy(
         """
         if not (_only_strings(predictions) and _only_strings(references)):
             return None
-        predictions = [x if len(x) <= cap else x[:cap] for x in predictions]
-        references = [x if len(x) <= cap else x[:cap] for x in references]
-        if normalize:
-            left = [cache.get(x) or _norm(x, False) for x in predictions]
-            right = [cache.get(x) or _norm(x, False) for x in references]
+        if cached_cut:
+            left = [cache.get(x) or _norm(x[:cap], False) for x in predictions]
+            right = [cache.get(x) or _norm(x[:cap], False) for x in references]
+        elif normalize:
+            left = [_norm(x[:cap], False) for x in predictions]
+            right = [_norm(x[:cap], False) for x in references]
         else:
-            left, right = predictions, references
+            left, right = [x[:cap] for x in predictions], [x[:cap] for x in references]
         if not all(left) or not all(right):
             return None
         rows = []
