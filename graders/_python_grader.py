@@ -488,21 +488,29 @@ class _Pool:
         return replies
 
     def _sandbox(self, deadline: float | None) -> _Sandbox | _Reply:
-        with self.lock:
-            sandbox = self.sandbox
-            if sandbox is not None and not sandbox.alive():
-                sandbox.stop()  # it died while idle (killed from outside): start afresh
-                sandbox = self.sandbox = None
-            if sandbox is None:
-                sandbox = self.starting = _Sandbox(*self.settings)
-                try:
-                    failed = sandbox.start(deadline)
-                finally:
-                    self.starting = None
-                if failed is not None:
-                    return failed
-                self.sandbox = sandbox
-            return sandbox
+        wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self.lock.acquire(timeout=wait):  # another thread is starting it: wait no longer than the deadline
+            return _deadline_reply()
+        try:
+            return self._sandbox_locked(deadline)
+        finally:
+            self.lock.release()
+
+    def _sandbox_locked(self, deadline: float | None) -> _Sandbox | _Reply:
+        sandbox = self.sandbox
+        if sandbox is not None and not sandbox.alive():
+            sandbox.stop()  # it died while idle (killed from outside): start afresh
+            sandbox = self.sandbox = None
+        if sandbox is None:
+            sandbox = self.starting = _Sandbox(*self.settings)
+            try:
+                failed = sandbox.start(deadline)
+            finally:
+                self.starting = None
+            if failed is not None:
+                return failed
+            self.sandbox = sandbox
+        return sandbox
 
     def _stop(self, sandbox: _Sandbox) -> None:
         with self.lock:

@@ -308,3 +308,18 @@ def test_close_ends_a_slow_top_level_at_once() -> None:
     assert not closed.is_alive() and not thread.is_alive()  # where close() waited for the 60 s top level
     (grade,) = loading
     assert flagged(grade, "python_grader_server_error") and "closed" in grade.reason
+
+
+def test_a_deadline_bounds_the_wait_for_another_threads_start() -> None:
+    source = "import time\ntime.sleep(60)\ndef grade(sample, item):\n    return 1.0\n"
+    with PythonGrader(name="slow_import", source=source, timeout=60) as g:
+        first = threading.Thread(target=g.grade, args=("x",))
+        first.start()
+        assert wait_until(lambda: g._pool.starting is not None)  # white box: the first call is loading the source
+        started = time.monotonic()
+        with grading_deadline(0.5):
+            waited = g.grade("x")
+        assert time.monotonic() - started < 30  # the deadline, not the other call's 60 s top level
+        assert flagged(waited, "python_grader_server_error") and "deadline passed" in waited.reason
+    first.join(10)
+    assert not first.is_alive()
