@@ -3,8 +3,8 @@
 Standard library only (it must not import :mod:`graders`: the sandbox sees none
 of the grading process). Three kinds of process, each with one job:
 
-* the **supervisor** (this program as started) enters new user, network and PID
-  namespaces (``MODE`` ``auto``/``namespaces``; else none), forks the
+* the **supervisor** (this program as started) enters new user, network, PID
+  and IPC namespaces (``MODE`` ``auto``/``namespaces``; else none), forks the
   template, reports the template's exit on ``CTL``, and kills everything if the
   grading process dies (``LIFE`` closes);
 * the **template** (the namespace's PID 1), in a mount namespace of its own,
@@ -51,6 +51,7 @@ FILENAME = "<python grader>"
 
 # Linux constants (include/uapi/linux/*.h); the same on every architecture this uses them on.
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_THREAD = 0x20000, 0x10000000, 0x20000000, 0x40000000, 0x10000
+CLONE_NEWIPC = 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 MS_NOATIME, MS_NODIRATIME, MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 16384, 1 << 18, 1 << 21, 1 << 24
 PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_SECUREBITS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 22, 28, 36, 38
@@ -245,7 +246,9 @@ def supervise(req: int, ctl: int, life: int, sock: int, mode: str) -> None:
     if mode != "basic":
         try:
             uid, gid = os.getuid(), os.getgid()
-            unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID, "unshare")  # the template takes its own mount namespace
+            # (System V shared memory, semaphores and queues of the host are out of reach in a new IPC namespace; the
+            # template takes its own mount namespace.)
+            unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC, "unshare")
             try:
                 map_ids(uid, gid)
             except Refused as exc:  # half-entered: this process is unusable

@@ -13,6 +13,7 @@ defect was a hang), and checks what happened outside the sandbox itself.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -240,6 +241,21 @@ def grade(sample, item):
     with PythonGrader(name="reach", source=source, timeout=5) as g:
         grade = g.grade("x", {"grader_pid": os.getpid()})
     assert grade.score == 1.0, grade.reason
+
+
+@NAMESPACES
+def test_the_hosts_system_v_shared_memory_is_out_of_reach() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x5EED0000 + os.getpid() % 0xFFFF
+    segment = libc.shmget(key, 4096, 0o1600)  # IPC_CREAT | 0600
+    assert segment >= 0, os.strerror(ctypes.get_errno())
+    try:
+        source = ("import ctypes\ndef grade(sample, item):\n"
+                  "    return 1.0 if ctypes.CDLL(None).shmget(item['key'], 0, 0) < 0 else 0.0\n")
+        with PythonGrader(name="ipc", source=source, timeout=5) as g:
+            assert g.grade("x", {"key": key}).score == 1.0  # another IPC namespace: the segment does not exist there
+    finally:
+        libc.shmctl(segment, 0, None)  # IPC_RMID
 
 
 # -- liveness: a hung grade holds one slot; deadlines and close() kill it --------------------------
