@@ -24,14 +24,14 @@ disk (a private tmpfs per grade with namespaces; per file without); 2 threads
 for the numeric libraries. The top level gets ``max(timeout, 30 s)`` once per template.
 
 **Confinement** (``isolation="namespaces"``, which ``"auto"`` picks where Linux
-allows user namespaces): new user, mount, network and PID namespaces; every
+allows user namespaces): new user, mount, network, PID and IPC namespaces; every
 mount read-only but the temp dir, a fresh ``/proc``, a ``/dev`` of harmless
 devices; no capabilities; a template no grade can read or write (not
-dumpable); a seccomp filter that refuses ``fork``/``clone``/``exec`` unless
-``allow_subprocess=True``; resource limits; an audit hook for readable errors.
-Not confined: reading files, CPU time of other processes' cores, system calls
-made through ``ctypes`` within a grade's own process, and kernel exploits (use a
-VM). ``isolation="basic"`` keeps the seccomp filter, the limits and the audit
+dumpable); a seccomp filter that refuses ``fork``/``clone``/``exec`` and
+signals to other processes unless ``allow_subprocess=True``; resource limits;
+an audit hook for readable errors. Not confined: reading files, CPU time,
+system calls made through ``ctypes`` within a grade's own process, and kernel
+exploits (use a VM). ``isolation="basic"`` keeps the seccomp filter, the limits and the audit
 hook, and nothing else. docs/graders/python.md has the full threat model.
 """
 
