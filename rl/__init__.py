@@ -8,7 +8,10 @@ Built so far:
   ``kl_from_logits``, ``approx_kl``, ``entropy_from_logits``), the adaptive KL controller
   (``adaptive_kl_coef``), the learning-rate schedule (``lr_factor``) and the per-token
   rewards (``token_rewards``);
-* ``PPOConfig`` (every knob, checked at construction; a fixed or adaptive KL coefficient);
+* ``PPOConfig`` (every knob, checked at construction; a fixed or adaptive KL coefficient;
+  micro-batches), ``ModelConfig`` (mixed precision: float32 master weights, autocast in the
+  model's dtype; gradient checkpointing; loading knobs) and ``LoRAConfig`` (peft adapters, the
+  reference being the base with them off), applied by ``rl._model``;
 * rollouts: ``generate_completions`` (batched, left-padded, KV-cached sampling)
   and ``sequence_logprobs`` (log-probs under the sampling temperature); the trainer
   itself samples and scores with each prompt run once per group (``rl._shared_prefix``);
@@ -31,7 +34,7 @@ Built so far:
 """
 
 from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten
-from ._config import KLEstimator, LRSchedule, PPOConfig
+from ._config import DType, KLEstimator, LoRAConfig, LRSchedule, ModelConfig, PPOConfig
 from ._logging import MetricsLogger, read_metrics
 from ._losses import (
     adaptive_kl_coef,
@@ -51,9 +54,12 @@ from ._trainer import BatchGrader, PPOTrainer, Scored, token_rewards
 __all__ = [
     "AdvantageEstimator",
     "BatchGrader",
+    "DType",
     "KLEstimator",
     "LRSchedule",
+    "LoRAConfig",
     "MetricsLogger",
+    "ModelConfig",
     "PPOConfig",
     "PPOTrainer",
     "Rollout",

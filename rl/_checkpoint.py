@@ -1,13 +1,19 @@
 """Checkpoint files: an atomic directory write, pruning to the last K, finding the latest, and RNG capture.
 
-A checkpoint is one directory, ``<root>/step-00000012/``, holding::
+A checkpoint is one directory, ``<root>/step-00000012/``, and a model :func:`save_policy` wrote: full
+fine-tuning's loads with ``AutoModelForCausalLM.from_pretrained(step_dir)``, LoRA's is a peft adapter
+(``PeftModel.from_pretrained(base, step_dir)``), so any checkpoint can be evaluated. It holds::
 
-    model.safetensors        the policy (``safetensors.torch.save_model``: tied weights are stored once)
+    model.safetensors        full fine-tuning: the policy's weights (``safetensors.torch.save_model``: tied weights
+                             are stored once), with config.json and generation_config.json beside it
+    adapter_model.safetensors, adapter_config.json   LoRA: the adapters (peft's format), instead of the above
+    tokenizer files          the tokenizer's ``save_pretrained``
     value_head.safetensors   the value head (``gae`` only)
     optimizer.pt             ``optimizer.state_dict()`` (read back with ``torch.load(weights_only=True)``)
+    scaler.pt                float16 autocast only: the gradient scaler's state
     rng.safetensors          torch's CPU RNG, the trainer's minibatch generator, each CUDA device's RNG
                              (under torchrun: every rank's, ``rank1/torch_cpu``, ...)
-    trainer_state.json       step, the prompt queue, python ``random`` states, the config
+    trainer_state.json       step, the prompt queue, python ``random`` states, the config, the LoRA settings
 
 **Atomicity.** Everything is written into ``<root>/.tmp-step-00000012-<pid>/`` (same
 filesystem, each file fsynced) and only then renamed to ``step-00000012`` with
@@ -17,7 +23,7 @@ only, so it sees a complete checkpoint or none: a writer killed half-way leaves 
 existing step renames the old directory aside first, then deletes it.
 Afterwards all but the newest ``keep_last`` ``step-*`` directories are deleted.
 :func:`replace_directory` is that write for any directory; :func:`write_model` uses it for
-``rftkit train``'s final ``OUTPUT/model/``, marked with the step of its weights
+``rftkit train``'s final ``OUTPUT/model/`` (and with LoRA ``OUTPUT/adapter/``, :func:`write_final`), marked with the step of its weights
 (:data:`MODEL_MARKER`, read back by :func:`model_step`), so a resumed run can tell a complete
 final model from a missing or stale one.
 """
@@ -35,7 +41,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -215,3 +221,61 @@ def model_step(directory: str | os.PathLike[str]) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return step if isinstance(step, int) else None
+
+
+# --------------------------------------------------------------------------- the policy in a checkpoint, and the final model
+
+
+def save_policy(model: Any, tokenizer: Any, directory: Path) -> None:
+    """Write ``model`` into ``directory`` so that it loads as a model: peft's adapter files, or weights, config, tokenizer.
+
+    Full fine-tuning writes the weights with ``save_model`` (exactly the tensors the trainer holds, tied ones once,
+    read back by :func:`load_policy`), tagged ``format: pt`` as ``from_pretrained`` expects, and the config beside them.
+    """
+    from ._model import is_peft
+
+    if is_peft(model):
+        model.save_pretrained(directory)  # adapter_config.json, adapter_model.safetensors (the adapters alone)
+    else:
+        save_model(model, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(directory)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def load_policy(model: Any, directory: Path, device: torch.device) -> None:
+    """Load what :func:`save_policy` wrote back into ``model`` (the adapters alone for a peft model), exactly."""
+    from ._model import is_peft
+
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors"), device=str(device)))
+        unexpected = [key for key in getattr(result, "unexpected_keys", []) if "lora_" in key]
+        if unexpected:
+            raise ValueError(f"{directory}: adapter weights this model has no place for: {unexpected[:3]}")
+    else:
+        load_model(model, str(directory / "model.safetensors"), device=str(device))
+
+
+def write_final(output: str | os.PathLike[str], model: Any, tokenizer: Any, step: int) -> Path:
+    """``rftkit train``'s end: ``output/model/`` (:func:`write_model`) and, with LoRA, ``output/adapter/`` first.
+
+    A LoRA policy is written twice: its adapters (peft's format, loadable onto the base) into ``adapter/``,
+    then merged into the base weights (``merge_and_unload``, in place: the trainer holding ``model`` is done)
+    into ``model/``, which ``from_pretrained`` loads on its own. ``model/`` is written last, so its marker
+    means both are whole.
+    """
+    from ._model import is_peft
+
+    output = Path(output)
+    if is_peft(model):
+        def write_adapter(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / MODEL_MARKER, {"step": step})
+
+        replace_directory(output / "adapter", write_adapter)
+        model = model.merge_and_unload()
+    return write_model(output / "model", model, tokenizer, step)

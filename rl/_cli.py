@@ -3,9 +3,11 @@
 ``graders`` owns the app but never imports ``rl``; it finds this module through the
 ``rftkit.commands`` entry-point group (``pyproject.toml``) and calls :func:`register`.
 
-The config has five sections (relative paths are read relative to the config file)::
+The config has five sections, and a sixth for LoRA (relative paths are read relative to the config file)::
 
-    [model]    name_or_path = "gpt2"   (a local Hugging Face directory or a hub id), device = "auto"
+    [model]    name_or_path = "gpt2"   (a local Hugging Face directory or a hub id), device = "auto", and any
+               ModelConfig field (dtype, master_dtype, gradient_checkpointing, attn_implementation, ...)
+    [lora]     any LoRAConfig field    (present: LoRA adapters through peft; absent: full fine-tuning)
     [dataset]  train = "train.jsonl"   (rows with "prompt" or "messages"; see row_problem), eval = "eval.jsonl" or eval_count = 8,
                skip_bad_rows = false
     [grader]   config = "grader.json"  (any grader config graders.from_config reads: structured or OpenAI's types)
@@ -50,12 +52,13 @@ from rich.markup import escape
 
 from schemas import UserError, load_jsonl
 
-from ._config import PPOConfig
+from ._config import LoRAConfig, ModelConfig, PPOConfig
 from ._distributed import is_main_process, leave_process_group, rank_device
 from ._logging import check_report_to
 
 SECTIONS: dict[str, frozenset[str]] = {
-    "model": frozenset({"name_or_path", "device"}),
+    "model": frozenset({"name_or_path", "device"} | {f.name for f in fields(ModelConfig)}),
+    "lora": frozenset(f.name for f in fields(LoRAConfig)),
     "dataset": frozenset({"train", "eval", "eval_count", "skip_bad_rows"}),
     "grader": frozenset({"config"}),
     "ppo": frozenset(f.name for f in fields(PPOConfig)),
@@ -85,6 +88,10 @@ class TrainSpec:
     output: Path
     skip_bad_rows: bool = False
     """Train without the rows the dataset check finds errors in (each listed), instead of stopping."""
+    model_config: ModelConfig = ModelConfig()
+    """The ``[model]`` section's precision, checkpointing and loading knobs."""
+    lora: LoRAConfig | None = None
+    """The ``[lora]`` section; None: full fine-tuning."""
     report_to: tuple[str, ...] = ()
     """Trackers that get every step's metrics besides metrics.jsonl (``rl._logging.TRACKERS``), their libraries checked."""
 
@@ -169,6 +176,15 @@ def _ppo_config(section: Mapping[str, Any]) -> PPOConfig:
         raise UserError(exc.message, code=exc.code, pointer="/ppo" + exc.pointer, hint=exc.hint) from None
 
 
+def _section_config(cls: Any, section: Mapping[str, Any], name: str, skip: frozenset[str] = frozenset()) -> Any:
+    """``cls(**section)`` (less the ``skip`` keys), its errors' pointers prefixed with ``/<name>``; TOML lists become tuples."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k not in skip}
+    try:
+        return cls(**kwargs)
+    except UserError as exc:
+        raise UserError(exc.message, code=exc.code, pointer=f"/{name}" + exc.pointer, hint=exc.hint) from None
+
+
 def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = None, steps: int | None = None,
                  skip_bad_rows: bool = False) -> TrainSpec:
     """Check a parsed config; relative paths resolve against ``base`` (the config file's folder).
@@ -233,6 +249,8 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
         console_every=_int(train.get("console_every", 10), "/train/console_every", optional=True),
         output=output if output is not None else path(train.get("output", "runs/train"), "/train/output", must_exist=False),
         skip_bad_rows=skip or skip_bad_rows,
+        model_config=_section_config(ModelConfig, model, "model", skip=frozenset({"name_or_path", "device"})),
+        lora=_section_config(LoRAConfig, data["lora"], "lora") if "lora" in data else None,
         report_to=tuple(check_report_to(train.get("report_to", []), "/train/report_to")),  # a missing library: before the model loads
     )
 
@@ -372,7 +390,7 @@ def foreign_entries(output: Path) -> list[str]:
     """What in ``output`` ``rftkit train`` did not write, as relative names (``notes.txt``, ``checkpoints/best/``).
 
     Its own files are ``metrics.jsonl``, ``checkpoints/step-*``, ``plots/{reward,kl,entropy}.png``, ``tensorboard/events.out.tfevents.*``,
-    ``model/`` when it holds :data:`MODEL_MARKER`, and the ``.tmp-*`` folders and files of a writer
+    ``model/`` and ``adapter/`` when they hold :data:`MODEL_MARKER`, and the ``.tmp-*`` folders and files of a writer
     that was killed (``.tmp-model-*``, ``checkpoints/.tmp-step-*``, ``metrics.jsonl.tmp``, ``.tmp-probe-*``). A symbolic link is never its own (deleting through it could reach anywhere).
     """
     from ._checkpoint import _STEP_DIR, MODEL_MARKER
@@ -387,8 +405,8 @@ def foreign_entries(output: Path) -> list[str]:
         if inside == "tensorboard":  # report_to = ["tensorboard"]
             return entry.is_file() and entry.name.startswith("events.out.tfevents.")
         return ((entry.is_file() and (entry.name in ("metrics.jsonl", "metrics.jsonl.tmp") or entry.name.startswith(".tmp-probe-")))
-                or (entry.name.startswith(".tmp-model-") and entry.is_dir())
-                or (entry.name == "model" and entry.is_dir() and (entry / MODEL_MARKER).is_file()))
+                or (entry.name.startswith((".tmp-model-", ".tmp-adapter-")) and entry.is_dir())
+                or (entry.name in ("model", "adapter") and entry.is_dir() and (entry / MODEL_MARKER).is_file()))
 
     foreign = []
     for entry in sorted(output.iterdir()):
@@ -477,18 +495,28 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def out_of_memory(what: str) -> UserError:
+    """An out-of-memory error as one line naming the knobs that lower the peak."""
+    return UserError(f"{what} (out of memory)", code="out_of_memory", pointer="/model",
+                     hint="lower ppo.micro_batch_size (completions per forward/backward), set model.gradient_checkpointing = true, "
+                          "train LoRA adapters ([lora] r = 16), or lower ppo.max_new_tokens")
+
+
 def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: bool = False) -> list[dict[str, float]]:
     """Check the output folder, device and data, then load the model and train; returns the metrics of the steps run.
+
+    Running out of device memory (loading, or training) is one line naming the knobs that help (:func:`out_of_memory`).
 
     Everything that can be checked without the model is checked first. A run whose last
     checkpoint is the final step but whose ``OUTPUT/model`` is missing or from an earlier step
     (killed while it was written) gets it written from that checkpoint on ``--resume``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
 
     from graders import StructuredGrader, from_config
 
-    from ._checkpoint import checkpoint_name, model_step, resolve_checkpoint, write_model
+    from ._checkpoint import checkpoint_name, model_step, resolve_checkpoint, write_final
+    from ._model import load_pretrained
     from ._trainer import PPOTrainer
 
     if resume and overwrite:
@@ -519,23 +547,33 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
     if main:  # last before the model, so a refused run leaves the folder as it was; rank 0 alone writes
         prepare_output(spec.output, resume=resume, overwrite=overwrite)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.model)
-        model: Any = AutoModelForCausalLM.from_pretrained(spec.model)
+        model, tokenizer, model_config = load_pretrained(spec.model, spec.model_config, lora=spec.lora is not None, device=device)
     except OSError as exc:
         raise _bad("/model/name_or_path", f"cannot load {spec.model!r}: {exc}") from None
+    except (ImportError, ValueError) as exc:  # a bad attn_implementation, remote code refused or missing its package
+        raise _bad("/model", f"cannot load {spec.model!r}: {exc}") from None
     try:
         model = model.to(device)
     except (RuntimeError, AssertionError) as exc:  # torch says "not compiled with CUDA" with an AssertionError
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise out_of_memory(f"the model does not fit on {device}") from None
         raise _bad("/model/device", f"cannot move the model to {device!r}: {exc}") from None
     train_rows = trainer_rows(train_rows, tokenizer, structured=structured)
     eval_rows = trainer_rows(eval_rows, tokenizer, structured=structured)
-    trainer = PPOTrainer(model, tokenizer, grader, train_rows, eval_rows, spec.ppo, resume_from=resume_from)
+    try:
+        trainer = PPOTrainer(model, tokenizer, grader, train_rows, eval_rows, spec.ppo, resume_from=resume_from,
+                             model_config=model_config, lora=spec.lora)
+    except torch.OutOfMemoryError:
+        raise out_of_memory(f"the model does not fit on {device} for training") from None
+    if model_config.gradient_checkpointing and trainer.shared_prefix:
+        console.print("gradient checkpointing: the update runs whole sequences (sampling and the reference keep the "
+                      "shared-prompt cache)", soft_wrap=True)
     start = trainer.step_count
     model_dir = spec.output / "model"
     try:
         if start >= spec.steps:
             if trainer.ranks.is_main and model_step(model_dir) != start:
-                write_model(model_dir, model, tokenizer, start)
+                write_final(spec.output, trainer.model, tokenizer, start)
                 console.print(f"training had reached step {start}, but {escape(str(model_dir))} was missing or incomplete "
                               f"(killed while it was written): wrote it from checkpoint {checkpoint_name(start)}", soft_wrap=True)
             else:
@@ -546,7 +584,9 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
         history = trainer.train(spec.steps, log_dir=spec.output, eval_every=spec.eval_every,
                                 checkpoint_every=spec.checkpoint_every, console_every=spec.console_every, report_to=spec.report_to)
         if trainer.ranks.is_main:
-            write_model(model_dir, model, tokenizer, trainer.step_count)
+            write_final(spec.output, trainer.model, tokenizer, trainer.step_count)
+    except torch.OutOfMemoryError:
+        raise out_of_memory("out of memory while training") from None
     except OSError as exc:
         if exc.filename is None and exc.errno not in _WRITE_HINTS:  # not a file the run writes: someone's bug, keep its traceback
             raise

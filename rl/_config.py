@@ -24,6 +24,9 @@ from ._advantages import AdvantageEstimator
 LRSchedule = Literal["constant", "linear", "cosine"]
 """The learning rate after warm-up: unchanged, or decayed to 0 at ``lr_decay_steps`` along a line or a half cosine."""
 
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+"""A floating-point type by name; ``auto`` is the checkpoint's own (a ``PPOTrainer``: the given model's)."""
+
 KLEstimator = Literal["k1", "k3"]
 """How the KL to the initial policy enters training: ``k1`` as a per-token penalty inside the
 reward, ``k3`` as a separate, always non-negative loss term."""
@@ -83,6 +86,10 @@ class PPOConfig:
     minibatch_size: int = 8
     """Completions per gradient step; at most the batch size. Minibatches are filled group by group (a prompt's
     samples side by side, each prompt run once), so a multiple of ``samples_per_prompt`` holds whole groups."""
+    micro_batch_size: int | None = None
+    """Completions per forward/backward (None: the whole minibatch at once). Gradients accumulate over the
+    micro-batches of a minibatch, each weighted by its share of the minibatch's tokens, so the step is the one a
+    single pass would take; only peak memory changes. A multiple of ``samples_per_prompt`` runs each prompt once."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm."""
     no_eos_penalty: float = 0.0
@@ -155,9 +162,118 @@ class PPOConfig:
         if self.minibatch_size > self.batch_size:
             _reject("minibatch_size", f"minibatch_size {self.minibatch_size} exceeds the batch of {self.batch_size} completions",
                     "lower minibatch_size or raise prompts_per_batch * samples_per_prompt")
+        if self.micro_batch_size is not None:
+            if isinstance(self.micro_batch_size, bool) or not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1:
+                _reject("micro_batch_size", f"micro_batch_size must be an integer >= 1 or None, got {self.micro_batch_size!r}",
+                        "None runs each minibatch in one forward/backward")
+            if self.micro_batch_size > self.minibatch_size:
+                _reject("micro_batch_size", f"micro_batch_size {self.micro_batch_size} exceeds minibatch_size {self.minibatch_size}",
+                        "a micro-batch is a slice of a minibatch: lower micro_batch_size (or drop it)")
         if self.ratio_skip_threshold <= 1:
             _reject("ratio_skip_threshold", f"ratio_skip_threshold must be > 1, got {self.ratio_skip_threshold}",
                     "the ratio starts at 1; 10 skips only real blow-ups")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How the policy is loaded and computed: ``rftkit train``'s ``[model]`` section, less the model's name and device.
+
+    The defaults train a bf16 checkpoint correctly: the trained weights and AdamW's states in float32,
+    the forward and backward in the checkpoint's dtype under ``torch.autocast`` (mixed precision).
+
+    >>> ModelConfig(dtype="bfloat16").pure_low_precision
+    False
+    >>> ModelConfig(dtype="bfloat16", master_dtype="bfloat16").pure_low_precision
+    True
+    """
+
+    dtype: DType = "auto"
+    """Compute dtype: the forward and backward run in it (``torch.autocast``), and so do the sampler and the
+    reference. ``auto``: the checkpoint's dtype (bf16 for most open models; float32 for one saved in float32)."""
+    master_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """The dtype of the trained weights and of AdamW's states. Keep float32: a bf16 weight cannot take an update
+    smaller than 1/256 of itself, so at ``learning_rate=1e-6`` almost every update is lost. A 16-bit master
+    (pure low precision, with a warning) halves the weights' memory at that cost."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward instead of keeping them (less memory, about
+    a third more compute). The update then runs whole sequences, not the shared-prompt cache (a layer
+    that checkpoints cannot write a cache); sampling and the reference keep it."""
+    attn_implementation: str | None = None
+    """Passed to ``from_pretrained`` (``"sdpa"``, ``"eager"``, ``"flash_attention_2"``, ...); None: transformers' default."""
+    trust_remote_code: bool = False
+    """Passed to ``from_pretrained``: run the model code a hub repository ships (only for repositories you trust)."""
+    revision: str | None = None
+    """Passed to ``from_pretrained``: a branch, tag or commit of a hub model; None: the default branch."""
+    threads: int | None = None
+    """``torch.set_num_threads`` for a CPU run; None: torch's default (all cores, which a busy machine punishes)."""
+
+    @property
+    def pure_low_precision(self) -> bool:
+        """The trained weights themselves are 16-bit (``master_dtype`` is not float32)."""
+        return self.master_dtype != "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in get_args(DType):
+            _reject("dtype", f"unknown dtype {self.dtype!r}", "choose one of " + ", ".join(get_args(DType)))
+        if self.master_dtype not in ("float32", "bfloat16", "float16"):
+            _reject("master_dtype", f"unknown master_dtype {self.master_dtype!r}",
+                    "float32 (mixed precision, the default) or, to save memory at a cost in precision, bfloat16 / float16")
+        if self.pure_low_precision and self.dtype not in (self.master_dtype, "auto"):
+            _reject("master_dtype", f"master_dtype {self.master_dtype} with dtype {self.dtype}: 16-bit weights compute in their own dtype",
+                    f"set dtype = {self.master_dtype!r}, or master_dtype = 'float32' for mixed precision")
+        for name in ("gradient_checkpointing", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                _reject(name, f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("attn_implementation", "revision"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                _reject(name, f"{name} must be a non-empty string or None, got {value!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            _reject("threads", f"threads must be an integer >= 1 or None, got {self.threads!r}", "1 is often fastest on a busy CPU")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA adapters through peft: ``rftkit train``'s ``[lora]`` section (present: LoRA; absent: full fine-tuning).
+
+    Only the adapters train (float32, with their AdamW states); the base weights stay frozen in the compute
+    dtype, and the reference policy is the same base with the adapters switched off, so one copy of the base
+    weights is held. ``dropout`` is kept at 0: PPO scores the very policy that sampled.
+
+    >>> LoRAConfig(r=8).scale
+    4.0
+    """
+
+    r: int = 16
+    """The adapters' rank."""
+    alpha: int = 32
+    """LoRA's scale numerator: each adapter's output is multiplied by ``alpha / r``."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input; must be 0 (PPO's ratio compares the policy that sampled with itself)."""
+    target_modules: str | tuple[str, ...] = "all-linear"
+    """The modules that get adapters: ``"all-linear"`` (every linear layer but the output head) or module
+    names such as ``("q_proj", "v_proj")``; passed to ``peft.LoraConfig``."""
+
+    @property
+    def scale(self) -> float:
+        """``alpha / r``."""
+        return self.alpha / self.r
+
+    def __post_init__(self) -> None:
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            _reject("r", f"r must be an integer >= 1, got {self.r!r}", "8-64 are usual")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int) or self.alpha < 1:
+            _reject("alpha", f"alpha must be an integer >= 1, got {self.alpha!r}", "usually 2 * r")
+        if self.dropout != 0:
+            _reject("dropout", f"dropout must be 0 here, got {self.dropout!r}",
+                    "PPO scores the policy that sampled, so the update runs without dropout")
+        modules = self.target_modules
+        if isinstance(modules, list):
+            object.__setattr__(self, "target_modules", modules := tuple(modules))
+        if not (isinstance(modules, str) and modules) and not (
+                isinstance(modules, tuple) and modules and all(isinstance(m, str) and m for m in modules)):
+            _reject("target_modules", f"target_modules must be 'all-linear' or a list of module names, got {modules!r}",
+                    "for example ['q_proj', 'k_proj', 'v_proj', 'o_proj']")
 
 
 def _reject(name: str, message: str, hint: str = "") -> NoReturn:

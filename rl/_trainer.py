@@ -53,7 +53,6 @@ where each row is ``{"prompt": str, "reference": <the answer object>}``.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -69,13 +68,23 @@ from typing import Any, Protocol
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 from schemas import UserError
 
 from ._advantages import gae, grpo, masked_mean, reinforce_pp, rloo, whiten
-from ._checkpoint import checkpoint_name, load_rng, resolve_checkpoint, rng_tensors, save_rng, write_atomically, write_json
-from ._config import PPOConfig
+from ._checkpoint import (
+    checkpoint_name,
+    load_policy,
+    load_rng,
+    resolve_checkpoint,
+    rng_tensors,
+    save_policy,
+    save_rng,
+    write_atomically,
+    write_json,
+)
+from ._config import LoRAConfig, ModelConfig, PPOConfig
 from ._distributed import check_batch_split, join_process_group
 from ._logging import MetricsLogger
 from ._losses import (
@@ -88,6 +97,7 @@ from ._losses import (
     kl_k3,
     lr_factor,
 )
+from ._model import checkpointing, prepare_policy
 from ._plots import plot_metrics
 from ._rollout import check_tokenizer, gather_logprobs, generate_completions
 from ._shared_prefix import sample_rollout, score_completions, shares_prefix
@@ -140,12 +150,23 @@ class PPOTrainer:
 
     def __init__(self, model: Any, tokenizer: Any, grader: BatchGrader, train_rows: Sequence[Mapping[str, Any]],
                  eval_rows: Sequence[Mapping[str, Any]], config: PPOConfig | None = None, *,
-                 resume_from: str | os.PathLike[str] | None = None) -> None:
+                 resume_from: str | os.PathLike[str] | None = None, model_config: ModelConfig | None = None,
+                 lora: LoRAConfig | None = None) -> None:
         """``resume_from``: a checkpoint directory, or a directory of them (the newest is used). Pass the same
-        *initial* model as the original run (it becomes the frozen reference) and ``config=None`` or the same config."""
+        *initial* model as the original run (it becomes the frozen reference) and ``config=None`` or the same config.
+
+        ``model_config``: precision (float32 master weights, autocast in the model's dtype by default) and gradient
+        checkpointing; ``lora``: train peft LoRA adapters instead of every weight (``rl/_model.py``). The model is
+        prepared in place (upcast, or wrapped by peft: ``trainer.model`` is then the ``PeftModel``)."""
         checkpoint, saved = _read_checkpoint(resume_from, config) if resume_from is not None else (None, None)
         if saved is not None:
             config = PPOConfig(**saved["config"])
+            saved_lora = saved.get("lora")
+            if saved_lora != (dataclasses.asdict(lora) if lora is not None else None) and not (
+                    saved_lora is not None and lora is not None and LoRAConfig(**saved_lora) == lora):
+                raise UserError("the checkpoint was written with " + (f"LoRA {saved_lora}" if saved_lora else "full fine-tuning")
+                                + ", not " + (f"LoRA {dataclasses.asdict(lora)}" if lora else "full fine-tuning"),
+                                code="bad_resume", pointer="/lora", hint="resume with the [lora] section the run started with")
         self.config = config = config if config is not None else PPOConfig()
         check_tokenizer(tokenizer)
         _check_rows(train_rows, "train_rows", allow_empty=False)
@@ -155,12 +176,21 @@ class PPOTrainer:
         check_batch_split(config, self.ranks.world_size)
         torch.manual_seed(config.seed + self.ranks.rank)  # each rank samples with its own seed
         self.ranks.broadcast_weights(model)  # every rank starts from rank 0's weights, and keeps them as its reference
-        self.model, self.tokenizer, self.grader = model.eval(), tokenizer, grader
+        self.model_config, self.lora = model_config if model_config is not None else ModelConfig(), lora
+        self.policy = prepare_policy(model, self.model_config, lora)
+        """The model as trained: its compute dtype (autocast), adapters, checkpointing, and the frozen reference."""
+        model = self.policy.model
+        self.model, self.tokenizer, self.grader = model, tokenizer, grader
         self.train_rows, self.eval_rows = list(train_rows), list(eval_rows)
-        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        """The frozen initial policy: the KL penalty and ``kl/to_init`` are measured against it."""
-        self.shared_prefix = shares_prefix(model)
+        self.ref_model = self.policy.reference
+        """The frozen initial policy (KL penalty, ``kl/to_init``): a copy in the compute dtype; None with LoRA, whose
+        reference is ``model`` with its adapters disabled (``self.policy.reference_model()``)."""
+        with self.policy.compute():
+            tolerance = max(1e-3, 8 * torch.finfo(self.policy.dtype).eps)  # a 16-bit forward differs from itself by its rounding
+            self.shared_prefix = shares_prefix(model, tolerance)
         """Each prompt is run once per group (checked once on a probe; else every sequence is run whole, with the same results)."""
+        self.shared_prefix_update = self.shared_prefix and not self.policy.gradient_checkpointing
+        """The update shares prompts too; not with gradient checkpointing (a layer that checkpoints writes no cache)."""
         self.value_head: torch.nn.Linear | None = None
         """``gae`` only: the value of each state, read from the policy's last hidden state."""
         if config.advantage == "gae":
@@ -173,6 +203,9 @@ class PPOTrainer:
             self.params += list(self.value_head.parameters())
         fused = all(p.device.type in ("cpu", "cuda") for p in self.params)  # AdamW in one kernel per step, not a few per tensor
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, fused=fused, foreach=not fused)
+        device_type = next(model.parameters()).device.type
+        self.scaler = torch.amp.GradScaler(device_type, enabled=self.policy.autocast and self.policy.dtype == torch.float16)
+        """float16 autocast only: the loss is scaled so small gradients do not underflow (bf16 has float32's range)."""
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(
             step, warmup_steps=config.warmup_steps, schedule=config.lr_schedule, decay_steps=config.lr_decay_steps))
         self.kl_coef = config.kl_coef
@@ -201,14 +234,15 @@ class PPOTrainer:
 
         # 1. Rollout: sample (this rank's shard of the prompts) with the policy's log-probs, then score under the initial policy.
         rows = self.ranks.shard(self._next_rows())
-        roll, old_logprobs, hidden = sample_rollout(
-            self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group, max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature, hidden=self.value_head is not None, shared=self.shared_prefix, top_k=cfg.top_k,
-            top_p=cfg.top_p)  # (B, T), (B, T, H)
+        with self.policy.compute():  # every forward in the compute dtype (autocast), the weights staying float32
+            roll, old_logprobs, hidden = sample_rollout(
+                self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, hidden=self.value_head is not None, shared=self.shared_prefix, top_k=cfg.top_k,
+                top_p=cfg.top_p)  # (B, T), (B, T, H)
         tokens, real = roll.completion_ids, roll.completion_mask.float()  # (B, T) each
-        with torch.no_grad():
-            old_values = self.value_head(hidden).squeeze(-1) * real if self.value_head is not None and hidden is not None else None
-            ref_logits, _ = score_completions(self.ref_model, roll, torch.arange(len(real), device=real.device), cfg.temperature)
+        with torch.no_grad(), self.policy.compute(), self.policy.reference_model() as reference:
+            old_values = self.value_head(hidden.float()).squeeze(-1).float() * real if self.value_head is not None and hidden is not None else None
+            ref_logits, _ = score_completions(reference, roll, torch.arange(len(real), device=real.device), cfg.temperature)
             ref_logprobs = gather_logprobs(ref_logits, tokens, top_k=cfg.top_k, top_p=cfg.top_p) * real  # (B, T)
         del ref_logits, hidden
 
@@ -247,6 +281,8 @@ class PPOTrainer:
         kept_group = keep.view(-1, group).any(dim=1)  # (B / group,)
         kept_groups, dropped_groups = kept_group.nonzero().squeeze(1), (~kept_group).nonzero().squeeze(1)
         n_rows = self.ranks.max(len(kept_groups) * group)
+        micro_size = cfg.micro_batch_size or minibatch_size
+        scored = roll if self.shared_prefix_update else dataclasses.replace(roll, prompt_ids=None, prompt_mask=None, rows=None)
         for _ in range(cfg.ppo_epochs if n_rows else 0):
             groups = torch.cat([kept_groups[torch.randperm(len(kept_groups), generator=self._generator)], dropped_groups])
             order = (groups[:, None] * group + torch.arange(group)).flatten()[:n_rows]  # (n_rows,) row indices
@@ -255,33 +291,48 @@ class PPOTrainer:
                 mb_mask = mask[mb]
                 if not self.ranks.any(bool(mb_mask.any())):  # only skipped (NaN) rows on every rank: no step, not even decay
                     continue
-                logits, hidden = score_completions(self.model, roll, mb, cfg.temperature)  # (b, T, V), (b, T, H)
-                logprobs = gather_logprobs(logits, tokens[mb], top_k=cfg.top_k, top_p=cfg.top_p) * mb_mask  # (b, T)
-                ratio = masked_mean(torch.exp(logprobs - old_logprobs[mb]), mb_mask)
-                if self.ranks.any(not ratio.item() <= cfg.ratio_skip_threshold):  # also catches NaN
-                    skipped_ratio += 1
-                    continue
-                policy_loss, clipfrac = clipped_policy_loss(logprobs, old_logprobs[mb], advantages[mb], mb_mask, cfg.clip)
-                loss = policy_loss
-                if self.value_head is not None and old_values is not None and returns is not None:
-                    values = self.value_head(hidden).squeeze(-1)  # (b, T)
-                    value_loss = clipped_value_loss(values, old_values[mb], returns[mb], mb_mask, cfg.value_clip)
-                    loss = loss + cfg.value_coef * value_loss
-                    stats["loss/value"].append(value_loss.item())
-                if cfg.kl_estimator == "k3" and self.kl_coef > 0:
-                    kl_loss = masked_mean(kl_k3(logprobs, ref_logprobs[mb]), mb_mask)
-                    loss = loss + self.kl_coef * kl_loss
-                    stats["loss/kl"].append(kl_loss.item())
+                # Micro-batches: each one's losses are token means over the whole minibatch (its mean times its share of
+                # the minibatch's tokens), so the accumulated gradient is the one a single pass would give.
+                n_tokens = mb_mask.sum().clamp(min=1)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
+                mb_stats: dict[str, float] = defaultdict(float)
+                for micro_first in range(0, len(mb), micro_size):
+                    micro = mb[micro_first:micro_first + micro_size]
+                    micro_mask = mask[micro]  # (m, T)
+                    share = micro_mask.sum() / n_tokens
+                    with self.policy.compute(), checkpointing(self.model, self.policy.gradient_checkpointing):
+                        logits, hidden = score_completions(self.model, scored, micro, cfg.temperature)  # (m, T, V), (m, T, H)
+                        logprobs = gather_logprobs(logits, tokens[micro], top_k=cfg.top_k, top_p=cfg.top_p) * micro_mask  # (m, T)
+                        policy_loss, clipfrac = clipped_policy_loss(logprobs, old_logprobs[micro], advantages[micro], micro_mask, cfg.clip)
+                        loss = policy_loss
+                        if self.value_head is not None and old_values is not None and returns is not None:
+                            values = self.value_head(hidden.float()).squeeze(-1).float()  # (m, T)
+                            value_loss = clipped_value_loss(values, old_values[micro], returns[micro], micro_mask, cfg.value_clip)
+                            loss = loss + cfg.value_coef * value_loss
+                            mb_stats["loss/value"] += (value_loss * share).item()
+                        if cfg.kl_estimator == "k3" and self.kl_coef > 0:
+                            kl_loss = masked_mean(kl_k3(logprobs, ref_logprobs[micro]), micro_mask)
+                            loss = loss + self.kl_coef * kl_loss
+                            mb_stats["loss/kl"] += (kl_loss * share).item()
+                    self.scaler.scale(loss * share).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
+                    with torch.no_grad():
+                        mb_stats["ratio"] += (masked_mean(torch.exp(logprobs - old_logprobs[micro]), micro_mask) * share).item()
+                        mb_stats["loss/policy"] += (policy_loss * share).item()
+                        mb_stats["policy/clipfrac"] += (clipfrac * share).item()
+                        mb_stats["policy/approx_kl"] += (approx_kl(logprobs, old_logprobs[micro], micro_mask) * share).item()
+                        mb_stats["policy/entropy"] += (masked_mean(entropy_from_logits(logits.float()), micro_mask) * share).item()
+                    del logits, hidden, loss
+                if self.ranks.any(not mb_stats.pop("ratio") <= cfg.ratio_skip_threshold):  # the minibatch's mean ratio; NaN too
+                    skipped_ratio += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                    continue
                 self.ranks.average_gradients(self.params)  # under torchrun: every rank takes the same step
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                self.optimizer.step()
-                with torch.no_grad():
-                    stats["loss/policy"].append(policy_loss.item())
-                    stats["policy/clipfrac"].append(clipfrac.item())
-                    stats["policy/approx_kl"].append(approx_kl(logprobs, old_logprobs[mb], mb_mask).item())
-                    stats["policy/entropy"].append(masked_mean(entropy_from_logits(logits), mb_mask).item())
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                for name, value in mb_stats.items():
+                    stats[name].append(value)
         self.step_count += 1
         lr = float(self.scheduler.get_last_lr()[0])  # the rate this step ran at
         self.scheduler.step()
@@ -317,8 +368,9 @@ class PPOTrainer:
         size, eval_rows = self.config.batch_size, self.ranks.shard(self.eval_rows)  # under torchrun, each rank grades a share
         for first in range(0, len(eval_rows), size):
             rows = eval_rows[first:first + size]
-            roll = generate_completions(self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=1,
-                                        max_new_tokens=self.config.max_new_tokens, temperature=None)
+            with self.policy.compute():
+                roll = generate_completions(self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=1,
+                                                max_new_tokens=self.config.max_new_tokens, temperature=None)
             grades += self.grader.grade_batch(roll.texts, [r["reference"] for r in rows])
         grades = self.ranks.gather_grades(grades)
         return {**_reward_metrics(grades, "eval/reward"),
@@ -337,14 +389,18 @@ class PPOTrainer:
         rng = self.ranks.gather([rng_tensors(self._generator)])  # every rank's, rank 0's first
 
         def write(tmp: Path) -> None:
-            save_model(self.model, str(tmp / "model.safetensors"))  # stores tied weights (GPT-2's lm_head) once
+            save_policy(self.model, self.tokenizer, tmp)  # a model from_pretrained loads, or a peft adapter
             if self.value_head is not None:
                 save_file(self.value_head.state_dict(), str(tmp / "value_head.safetensors"))
-            for name, state in (("optimizer.pt", self.optimizer.state_dict()), ("scheduler.pt", self.scheduler.state_dict())):
+            states = [("optimizer.pt", self.optimizer.state_dict()), ("scheduler.pt", self.scheduler.state_dict())]
+            if self.scaler.is_enabled():
+                states.append(("scaler.pt", self.scaler.state_dict()))
+            for name, state in states:
                 with open(tmp / name, "wb") as file:  # through Python's file: a full disk raises OSError(ENOSPC), not a bare RuntimeError
                     torch.save(state, file)
             write_json(tmp / "trainer_state.json", {
                 "step": self.step_count, "queue": self._queue, "kl_coef": self.kl_coef, "config": dataclasses.asdict(self.config),
+                "lora": dataclasses.asdict(self.lora) if self.lora is not None else None,
                 **save_rng(tmp, self._generator, self._rng, other_ranks=rng[1:])})
 
         if self.ranks.is_main:
@@ -354,7 +410,9 @@ class PPOTrainer:
 
     def _restore(self, checkpoint: Path, state: dict[str, Any]) -> None:
         device = next(self.model.parameters()).device
-        load_model(self.model, str(checkpoint / "model.safetensors"), device=str(device))
+        load_policy(self.model, checkpoint, device)
+        if self.scaler.is_enabled() and (checkpoint / "scaler.pt").is_file():
+            self.scaler.load_state_dict(torch.load(checkpoint / "scaler.pt", weights_only=True))
         if self.value_head is not None:
             self.value_head.load_state_dict(load_file(str(checkpoint / "value_head.safetensors"), device=str(device)))
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))

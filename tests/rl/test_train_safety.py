@@ -247,12 +247,12 @@ def test_an_output_that_cannot_be_created_exits_2_naming_it(tmp_path: Path, asse
 
 def test_a_full_disk_while_checkpointing_exits_2_naming_the_path(tmp_path: Path, assets: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import rl._trainer
+    import rl._checkpoint
 
     def full(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(rl._trainer, "save_model", full)
+    monkeypatch.setattr(rl._checkpoint, "save_model", full)  # the policy's weights, written by save_policy
     code, out = invoke(["train", str(write_config(tmp_path, assets))], monkeypatch)
     assert code == 2, out
     [line] = error_lines(out)
