@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_train_cli import ROWS as CLI_ROWS
+from test_train_cli import invoke, toml_config
 from test_trainer import ROWS, small_config, tiny_model, tiny_tokenizer
 
 import rl._logging
@@ -181,3 +183,43 @@ def test_report_to_without_a_log_dir_is_refused() -> None:
     with pytest.raises(UserError) as caught:
         trainer.train(1, report_to=["tensorboard"])
     assert caught.value.pointer == "/report_to" and trainer.step_count == 0
+
+
+def cli_config(tmp_path: Path, report_to: str) -> Path:
+    """A ``rftkit train`` config over a tiny saved model, writing to ``tmp_path/runs/a``."""
+    tok = tiny_tokenizer()
+    tok.save_pretrained(tmp_path / "model")
+    tiny_model(tok).save_pretrained(tmp_path / "model")
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CLI_ROWS), encoding="utf-8")
+    grader = {"type": "structured", "name": "city", "fields": {"city": {"comparator": "normalized"}}}
+    (tmp_path / "grader.json").write_text(json.dumps(grader), encoding="utf-8")
+    config = tmp_path / "run.toml"
+    config.write_text(toml_config(steps=2, extra=f"report_to = {report_to}\n"), encoding="utf-8")
+    return config
+
+
+def test_rftkit_train_reports_to_tensorboard_and_overwrite_takes_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = cli_config(tmp_path, '["tensorboard"]')
+    code, out = invoke(["train", str(config)], monkeypatch)
+    assert code == 0, out
+    run = tmp_path / "runs" / "a"
+    got, rows = scalars(run), read_metrics(run / "metrics.jsonl")
+    assert [step for step, _ in got["reward/mean"]] == [1, 2] and "reward/city" in got and "eval/reward/mean" in got
+    keys = {key for row in rows for key, value in row.items() if key != "step" and value is not None}
+    assert keys == set(got)
+    for key in keys:  # every finite reading of the JSONL, at its step
+        assert got[key] == [(row["step"], pytest.approx(row[key])) for row in rows if row.get(key) is not None], key
+    code, out = invoke(["train", str(config), "--overwrite"], monkeypatch)  # the event files are rftkit's own
+    assert code == 0, out
+    assert len(list((run / "tensorboard").iterdir())) == 1  # the first run's events were removed with the rest
+
+
+def test_rftkit_train_with_a_missing_tracker_library_exits_2_before_loading_the_model(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    config = cli_config(tmp_path, '["tensorboard", "wandb"]')
+    real = rl._logging.importlib.util.find_spec
+    monkeypatch.setattr(rl._logging.importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    (tmp_path / "model" / "config.json").unlink()  # loading the model would fail: the check must come first
+    code, out = invoke(["train", str(config)], monkeypatch)
+    assert code == 2 and "pip install 'rftkit[wandb]'" in out and "/train/report_to/1" in out, out
+    assert not (tmp_path / "runs").exists()
