@@ -421,6 +421,7 @@ class Template:
                 confine_mounts(self.tmp)
                 if not drop_privileges():
                     raise Refused("capabilities could not be dropped")
+                probe_private_tmp(self.tmp, self.file_size)
             except (Refused, OSError) as exc:
                 why = str(exc)
                 send(self.ctl, {"refused": why} if self.mode == "auto" else {"error": "namespaces unavailable: " + why})
@@ -781,6 +782,19 @@ def private_tmp(tmp: str, size: int) -> None:
     os.chdir(tmp)
     if not drop_privileges(check=False):
         raise Refused("capabilities could not be dropped")
+
+
+def probe_private_tmp(tmp: str, size: int) -> None:
+    """Whether a grade child will get its own namespaces and tmpfs here (a child tries, once); else :class:`Refused`."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            private_tmp(tmp, size)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    if os.waitpid(pid, 0)[1] != 0:
+        raise Refused("a grade could not get user and mount namespaces and a tmpfs of its own")
 
 
 def describe(exc: BaseException, memory: int) -> str:
