@@ -180,6 +180,8 @@ class PPOTrainer:
         self.policy = prepare_policy(model, self.model_config, lora)
         """The model as trained: its compute dtype (autocast), adapters, checkpointing, and the frozen reference."""
         model = self.policy.model
+        if lora is not None:
+            self.ranks.broadcast_weights(model)  # the adapters were drawn with each rank's seed: rank 0's for all
         self.model, self.tokenizer, self.grader = model, tokenizer, grader
         self.train_rows, self.eval_rows = list(train_rows), list(eval_rows)
         self.ref_model = self.policy.reference
