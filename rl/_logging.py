@@ -202,8 +202,13 @@ class _Wandb:
     def __init__(self, log_dir: Path, start_step: int, run_config: Mapping[str, Any]) -> None:
         import wandb
 
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rftkit"), name=log_dir.resolve().name,
-                              config=dict(run_config), reinit="create_new")
+        try:
+            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rftkit"), name=log_dir.resolve().name,
+                                  config=dict(run_config), reinit="create_new")
+        except wandb.errors.Error as exc:  # no API key, an unreachable server, a bad setting
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"wandb cannot start a run: {first_line}", code="tracker_failed", pointer="/report_to",
+                            hint="wandb login (or set WANDB_API_KEY), or WANDB_MODE=offline to write the run locally") from None
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         self.run.log(dict(metrics), step=step)

@@ -141,6 +141,19 @@ def test_an_mlflow_store_that_cannot_open_is_one_error_at_construction(tmp_path:
     assert not (tmp_path / "run-a" / "metrics.jsonl").exists()
 
 
+def test_a_wandb_run_that_cannot_start_is_one_error_at_construction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    def refuse(**kwargs: Any) -> Any:
+        raise wandb.errors.UsageError("api_key not configured (no-tty). call wandb.login(key=[your_api_key])")
+
+    monkeypatch.setattr(wandb, "init", refuse)  # as wandb answers online without a key (no network in tests)
+    with pytest.raises(UserError) as caught:
+        log_steps(tmp_path / "run-a", ["tensorboard", "wandb"])
+    assert caught.value.code == "tracker_failed" and "api_key not configured" in str(caught.value)
+    assert "WANDB_MODE=offline" in (caught.value.hint or "") and not (tmp_path / "run-a" / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize("missing", ["tensorboard", "wandb", "mlflow"])
 def test_a_tracker_whose_library_is_missing_is_one_error_with_the_install_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                                 missing: str) -> None:
