@@ -31,8 +31,10 @@ dumpable); a seccomp filter that refuses ``fork``/``clone``/``exec`` and
 signals to other processes unless ``allow_subprocess=True``; resource limits;
 an audit hook for readable errors. Not confined: reading files, CPU time,
 system calls made through ``ctypes`` within a grade's own process, and kernel
-exploits (use a VM). ``isolation="basic"`` keeps the seccomp filter, the limits and the audit
-hook, and nothing else. docs/graders/python.md has the full threat model.
+exploits (use a VM). ``isolation="basic"`` keeps the process per grade, the
+seccomp filter, the limits and the audit hook, plus Landlock where the kernel
+has it (writes outside the temp dir, TCP), and nothing else.
+docs/graders/python.md has the full threat model.
 """
 
 from __future__ import annotations

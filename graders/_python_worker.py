@@ -75,6 +75,13 @@ MOUNT_OPTIONS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "n
                  "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 
 
+# Landlock (Linux 5.13+): system calls, and the filesystem and network rights handled (each ABI adds some)
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_WRITE_V1 = 2 | 16 | 32 | 64 | 128 | 256 | 512 | 1024 | 2048 | 4096  # write a file, remove, make anything
+LANDLOCK_REFER, LANDLOCK_TRUNCATE, LANDLOCK_FILE_WRITE = 8192, 16384, 2  # ABI 2, ABI 3; the rights a file rule takes
+LANDLOCK_NET_BIND_TCP, LANDLOCK_NET_CONNECT_TCP = 1, 2  # ABI 4
+
+
 class Refused(Exception):
     """A confinement step Linux refused (the message says which)."""
 
@@ -178,6 +185,51 @@ def drop_privileges(check: bool = True) -> bool:
         return int(effective.split()[1], 16) == 0
     except (OSError, StopIteration, ValueError):
         return False
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock(tmp: str) -> str | None:
+    """Without namespaces: the kernel refuses writes (of any kind: files, removals, FIFOs, links) outside ``tmp`` and
+    the harmless devices, and TCP ``bind``/``connect`` where Landlock's ABI has them. None once applied, else why not."""
+    syscall = LIBC.syscall
+    syscall.restype = ctypes.c_long
+    abi = syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 1:
+        return "Landlock is not available: " + os.strerror(ctypes.get_errno())
+    handled = LANDLOCK_WRITE_V1 | (LANDLOCK_REFER if abi >= 2 else 0) | (LANDLOCK_TRUNCATE if abi >= 3 else 0)
+    file_rights = LANDLOCK_FILE_WRITE | (LANDLOCK_TRUNCATE if abi >= 3 else 0)
+    attr = _RulesetAttr(handled, LANDLOCK_NET_BIND_TCP | LANDLOCK_NET_CONNECT_TCP if abi >= 4 else 0)
+    size = ctypes.sizeof(_RulesetAttr) if abi >= 4 else 8
+    ruleset = syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size),
+                      ctypes.c_uint32(0))
+    if ruleset < 0:
+        return "landlock_create_ruleset: " + os.strerror(ctypes.get_errno())
+    try:
+        for path, rights in ((tmp, handled), *((f"/dev/{d}", file_rights) for d in ("null", "zero", "full", "tty"))):
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                rule = _PathBeneathAttr(rights, fd)
+                if syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(ruleset), ctypes.c_int(1),
+                           ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+                    return f"landlock_add_rule {path}: " + os.strerror(ctypes.get_errno())
+            finally:
+                os.close(fd)
+        if syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+            return "landlock_restrict_self: " + os.strerror(ctypes.get_errno())
+    finally:
+        os.close(ruleset)
+    return None
 
 
 class _SockFilter(ctypes.Structure):
@@ -430,7 +482,8 @@ class Template:
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             drop_privileges()  # as root without namespaces: no capabilities (files are still root's)
         os.chdir(self.tmp)
-        prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid or file capabilities on exec; needed by the seccomp filter
+        prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid or file capabilities on exec; needed by seccomp and Landlock
+        self.landlocked = self.isolation == "basic" and landlock(self.tmp) is None  # namespaces: the mounts do it
         prctl(PR_SET_DUMPABLE, 0)  # no process of the sandbox can read or write this one's memory or descriptors
         self.limit_resources()
         self.filter = process_filter()  # built once; each grade child installs it
@@ -441,7 +494,7 @@ class Template:
         sys.stdout = sys.stderr = self.out  # a text sink with the methods print needs
         sys.argv = ["grader"]
         self.install_hook()
-        send(self.ctl, {"isolation": self.isolation, "refused": self.refused})
+        send(self.ctl, {"isolation": self.isolation, "refused": self.refused, "landlock": self.landlocked})
         os.close(self.ctl)  # the supervisor's copy reports our end; no grade may write there
         self.load(source)
         self.sock.send(json.dumps({"ready": True} if self.broken is None else {"broken": self.broken}).encode())

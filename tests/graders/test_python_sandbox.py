@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,17 @@ def namespaces_available() -> bool:
 NAMESPACES = pytest.mark.skipif(not namespaces_available(), reason="no user namespaces here (isolation='basic' does not "
                                                                   "confine these: see docs/graders/python.md)")
 ISOLATIONS = [pytest.param("namespaces", marks=NAMESPACES), "basic"]
+
+
+def landlock_abi() -> int:
+    syscall = ctypes.CDLL(None).syscall
+    syscall.restype = ctypes.c_long
+    return max(int(syscall(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_uint32(1))), 0)  # its version
+
+
+LANDLOCK = pytest.mark.skipif(landlock_abi() < 1, reason="no Landlock here: without namespaces, writes are "
+                                                         "refused by the audit hook only")
+LANDLOCK_NET = pytest.mark.skipif(landlock_abi() < 4, reason="no Landlock network rules here (ABI 4, Linux 6.7)")
 
 
 def flagged(grade: Any, flag: str = "python_grader_runtime_error") -> bool:
@@ -95,10 +107,10 @@ def grade(sample, item):
 """
 
 
-@NAMESPACES
+@pytest.mark.parametrize("isolation", [pytest.param("namespaces", marks=NAMESPACES), pytest.param("basic", marks=LANDLOCK)])
 @pytest.mark.parametrize("how", ["dir_fd", "mkfifo", "libc"])
-def test_no_route_writes_outside_the_temp_dir(tmp_path: Path, how: str) -> None:
-    with PythonGrader(name="escape", source=ESCAPES, timeout=5) as g:
+def test_no_route_writes_outside_the_temp_dir(tmp_path: Path, how: str, isolation: str) -> None:
+    with PythonGrader(name="escape", source=ESCAPES, timeout=5, isolation=isolation) as g:  # type: ignore[arg-type]
         grade = g.grade("x", {"outside": str(tmp_path), "how": how})
     assert flagged(grade), grade.reason
     assert list(tmp_path.iterdir()) == []
@@ -134,6 +146,30 @@ def test_processes_are_refused_below_the_audit_hook(tmp_path: Path, isolation: s
         pytest.skip("fork_exec's signature is written for Python 3.11")
     assert flagged(grade), grade.reason
     assert not target.exists()
+
+
+CONNECT = """import ctypes, socket, struct
+def grade(sample, item):
+    s = socket.socket()
+    address = struct.pack('=HH4s8x', socket.AF_INET, socket.htons(item['port']), socket.inet_aton('127.0.0.1'))
+    if ctypes.CDLL(None).connect(s.fileno(), address, len(address)) != 0:
+        raise OSError(ctypes.get_errno(), 'connect refused')
+    return 1.0
+"""
+
+
+@pytest.mark.parametrize("isolation", [pytest.param("namespaces", marks=NAMESPACES),
+                                       pytest.param("basic", marks=LANDLOCK_NET)])
+def test_tcp_below_the_audit_hook_is_refused(isolation: str) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.setblocking(False)
+        with PythonGrader(name="net", source=CONNECT, timeout=5, isolation=isolation) as g:  # type: ignore[arg-type]
+            grade = g.grade("x", {"port": listener.getsockname()[1]})
+        assert flagged(grade), grade.reason
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever connected
 
 
 # -- one grade cannot change another's score ---------------------------------------------------
