@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,15 @@ def test_a_tracker_whose_library_is_missing_is_one_error_with_the_install_line(t
     assert error.code == "missing_extra" and error.hint == f"pip install 'rftkit[{missing}]'" and "\n" not in str(error)
     assert error.pointer == f"/report_to/{['tensorboard', 'wandb', 'mlflow'].index(missing)}"
     assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "tensorboard").exists()  # nothing opened
+
+
+def test_no_tracker_library_is_imported_unless_chosen(tmp_path: Path) -> None:
+    code = ("import sys, rl, rl._cli\n"
+            f"with rl.MetricsLogger({str(tmp_path / 'metrics.jsonl')!r}, console_every=None) as log:\n"
+            "    log.log(1, {'reward/mean': 1.0})\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('wandb', 'mlflow', 'tensorboard')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("report_to", "pointer"), [(["tensorbord"], "/train/report_to/0"), (["wandb", "wandb"], "/train/report_to/1"),
