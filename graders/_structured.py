@@ -395,8 +395,9 @@ class _Leaf(_Node):
         ctx.tp += s
         ctx.fp += 1.0 - s
         ctx.fn += 1.0 - s
-        if self.max_chars is not None:
-            return s, FieldDetail(self.label, s, "compared", pred, ref, notes=_cut_note(self.max_chars, pred, ref))
+        cap = self.max_chars
+        if cap is not None and ((type(pred) is str and len(pred) > cap) or (type(ref) is str and len(ref) > cap)):
+            return s, FieldDetail(self.label, s, "compared", pred, ref, notes=_cut_note(cap, pred, ref))
         return s, FieldDetail(self.label, s, "compared", pred, ref)
 
     def similarity(self, pred: Any, ref: Any) -> float:
@@ -1025,7 +1026,13 @@ def _flat_details(plan: tuple[_FlatField, ...]) -> DetailsBuilder:
                     detail = FieldDetail(label, 1.0, "compared", x, y, 1.0, 1.0, 1.0, list(_identity_pairs(len(y))), [], [])
                 k += 2
             if cap is not None:  # as _Leaf.grade and _List.grade note a cut text
-                detail.notes = _cut_note(cap, detail.prediction, detail.reference)
+                p, r = detail.prediction, detail.reference
+                if leaf:
+                    cut = (type(p) is str and len(p) > cap) or (type(r) is str and len(r) > cap)
+                else:  # the fast path's lists hold non-blank strings only
+                    cut = len(max(p, key=len)) > cap or len(max(r, key=len)) > cap
+                if cut:
+                    detail.notes = _cut_note(cap, p, r)
             details[name] = detail
         return details
 
