@@ -6,7 +6,7 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    each (KV cache, temperature, ``top_k``, ``top_p``), with the per-token log-probs of the
    distribution that sampled them (``logits / temperature``, cut and renormalised; every later
    log-prob is cut the same way, ``gather_logprobs``); then the log-probs under a frozen copy
-   of the initial policy. Each prompt is run once per group and its keys and values are shared
+   of the initial policy (with LoRA: the policy with its adapters switched off). Each prompt is run once per group and its keys and values are shared
    by the group's samples, when sampling and in every forward after (``rl/_shared_prefix.py``);
 2. **grade** -- ``grader.grade_batch(completions, references)``; a non-finite score is
    skipped and counted (``rollout/skipped_nan``), never trained on;
@@ -18,10 +18,14 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    ``reinforce++``) over each completion's return (the sum of its token rewards);
    then whitened;
 5. **update** -- ``ppo_epochs`` passes of minibatches of whole groups, shuffled: clipped policy loss,
-   clipped value loss (``gae``), ``kl_coef * k3`` (``kl_estimator="k3"``), gradient
-   clipping, AdamW; a minibatch whose mean importance ratio exceeds
+   clipped value loss (``gae``), ``kl_coef * k3`` (``kl_estimator="k3"``), accumulated over the
+   minibatch's micro-batches (``micro_batch_size``), gradient clipping, AdamW; a minibatch whose mean importance ratio exceeds
    ``ratio_skip_threshold`` is skipped and counted (``update/skipped_ratio``);
 6. **log** -- a dict of namespaced metrics; then the adaptive KL coefficient, if any, moves.
+
+Every forward runs in the compute dtype under ``torch.autocast`` while the trained weights and AdamW's
+states stay float32 (mixed precision); LoRA adapters, gradient checkpointing and the reference are
+set up by ``rl/_model.py`` (:class:`rl.ModelConfig`, :class:`rl.LoRAConfig`).
 
 The model stays in ``eval()`` mode throughout: dropout would make the policy that
 sampled differ from the one being scored, and the ratio would start away from 1.
@@ -161,11 +165,9 @@ class PPOTrainer:
         checkpoint, saved = _read_checkpoint(resume_from, config) if resume_from is not None else (None, None)
         if saved is not None:
             config = PPOConfig(**saved["config"])
-            saved_lora = saved.get("lora")
-            if saved_lora != (dataclasses.asdict(lora) if lora is not None else None) and not (
-                    saved_lora is not None and lora is not None and LoRAConfig(**saved_lora) == lora):
-                raise UserError("the checkpoint was written with " + (f"LoRA {saved_lora}" if saved_lora else "full fine-tuning")
-                                + ", not " + (f"LoRA {dataclasses.asdict(lora)}" if lora else "full fine-tuning"),
+            saved_lora = LoRAConfig(**saved["lora"]) if saved.get("lora") else None
+            if saved_lora != lora:
+                raise UserError(f"the checkpoint was written with {saved_lora or 'full fine-tuning'}, not {lora or 'full fine-tuning'}",
                                 code="bad_resume", pointer="/lora", hint="resume with the [lora] section the run started with")
         self.config = config = config if config is not None else PPOConfig()
         check_tokenizer(tokenizer)

@@ -1,11 +1,14 @@
 """Real architectures (tiny random-init Qwen2 and Llama built in code, saved in bf16): mixed precision, micro-batches,
 gradient checkpointing and LoRA through peft, each against the plain path it must equal.
+
+On CPU by default; ``RFTKIT_TEST_DEVICE=cuda`` runs the trainer tests on a GPU (``benchmarks/gpu_check.sh``).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from rl._model import PureLowPrecisionWarning
 from schemas import UserError
 
 peft = pytest.importorskip("peft")
+DEVICE = torch.device(os.environ.get("RFTKIT_TEST_DEVICE", "cpu"))
 
 
 @dataclasses.dataclass
@@ -45,7 +49,7 @@ def tiny_config(arch: str, vocab: int) -> Any:
 def tiny_real_model(arch: str, tokenizer: Any, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     config = tiny_config(arch, len(tokenizer))
-    return Qwen2ForCausalLM(config) if arch == "qwen2" else LlamaForCausalLM(config)
+    return (Qwen2ForCausalLM(config) if arch == "qwen2" else LlamaForCausalLM(config)).to(DEVICE)
 
 
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
@@ -77,7 +81,7 @@ def trained_weights(model: Any) -> dict[str, torch.Tensor]:
 
 def test_a_bf16_checkpoint_moves_by_the_adamw_step_of_a_float32_run(bf16_checkpoint: Path) -> None:
     tok = AutoTokenizer.from_pretrained(bf16_checkpoint)
-    bf16 = AutoModelForCausalLM.from_pretrained(bf16_checkpoint)
+    bf16 = AutoModelForCausalLM.from_pretrained(bf16_checkpoint).to(DEVICE)
     assert bf16.dtype == torch.bfloat16  # what transformers hands over for a bf16 checkpoint
     before = trained_weights(bf16)
     mixed = trainer_for(bf16, tok, config())  # the defaults: float32 master weights, bf16 compute
@@ -86,7 +90,7 @@ def test_a_bf16_checkpoint_moves_by_the_adamw_step_of_a_float32_run(bf16_checkpo
     mixed.step()
     assert all(s["exp_avg_sq"].dtype == torch.float32 for s in mixed.optimizer.state.values())
 
-    fp32 = trainer_for(AutoModelForCausalLM.from_pretrained(bf16_checkpoint, dtype=torch.float32), tok, config(),
+    fp32 = trainer_for(AutoModelForCausalLM.from_pretrained(bf16_checkpoint, dtype=torch.float32).to(DEVICE), tok, config(),
                        model_config=ModelConfig(dtype="float32"))
     fp32.step()
     mixed_after, fp32_after = trained_weights(mixed.model), trained_weights(fp32.model)
@@ -101,12 +105,24 @@ def test_a_bf16_checkpoint_moves_by_the_adamw_step_of_a_float32_run(bf16_checkpo
     assert abs(moved_mixed[both].median().item() - 1e-6) < 1e-7
 
     with pytest.warns(PureLowPrecisionWarning):  # pure bf16 on request: the same step is mostly lost to rounding
-        pure = trainer_for(AutoModelForCausalLM.from_pretrained(bf16_checkpoint), tok, config(),
+        pure = trainer_for(AutoModelForCausalLM.from_pretrained(bf16_checkpoint).to(DEVICE), tok, config(),
                            model_config=ModelConfig(dtype="bfloat16", master_dtype="bfloat16"))
     pure.step()
     pure_after = trained_weights(pure.model)
     moved_pure = torch.cat([(pure_after[n] - before[n]).abs().flatten() for n in before])
     assert (moved_pure > 0).float().mean() < 0.2 * (moved_mixed > 0).float().mean()
+
+
+def test_float16_compute_scales_the_loss_and_checkpoints_the_scaler(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    trainer = trainer_for(tiny_real_model("llama", tok), tok, config(learning_rate=1e-3), model_config=ModelConfig(dtype="float16"))
+    assert trainer.policy.dtype == torch.float16 and trainer.scaler.is_enabled()
+    before = trained_weights(trainer.model)
+    metrics = trainer.step()
+    assert all(p.dtype == torch.float32 for p in trainer.params) and trainer.scaler.get_scale() > 0
+    assert any(not torch.equal(before[n], p) for n, p in trained_weights(trainer.model).items())
+    assert metrics["update/skipped_ratio"] == 0.0
+    assert (trainer.save_checkpoint(tmp_path) / "scaler.pt").is_file()
 
 
 def test_model_config_rejects_bad_values_with_a_pointer() -> None:
@@ -206,7 +222,7 @@ def test_lora_trains_only_the_adapters_and_its_reference_is_the_base_with_adapte
     assert any(not torch.equal(after[n], p) for n, p in lora_before.items())
     assert metrics["kl/to_init"] != 0.0
 
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]], device=DEVICE)
     with torch.no_grad(), trainer.policy.reference_model() as reference:
         ref_logits = reference(input_ids=ids).logits
     with torch.no_grad():
@@ -238,7 +254,7 @@ def test_lora_checkpoints_and_the_final_export_are_models(tmp_path: Path) -> Non
     trainer = lora_trainer(tok)
     trainer.step()
     step_dir = trainer.save_checkpoint(tmp_path / "checkpoints")
-    prompt = tok(["capital of france?"], return_tensors="pt")
+    prompt = tok(["capital of france?"], return_tensors="pt").to(DEVICE)
 
     def greedy(model: Any) -> list[int]:
         out = model.generate(**prompt, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -249,7 +265,7 @@ def test_lora_checkpoints_and_the_final_export_are_models(tmp_path: Path) -> Non
         from_checkpoint = peft.PeftModel.from_pretrained(tiny_real_model("qwen2", tok), step_dir)
         assert greedy(from_checkpoint) == adapted
     write_final(tmp_path, trainer.model, tok, trainer.step_count)
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "model").to(DEVICE)
     assert not hasattr(merged, "peft_config") and AutoTokenizer.from_pretrained(tmp_path / "model").pad_token == "<pad>"
     onto_base = peft.PeftModel.from_pretrained(tiny_real_model("qwen2", tok), tmp_path / "adapter")
     with torch.no_grad():
@@ -259,13 +275,13 @@ def test_lora_checkpoints_and_the_final_export_are_models(tmp_path: Path) -> Non
 
 def test_full_fine_tuning_checkpoints_load_with_from_pretrained(tmp_path: Path, bf16_checkpoint: Path) -> None:
     tok = AutoTokenizer.from_pretrained(bf16_checkpoint)
-    trainer = trainer_for(AutoModelForCausalLM.from_pretrained(bf16_checkpoint), tok, config(learning_rate=1e-3))
+    trainer = trainer_for(AutoModelForCausalLM.from_pretrained(bf16_checkpoint).to(DEVICE), tok, config(learning_rate=1e-3))
     trainer.step()
     step_dir = trainer.save_checkpoint(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(step_dir, dtype=torch.float32)
     ours = dict(trainer.model.named_parameters())
     for name, p in loaded.named_parameters():
-        assert torch.equal(p, ours[name]), name
+        assert torch.equal(p, ours[name].cpu()), name
     assert AutoTokenizer.from_pretrained(step_dir).eos_token == "<eos>"
 
 
