@@ -670,11 +670,14 @@ class Template:
         self.sock.close()
         if self.spare is not None:
             self.spare[1].close()
+        self.init_pid = 0
         try:
             if self.isolation == "namespaces":
-                private_tmp(self.tmp, self.file_size)
+                private_tmp(self.tmp, self.file_size, own_pids=self.allow_subprocess)
             if self.allow_subprocess:
                 prctl(PR_SET_CHILD_SUBREAPER, 1)  # what the grade starts stays under this process until it ends
+                if self.isolation == "namespaces":
+                    self.init_pid = self.pid_init(channel)
             else:
                 why = forbid_processes(self.filter)
                 if why is not None and self.isolation == "namespaces":
@@ -706,11 +709,28 @@ class Template:
             answer["i"] = n
             if "error" in answer and self.out.text:
                 answer["output"] = self.out.text
-            if has_children() or threading.active_count() > threads:
+            if has_children(ignore=self.init_pid) or threading.active_count() > threads:
                 answer["restart"] = True  # a process or thread outlived the sample: the rest go to a fresh child
             send(reply, answer)
             if answer.get("restart"):
                 break
+
+    def pid_init(self, channel: socket.socket) -> int:
+        """Fork the init of the grade's PID namespace: it only reaps. The programs the grade runs live in that
+        namespace, where no other grade's process exists to be signalled (``kill -9 -1`` reaches only their own)."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                channel.close()
+                signal.signal(signal.SIGCHLD, lambda *_: None)
+                while True:
+                    try:
+                        os.wait()
+                    except ChildProcessError:
+                        signal.pause()  # until the next child ends (a handled signal wakes it)
+            finally:
+                os._exit(0)
+        return pid
 
     def install_hook(self) -> None:
         """The audit hook: friendly ``PermissionError``\\ s for the network, writes outside the temp dir, processes and
@@ -826,10 +846,11 @@ def confine_mounts(tmp: str) -> None:
         raise Refused("the read-only mounts did not take")
 
 
-def private_tmp(tmp: str, size: int) -> None:
-    """A user and mount namespace of the grade's own, with a fresh tmpfs at ``tmp`` (what it writes dies with it)."""
+def private_tmp(tmp: str, size: int, own_pids: bool = False) -> None:
+    """A user and mount namespace of the grade's own, with a fresh tmpfs at ``tmp`` (what it writes dies with it);
+    with ``own_pids``, a PID namespace for the processes the grade starts (see :meth:`Template.pid_init`)."""
     uid, gid = os.getuid(), os.getgid()
-    unshare(CLONE_NEWUSER | CLONE_NEWNS, "unshare for the grade")
+    unshare(CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWPID if own_pids else 0), "unshare for the grade")
     map_ids(uid, gid)
     mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=0700")
     os.chdir(tmp)
@@ -885,11 +906,12 @@ def call(grade: Callable[..., Any] | None, message: dict[str, Any], memory: int)
         return {"error": f"grade returned a {kind} that float() rejects ({type(exc).__name__}: {exc})"}
 
 
-def has_children() -> bool:
+def has_children(ignore: int = 0) -> bool:
+    """Whether this process has a child other than ``ignore``."""
     try:
         for tid in os.listdir("/proc/self/task"):
             with open(f"/proc/self/task/{tid}/children") as f:
-                if f.read().strip():
+                if any(int(pid) != ignore for pid in f.read().split()):
                     return True
     except OSError:
         pass

@@ -488,7 +488,9 @@ def test_a_process_flood_is_killed_to_the_last_pid(isolation: str, then: str, tm
     release = tmp_path / "release"  # the grade reads it (reading is not confined); it cannot write outside its temp dir
     with PythonGrader(name="flood", source=FLOOD, timeout=2, allow_subprocess=True, isolation=isolation) as g:  # type: ignore[arg-type]
         tmp = sandbox_tmp(g)
-        assert wait_until(lambda: len(sandbox_pids(tmp)) == 3)  # supervisor, template, child forked ahead
+        # supervisor, template, the child forked ahead (and with namespaces, the init of its own PID namespace)
+        idle = 4 if isolation == "namespaces" else 3
+        assert wait_until(lambda: len(sandbox_pids(tmp)) == idle), sandbox_pids(tmp)
         result: list[Any] = []
         item = {"children": 64, "then": then, "release": str(release)}
         worker = threading.Thread(target=lambda: result.append(g.grade("x", item)))
@@ -502,7 +504,7 @@ def test_a_process_flood_is_killed_to_the_last_pid(isolation: str, then: str, tm
         worker.join(15)
         assert not worker.is_alive() and time.monotonic() - started < 15
         assert len(seen) >= 68, f"saw {len(seen)} sandbox processes"
-        assert wait_until(lambda: len(sandbox_pids(tmp)) == 3), sandbox_pids(tmp)  # the template kills asynchronously
+        assert wait_until(lambda: len(sandbox_pids(tmp)) == idle), sandbox_pids(tmp)  # the template kills asynchronously
         assert len(seen - sandbox_pids(tmp)) >= 65  # the grade and its 64 children, to the last pid
         (grade,) = result
         if then == "hang":
@@ -535,7 +537,8 @@ def test_the_sandbox_dies_with_the_grading_process(isolation: str) -> None:
         tmp = proc.stdout.readline().strip()
         assert os.path.basename(tmp).startswith("rftkit-python-grader-")
         try:
-            assert wait_until(lambda: len(sandbox_pids(tmp)) == 8)  # supervisor, template, grade, next child, 4 more
+            # supervisor, template, grade, next child, 4 more (with namespaces, each child has its PID namespace's init)
+            assert wait_until(lambda: len(sandbox_pids(tmp)) == (10 if isolation == "namespaces" else 8))
             proc.stdin.write("die\n")
             proc.stdin.flush()
             assert proc.wait(30) == 0

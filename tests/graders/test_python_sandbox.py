@@ -318,6 +318,26 @@ def test_a_hung_grade_holds_one_slot_and_close_ends_it() -> None:
     assert flagged(grade, "python_grader_server_error") and "closed" in grade.reason
 
 
+@NAMESPACES
+def test_a_program_a_grade_runs_cannot_signal_other_grades() -> None:
+    source = ("import subprocess\ndef grade(sample, item):\n    while item.get('hang'):\n        pass\n"
+              "    if item.get('kill'):\n        subprocess.run(['sh', '-c', 'kill -9 -1'])\n    return 1.0\n")
+    with PythonGrader(name="killer", source=source, timeout=60, allow_subprocess=True, concurrency=2) as g:
+        g.grade("x", {})
+        assert wait_until(lambda: len(sandbox_pids(g)) == IDLE + 1)  # + the init of the spare child's PID namespace
+        hung: list[Any] = []
+        thread = threading.Thread(target=lambda: hung.append(g.grade("x", {"hang": True})))
+        thread.start()
+        # The hung grade took the spare child (and its init); the template forked the next pair.
+        assert wait_until(lambda: len(sandbox_pids(g)) == IDLE + 3), "the hung grade never started"
+        assert g.grade("x", {"kill": True}).score == 1.0  # its shell sent SIGKILL to every process it could see
+        assert not wait_until(lambda: not thread.is_alive(), 5)  # the hung grade was not among them
+        g.close()
+        thread.join(10)
+    (grade,) = hung
+    assert flagged(grade, "python_grader_server_error") and "closed" in grade.reason, grade.reason
+
+
 def test_a_grading_deadline_kills_the_grade() -> None:
     with PythonGrader(name="hang", source=HANG, timeout=60) as g:
         g.grade("x", {"value": 1.0})
