@@ -85,7 +85,7 @@ def test_a_bf16_checkpoint_moves_by_the_adamw_step_of_a_float32_run(bf16_checkpo
     assert bf16.dtype == torch.bfloat16  # what transformers hands over for a bf16 checkpoint
     before = trained_weights(bf16)
     mixed = trainer_for(bf16, tok, config())  # the defaults: float32 master weights, bf16 compute
-    assert mixed.policy.dtype == torch.bfloat16 and mixed.policy.autocast
+    assert mixed.policy.dtype == torch.bfloat16 and mixed.policy.autocast and mixed.shared_prefix
     assert all(p.dtype == torch.float32 for p in mixed.params)
     mixed.step()
     assert all(s["exp_avg_sq"].dtype == torch.float32 for s in mixed.optimizer.state.values())
@@ -211,6 +211,7 @@ def test_lora_trains_only_the_adapters_and_its_reference_is_the_base_with_adapte
     tok = tiny_tokenizer()
     trainer = lora_trainer(tok)
     assert trainer.ref_model is None  # no copy of the base weights
+    assert trainer.shared_prefix  # the shared-prompt KV path works with adapters
     base_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
     initial = copy.deepcopy(trainer.model.get_base_model())  # adapters B = 0: the initial policy
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}

@@ -170,6 +170,12 @@ def test_the_docs_example_config_uses_only_known_keys() -> None:
             assert set(section) <= SECTIONS[name], name
         if "ppo" in data:
             _ppo_config(data["ppo"])
+        if "lora" in data:  # the real-model example: its [model] and [lora] values are valid too
+            from rl import LoRAConfig, ModelConfig
+            from rl._cli import _section_config
+
+            _section_config(LoRAConfig, data["lora"], "lora")
+            _section_config(ModelConfig, data["model"], "model", skip=frozenset({"name_or_path", "device"}))
 
 
 def test_the_ppo_section_reads_an_optional_kl_target() -> None:
