@@ -48,6 +48,20 @@ def test_the_cut_equals_transformers_warpers(top_k: int, top_p: float, scale: fl
     assert bool((kept >= 1).all()) and (top_k == 0 or top_k >= 50 or bool((kept <= top_k).all()))
 
 
+@pytest.mark.parametrize("candidates", [8, 256])
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.99])
+def test_top_p_among_the_most_likely_tokens_first_gives_the_cut_of_a_full_sort(monkeypatch: pytest.MonkeyPatch, candidates: int,
+                                                                               top_p: float) -> None:
+    generator = torch.Generator().manual_seed(int(top_p * 100) + candidates)
+    scales = torch.linspace(0.1, 6.0, 48)[:, None]  # flat rows (nucleus past the candidates) to peaked ones (inside them)
+    logits = torch.randn(48, 300, generator=generator) * scales  # (N, V), V above 256 candidates
+    monkeypatch.setattr(rl._rollout, "_CANDIDATES", candidates)
+    ours = truncate_logits(logits, top_p=top_p)
+    assert torch.equal(ours, hf_cut(logits, 0, top_p))
+    kept = (~torch.isinf(ours)).sum(dim=-1)
+    assert bool((kept < candidates).any()) and (candidates == 256 or bool((kept >= candidates).any()))  # both ways taken
+
+
 def test_the_cut_of_a_batch_of_sequences_is_the_cut_of_each_row(monkeypatch: pytest.MonkeyPatch) -> None:
     logits = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(1)) * 2  # (B, T, V)
     whole = truncate_logits(logits, top_k=10, top_p=0.7)
