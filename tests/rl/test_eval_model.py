@@ -1,0 +1,99 @@
+"""``rftkit eval --model DIR``: the local-model source, checked against the demo's own held-out figure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from graders.eval import Request, SamplingParams
+from graders.eval._cli import register
+from rl._demo import QUICK, build_model, build_tokenizer, run_demo
+from rl._demo_data import ANSWER_SKELETON, demo_splits
+from rl._eval_model import LocalSampler
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+SMALL = replace(QUICK, sft_rows=400, sft_steps=120, sft_batch_size=16, n_embd=64, n_layer=2, n_head=2, heldout_prompts=16,
+                ppo=replace(QUICK.ppo, max_new_tokens=24))
+"""The demo's pipeline (data, tokenizer, GPT-2, warm start, PPO) at a size that runs in about 20 s and writes answers the
+grader scores above 0 (``--quick``'s toy scores 0 everywhere, which would make the comparison empty)."""
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's run (``run_demo``, as ``rftkit demo`` and tests/rl/test_demo.py run it): a model directory and its held-out rows."""
+    from rich.console import Console
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    run_demo(out, SMALL, console=Console(quiet=True))
+    return out
+
+
+def cli(*args: str) -> Any:
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    return CliRunner().invoke(app, ["eval", *args], env={"COLUMNS": "200"})
+
+
+def test_eval_of_the_demo_model_matches_the_demos_after_figure(demo_run: Path, tmp_path: Path) -> None:
+    after = json.loads((demo_run / "summary.json").read_text(encoding="utf-8"))["heldout_reward_after"]
+    # greedy, the demo's max_new_tokens, and the trainer's evaluation batch (prompts_per_batch * samples_per_prompt)
+    result = cli(str(demo_run / "data" / "heldout.jsonl"), "-g", str(ROOT / "graders" / "data" / "resume_grader.json"),
+                 "--model", str(demo_run / "model"), "--max-tokens", str(SMALL.ppo.max_new_tokens),
+                 "--batch-size", str(SMALL.ppo.batch_size), "--device", "cpu", "-o", str(tmp_path / "eval"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text(encoding="utf-8"))
+    got = next(iter(summary["graders"].values()))
+    print(f"demo after: {after['overall']:.6f}; rftkit eval: {got['mean']:.6f}")
+    assert summary["samples"] == SMALL.heldout_prompts and after["overall"] > 0.05
+    assert got["mean"] == pytest.approx(after["overall"], abs=0.005)
+    for field in ("university", "programming_languages", "city", "state"):
+        assert got["fields"].get(field, {"mean": 0.0})["mean"] == pytest.approx(after[field], abs=0.005)
+    records = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(r["finish_reason"] in ("stop", "length") and r["usage"]["completion_tokens"] <= SMALL.ppo.max_new_tokens
+               for r in records)
+
+
+def test_local_sampler_counts_tokens_cuts_at_stop_and_renders_chats() -> None:
+    data = demo_splits(seed=0, sft=40, train=2, heldout=2, legacy_share=0.5)
+    tok = build_tokenizer((r["prompt"] + r["completion"] for r in data.sft), added_tokens=ANSWER_SKELETON)
+    model = build_model(tok, n_embd=16, n_layer=1, n_head=2, seed=0)
+    sampler = LocalSampler.from_model(model, tok, batch_size=2)
+    prompts = [r["prompt"] for r in data.heldout]
+    requests = [Request(i, 0, p, None) for i, p in enumerate(prompts)]
+    out = dict(sampler.sample(requests, SamplingParams(max_tokens=5)))
+    for request, completion in out.items():
+        assert completion.prompt_tokens == len(tok(request.prompt)["input_ids"])
+        assert completion.completion_tokens is not None and 1 <= completion.completion_tokens <= 5
+        assert completion.finish_reason in ("stop", "length") and completion.error is None
+    again = dict(sampler.sample(requests, SamplingParams(max_tokens=5)))
+    assert [c.text for c in again.values()] == [c.text for c in out.values()]  # greedy
+    first = next(iter(out.values())).text
+    if len(first) > 1:
+        cut = dict(sampler.sample(requests[:1], SamplingParams(max_tokens=5, stop=(first[1:],))))
+        assert next(iter(cut.values())).text == first[:1] and next(iter(cut.values())).finish_reason == "stop"
+    from schemas import UserError
+
+    with pytest.raises(UserError, match="chat template"):
+        list(sampler.sample([Request(0, 0, None, [{"role": "user", "content": "hi"}])], SamplingParams(max_tokens=2)))
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    assert sampler.render(Request(0, 0, None, [{"role": "user", "content": "hi"}])) == "user: hi\nassistant:"
+
+
+def test_a_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "x", "reference": {"city": "A"}}\n', encoding="utf-8")
+    result = cli(str(tmp_path / "rows.jsonl"), "-g", str(ROOT / "graders" / "data" / "resume_grader.json"),
+                 "--model", str(tmp_path / "no-such-model"), "--device", "cpu", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "bad_model" in result.output and "/model" in result.output
