@@ -148,7 +148,10 @@ class ServerSampler:
         return done
 
     def sample(self, requests: Iterable[Request], params: SamplingParams) -> Iterator[tuple[Request, Completion]]:
-        """Keep up to ``concurrency`` requests in flight; yield each as it finishes."""
+        """Keep up to ``concurrency`` requests in flight; yield each as it finishes.
+
+        The slots a finished request frees are refilled before its result is yielded, so the
+        caller's grading and writing overlap the next requests."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="rftkit-eval") as pool:
             pending: dict[Future[Completion], Request] = {}
             it = iter(requests)
@@ -163,8 +166,14 @@ class ServerSampler:
                 if not pending:
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    yield pending.pop(f), f.result()
+                finished = [(pending.pop(f), f.result()) for f in done]
+                while not exhausted and len(pending) < self.concurrency:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    pending[pool.submit(self.one, nxt, params)] = nxt
+                yield from finished
 
 
 def read_completion(response: httpx.Response, *, chat: bool, latency: float) -> Completion:

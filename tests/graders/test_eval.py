@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,7 @@ def test_sigkill_mid_run_then_resume_gives_one_sample_per_row_and_the_uninterrup
     kill_at = 3
 
     def respond(n: int, req: dict[str, Any]) -> Answer:
-        if n >= kill_at:  # with --concurrency 1, the first kill_at samples are written before request kill_at is sent
+        if n >= kill_at:  # answered: the first kill_at requests; this one and any later never are
             reached.set()
             return 200, HANG
         return 200, completion(ANSWERS[asked(req)])
@@ -237,6 +238,11 @@ def test_sigkill_mid_run_then_resume_gives_one_sample_per_row_and_the_uninterrup
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
     try:
         assert reached.wait(120), proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else "no request"
+        lines = out / "samples.jsonl"
+        for _ in range(1200):  # the answered samples are graded and written, then the run waits for an answer that never comes
+            if proc.poll() is not None or len(lines.read_bytes().splitlines()) >= kill_at:
+                break
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -392,3 +398,13 @@ def test_paired_bootstrap_matches_a_plain_resampling_loop() -> None:
     assert d == pytest.approx(float(diffs.mean()))
     assert low == pytest.approx(means[100], abs=0.01) and high == pytest.approx(means[3899], abs=0.01)
     assert paired_bootstrap([0.5, 0.5], [1.0, 1.0]) == (0.5, 0.5, 0.5)  # no spread: the interval is the point
+
+
+def test_a_server_run_never_imports_torch(server: FakeServer, dataset: Path, grader_file: Path, tmp_path: Path) -> None:
+    code = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules)); "
+            "from graders._cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", code, "eval", str(dataset), "-g", str(grader_file), "--base-url", server.root,
+                           "--model", "fake", "-o", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout
