@@ -13,7 +13,8 @@ runs to EOS or ``max_tokens``). ``finish_reason`` is ``stop`` (EOS or a stop seq
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,12 @@ class LocalSampler:
         self.__dict__.update(self.from_model(net.to(device), tokenizer, batch_size=batch_size).__dict__)
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, *, batch_size: int = 16) -> LocalSampler:
-        """A sampler over a model already in memory (the trainer's evaluation, tests)."""
+    def from_model(cls, model: Any, tokenizer: Any, *, batch_size: int = 16,
+                   compute: Callable[[], AbstractContextManager[Any]] = nullcontext) -> LocalSampler:
+        """A sampler over a model already in memory (the trainer's evaluation, tests); ``compute()`` wraps each ``generate``
+        (the trainer's autocast)."""
         self = cls.__new__(cls)
+        self.compute = compute
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token  # left padding is masked; only EOS ends a completion
         if batch_size < 1:
@@ -83,9 +87,10 @@ class LocalSampler:
             if params.seed is not None:
                 torch.manual_seed(params.seed + batch[0].row * 1000 + batch[0].sample)
             start = time.perf_counter()
-            roll = generate_completions(self.model, self.tokenizer, [self.render(r) for r in batch], samples_per_prompt=1,
-                                        max_new_tokens=params.max_tokens,
-                                        temperature=params.temperature if params.temperature > 0 else None, top_p=params.top_p)
+            with self.compute():
+                roll = generate_completions(self.model, self.tokenizer, [self.render(r) for r in batch], samples_per_prompt=1,
+                                            max_new_tokens=params.max_tokens,
+                                            temperature=params.temperature if params.temperature > 0 else None, top_p=params.top_p)
             took = time.perf_counter() - start
             prompt_tokens = roll.attention_mask[:, :-roll.completion_mask.shape[1]].sum(dim=1).tolist()  # (B,)
             completion_tokens = roll.completion_mask.sum(dim=1).tolist()  # (B,)
@@ -102,3 +107,30 @@ def cut_at_stop(text: str, stop: Sequence[str], finish: str) -> tuple[str, str]:
     """
     cuts = [i for s in stop if (i := text.find(s)) >= 0]
     return (text[:min(cuts)], "stop") if cuts else (text, finish)
+
+
+def checkpoint_evaluator(trainer: Any, grader_path: Path, output: Path, *, console: Any = None) -> Any:
+    """``rftkit train``'s ``eval_report``: a callback that runs ``rftkit eval``'s evaluation of the trainer's eval rows.
+
+    The same code as ``rftkit eval --model``: :func:`graders.eval.run_eval` over a :class:`LocalSampler` on the model being
+    trained (greedy, the trainer's ``max_new_tokens`` and batch size, under its compute dtype), writing
+    ``output/step-<n>/`` with ``samples.jsonl``, ``summary.json`` and ``report.html``.
+    """
+    from graders.eval import EvalRow, read_definition, read_samples, run_eval, write_report
+
+    definition = read_definition(grader_path)
+    rows = [EvalRow(i, i + 1, {"reference": r["reference"]} if definition.graders[0].structured else r["reference"], prompt=r["prompt"])
+            for i, r in enumerate(trainer.eval_rows)]
+    params = SamplingParams(max_tokens=trainer.config.max_new_tokens)
+
+    def evaluate(step: int) -> None:
+        folder = output / f"step-{step}"
+        sampler = LocalSampler.from_model(trainer.model, trainer.tokenizer, batch_size=trainer.config.batch_size,
+                                          compute=trainer.policy.compute)
+        summary = run_eval(rows, definition.graders, sampler, params, folder, settings={"step": step}, overwrite=True)
+        write_report(folder / "report.html", summary, read_samples(folder / "samples.jsonl"), title=f"step {step}: eval rows")
+        if console is not None:
+            means = ", ".join(f"{name} {g['mean']:.4f}" for name, g in summary["graders"].items() if g["mean"] is not None)
+            console.print(f"step {step}: eval report in {folder} ({means})", soft_wrap=True)
+
+    return evaluate

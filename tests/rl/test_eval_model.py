@@ -97,3 +97,30 @@ def test_a_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
     result = cli(str(tmp_path / "rows.jsonl"), "-g", str(ROOT / "graders" / "data" / "resume_grader.json"),
                  "--model", str(tmp_path / "no-such-model"), "--device", "cpu", "-o", str(tmp_path / "out"))
     assert result.exit_code == 2 and "bad_model" in result.output and "/model" in result.output
+
+
+def test_train_eval_report_runs_the_same_evaluation_at_each_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_train_cli import ROWS, invoke, toml_config
+    from test_trainer import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.save_pretrained(tmp_path / "model")
+    tiny_model(tok).save_pretrained(tmp_path / "model")
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    (tmp_path / "grader.json").write_text(json.dumps({"type": "structured", "name": "city", "fields": {"city": {"comparator": "normalized"}}}),
+                                          encoding="utf-8")
+    (tmp_path / "run.toml").write_text(toml_config(steps=2, extra="eval_report = true\n"), encoding="utf-8")
+    code, out = invoke(["train", str(tmp_path / "run.toml")], monkeypatch)
+    assert code == 0, out
+    run = tmp_path / "runs" / "a"
+    assert sorted(p.name for p in (run / "eval").iterdir()) == ["step-1", "step-2"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    for m in metrics:  # the report's mean is the trainer's own held-out figure at that checkpoint
+        summary = json.loads((run / "eval" / f"step-{m['step']}" / "summary.json").read_text(encoding="utf-8"))
+        assert summary["samples"] == 2 and summary["graders"]["city"]["mean"] == pytest.approx(m["eval/reward/mean"], abs=1e-9)
+        assert (run / "eval" / f"step-{m['step']}" / "report.html").is_file()
+    code, out = invoke(["train", str(tmp_path / "run.toml"), "--overwrite"], monkeypatch)  # eval/ is train's own: replaced
+    assert code == 0, out
+    (tmp_path / "bad.toml").write_text(toml_config(extra="eval_report = 1\n"), encoding="utf-8")
+    code, out = invoke(["train", str(tmp_path / "bad.toml")], monkeypatch)
+    assert code == 2 and "/train/eval_report" in out
