@@ -30,6 +30,13 @@ from ._rollout import generate_completions
 class LocalSampler:
     """A model directory or hub id (``--model``), optionally with a LoRA adapter (``--adapter``), on ``device``."""
 
+    model: Any
+    tokenizer: Any
+    batch_size: int
+    """Prompts per ``generate`` call."""
+    compute: Callable[[], AbstractContextManager[Any]]
+    """The context each ``generate`` runs in (the trainer's autocast; none by default)."""
+
     def __init__(self, model: str, *, adapter: Path | None = None, device: str = "auto", batch_size: int = 16) -> None:
         from ._cli import resolve_device
         from ._config import ModelConfig

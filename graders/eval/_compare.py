@@ -94,9 +94,6 @@ def compare_runs(a: Path, b: Path, *, seed: int = 0, top: int = 5) -> dict[str, 
     if not shared_graders:
         raise UserError(f"the runs share no grader ({', '.join(sa['graders'])} vs {', '.join(sb['graders'])})", code="nothing_shared")
     out: dict[str, Any] = {"a": str(a), "b": str(b), "graders": {}}
-    item_of = {}
-    for r in ra:
-        item_of.setdefault(r["row"], r)
     for name in shared_graders:
         pa, pb = _per_row(ra, name), _per_row(rb, name)
         keys = [k for k in pa if k in pb]

@@ -115,7 +115,8 @@ def _build(config: Mapping[str, Any], pointer: str) -> NamedGrader:
         grader = from_config(config)
     except GraderConfigError as exc:  # the pointer inside the eval definition
         raise GraderConfigError(exc.message, code=exc.code, pointer=pointer + exc.pointer, hint=exc.hint) from None
-    name = config.get("name") if isinstance(config.get("name"), str) else str(config.get("type", "grader"))
+    given = config.get("name")
+    name = given if isinstance(given, str) else str(config.get("type", "grader"))
     return NamedGrader(name, grader, config, _threshold(config, pointer + "/pass_threshold"), isinstance(grader, StructuredGrader))
 
 
@@ -157,10 +158,10 @@ def read_definition(path: Path) -> EvalDefinition:
             content = m.get("content") if isinstance(m, Mapping) else None
             if isinstance(content, Mapping) and content.get("type") == "input_text":
                 content = content.get("text")
-            if not isinstance(content, str) or not isinstance(m.get("role"), str):  # type: ignore[union-attr]  # m is a Mapping here
+            if not isinstance(m, Mapping) or not isinstance(content, str) or not isinstance(m.get("role"), str):
                 raise GraderConfigError("each template message needs a role and a text content", code="wrong_type",
                                         pointer=f"/data_source/input_messages/template/{i}")
-            template.append({"role": m["role"], "content": content})  # type: ignore[index]  # checked above
+            template.append({"role": m["role"], "content": content})
     sampling = source.get("sampling_params") or {}
     if not isinstance(sampling, Mapping):
         raise GraderConfigError("sampling_params must be an object", code="wrong_type", pointer="/data_source/sampling_params")
@@ -189,7 +190,7 @@ def read_rows(path: Path, definition: EvalDefinition, *, limit: int | None = Non
     raw = load_jsonl(path)
     if not raw:
         raise UserError(f"{path} has no rows", code="empty_dataset")
-    rows = []
+    rows: list[EvalRow] = []
     for n, row in enumerate(raw[:limit] if limit else raw, 1):
         item = row["item"] if isinstance(row.get("item"), Mapping) and "prompt" not in row and "messages" not in row else row
         prompt, messages = None, None
