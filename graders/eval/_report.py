@@ -92,12 +92,17 @@ def _histogram(rewards: Sequence[float], title: str, bins: int = 10) -> str:
     return "".join(parts)
 
 
+def _cut(value: Any, limit: int = 300) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _field_rows(details: Mapping[str, Any], prefix: str = "") -> list[str]:
     out = []
     for name, d in details.items():
         out.append(f"<tr><td>{html.escape(prefix + name)}</td><td>{html.escape(str(d.get('comparator')))}</td>"
-                   f"<td class=num>{_f(d.get('score'))}</td><td><code>{html.escape(json.dumps(d.get('prediction'), ensure_ascii=False))[:300]}"
-                   f"</code></td><td><code>{html.escape(json.dumps(d.get('reference'), ensure_ascii=False))[:300]}</code></td></tr>")
+                   f"<td class=num>{_f(d.get('score'))}</td><td><code>{html.escape(_cut(d.get('prediction')))}"
+                   f"</code></td><td><code>{html.escape(_cut(d.get('reference')))}</code></td></tr>")
         if d.get("fields"):
             out += _field_rows(d["fields"], prefix + name + ".")
     return out
