@@ -13,6 +13,7 @@ runs to EOS or ``max_tokens``). ``finish_reason`` is ``stop`` (EOS or a stop seq
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
@@ -38,23 +39,20 @@ class LocalSampler:
     """The context each ``generate`` runs in (the trainer's autocast; none by default)."""
 
     def __init__(self, model: str, *, adapter: Path | None = None, device: str = "auto", batch_size: int = 16) -> None:
+        from transformers.utils import logging as hf_logging
+
         from ._cli import resolve_device
         from ._config import ModelConfig
         from ._model import load_pretrained
 
         device = resolve_device(device)
-        try:  # lora=True: the weights stay in the checkpoint's dtype (nothing is trained here)
-            net, tokenizer, _ = load_pretrained(model, ModelConfig(), lora=True, device=device)
-        except OSError as exc:
-            raise UserError(f"cannot load {model!r}: {exc}", code="bad_model", pointer="/model",
-                            hint="a directory with config.json and weights (an `rftkit train` OUTPUT/model or checkpoint), or a hub id") from None
-        if adapter is not None:
-            from peft import PeftModel
-
-            try:
-                net = PeftModel.from_pretrained(net, str(adapter))
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot load the adapter {str(adapter)!r}: {exc}", code="bad_adapter", pointer="/adapter") from None
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers; hides "Loading weights"
+        try:
+            net, tokenizer = _load(model, adapter, device, load_pretrained, ModelConfig())
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
         self.__dict__.update(self.from_model(net.to(device), tokenizer, batch_size=batch_size).__dict__)
 
     @classmethod
@@ -104,6 +102,24 @@ class LocalSampler:
             for i, request in enumerate(batch):
                 text, finish = cut_at_stop(roll.texts[i], params.stop, "stop" if bool(roll.has_eos[i]) else "length")
                 yield request, Completion(text, finish, int(prompt_tokens[i]), int(completion_tokens[i]), took)
+
+
+def _load(model: str, adapter: Path | None, device: str, load_pretrained: Any, config: Any) -> tuple[Any, Any]:
+    try:  # lora=True: the weights stay in the checkpoint's dtype (nothing is trained here)
+        net, tokenizer, _ = load_pretrained(model, config, lora=True, device=device)
+    except OSError as exc:
+        raise UserError(f"cannot load {model!r}: {exc}", code="bad_model", pointer="/model",
+                        hint="a directory with config.json and weights (an `rftkit train` OUTPUT/model or checkpoint), or a hub id") from None
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            with warnings.catch_warnings():  # peft reads transformers' deprecated alias (is_gradient_checkpointing): not the user's
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+                net = PeftModel.from_pretrained(net, str(adapter))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load the adapter {str(adapter)!r}: {exc}", code="bad_adapter", pointer="/adapter") from None
+    return net, tokenizer
 
 
 def cut_at_stop(text: str, stop: Sequence[str], finish: str) -> tuple[str, str]:

@@ -124,3 +124,31 @@ def test_train_eval_report_runs_the_same_evaluation_at_each_checkpoint(tmp_path:
     (tmp_path / "bad.toml").write_text(toml_config(extra="eval_report = 1\n"), encoding="utf-8")
     code, out = invoke(["train", str(tmp_path / "bad.toml")], monkeypatch)
     assert code == 2 and "/train/eval_report" in out
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.* is deprecated:FutureWarning")  # get_peft_model: peft reads the old name
+def test_a_lora_adapter_is_loaded_onto_its_base(tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from test_trainer import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    base = tiny_model(tok)
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(tiny_model(tok), LoraConfig(r=4, target_modules=["c_attn"], lora_alpha=8, fan_in_fan_out=True))
+    torch.manual_seed(0)
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=2.0)  # B starts at 0 (the adapter a no-op): make it change the outputs
+    peft_model.save_pretrained(tmp_path / "adapter")
+    requests = [Request(i, 0, p, None) for i, p in enumerate(["capital of france?", "where is the colosseum?", "a city"])]
+    params = SamplingParams(max_tokens=6)
+    with_adapter = [c.text for _, c in LocalSampler(str(tmp_path / "base"), adapter=tmp_path / "adapter", device="cpu").sample(requests, params)]
+    expected = [c.text for _, c in LocalSampler.from_model(peft_model.eval(), tok).sample(requests, params)]
+    plain = [c.text for _, c in LocalSampler(str(tmp_path / "base"), device="cpu").sample(requests, params)]
+    assert with_adapter == expected and with_adapter != plain
+    from schemas import UserError
+
+    with pytest.raises(UserError, match="bad_adapter"):
+        LocalSampler(str(tmp_path / "base"), adapter=tmp_path / "no-adapter", device="cpu")
