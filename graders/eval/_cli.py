@@ -9,7 +9,6 @@ runs (``graders/eval/_compare.py``). The local-model source lives in ``rl`` and 
 from __future__ import annotations
 
 import json
-import os
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -103,7 +102,7 @@ def _run_command(app: typer.Typer) -> None:
                                 pointer="/model")
             params = _sampling(definition, temperature, top_p, max_tokens, seed, stop, response_format)
             rows = read_rows(dataset, definition, limit=limit)
-            settings: dict[str, Any] = {"dataset": str(dataset), "rows": row_digest(rows), "samples_per_row": samples,
+            settings: dict[str, Any] = {"rows": row_digest(rows), "samples_per_row": samples,  # the rows' content, not their path
                                         "sampling": params.to_dict(), "graders": {g.name: dict(g.config) for g in definition.graders}}
             sampler: Any
             if base_url is not None:
@@ -197,5 +196,3 @@ def register(app: typer.Typer) -> None:
             prog = "rftkit eval"
         typer.main.get_command(sub).main(args=args, prog_name=prog, standalone_mode=True)
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the local sampler's tokenizer in a threaded run

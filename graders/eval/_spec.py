@@ -27,8 +27,8 @@ from typing import Any
 
 from schemas import UserError, load_jsonl
 
+from .. import GraderConfigError
 from .._config import load_config
-from .._errors import GraderConfigError
 
 
 @dataclass(frozen=True)
