@@ -111,27 +111,28 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         base = _rss_bytes()
     if mode == "trl-lora":
-        elapsed, trained = run_trl(model, tokenizer, rows, ppo, args)
+        elapsed, cpu, trained = run_trl(model, tokenizer, rows, ppo, args)
     else:
         trainer = PPOTrainer(model, tokenizer, LengthGrader(), rows, [], ppo, model_config=model_config, lora=lora)
         trainer.step()  # untimed: allocations, kernels' first calls
         if cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
             trainer.step()
         if cuda:
             torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         trained = sum(p.numel() for p in trainer.params)
     peak = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
     return {"mode": mode, "size": args.size, "params": n_params, "device": args.device,
             "trained_params": trained,
             "peak_gib": round(peak / 2**30, 3), "samples_per_s": round(args.steps * ppo.batch_size / elapsed, 2),
+            "samples_per_cpu_s": round(args.steps * ppo.batch_size / cpu, 2),
             "batch": ppo.batch_size, "new_tokens": args.new_tokens, "micro_batch_size": args.micro_batch_size}
 
 
-def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, args: argparse.Namespace) -> tuple[float, int]:
+def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, args: argparse.Namespace) -> tuple[float, float, int]:
     """TRL's GRPOTrainer + peft on the same model and batch: one untimed optimizer step, then ``args.steps`` timed ones."""
     import warnings
 
@@ -141,7 +142,7 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    marks: list[float] = []
+    marks: list[tuple[float, float]] = []  # (wall, process CPU) at the end of each optimizer step
 
     class Clock(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -149,7 +150,7 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
                 import torch
 
                 torch.cuda.synchronize()
-            marks.append(time.perf_counter())
+            marks.append((time.perf_counter(), time.process_time()))
 
     def reward(completions: list[str], **_: Any) -> list[float]:
         return [(len(c) % 7) / 6 for c in completions]
@@ -170,7 +171,7 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    return marks[-1] - marks[0], trained
+    return marks[-1][0] - marks[0][0], marks[-1][1] - marks[0][1], trained
 
 
 def _rss_bytes() -> int:
