@@ -16,7 +16,10 @@ Modes (each one ``PPOTrainer`` on the same bf16 model, the same batch and comple
 Memory: on CUDA ``torch.cuda.max_memory_allocated`` over the trainer's construction and its steps, minus what
 the loaded model held before; on CPU the peak resident set (``ru_maxrss``) minus the resident set after loading,
 each mode in a process of its own (a peak only grows). Speed: completions per second over the timed steps
-(after one untimed step). Nothing is downloaded: the model is built from a config, the tokenizer is a word-level
+(after one untimed step), by the wall clock and by the process's CPU time (``time.process_time``: on a machine
+shared with other jobs the wall clock measures them too; with one torch thread, a quiet core's wall time is
+about the CPU time). ``completion tokens`` is the mean number of tokens (EOS left out) each completion had, so
+that both contenders are seen to sample as many. Nothing is downloaded: the model is built from a config, the tokenizer is a word-level
 one made in code, and completions are scored by their length.
 
 Each mode in a fresh process; a failed mode prints its last error line and the others go on.
@@ -54,11 +57,21 @@ class Scored:
     sub_scores: dict[str, float]
 
 
-class LengthGrader:
+COMPLETION_WORDS: list[int] = []
+"""The words (tokens, EOS left out) of every completion graded in this process: both contenders must sample as many."""
+
+
+def length_rewards(responses: list[str]) -> list[float]:
     """A reward that differs between completions (their length, folded into [0, 1]), so every step updates."""
+    COMPLETION_WORDS.extend(len(r.split()) for r in responses)
+    return [(len(r) % 7) / 6 for r in responses]
+
+
+class LengthGrader:
+    """:func:`length_rewards` as rftkit's grader."""
 
     def grade_batch(self, responses: list[str], references: list[Any]) -> list[Scored]:
-        return [Scored((len(r) % 7) / 6, {}) for r in responses]
+        return [Scored(score, {}) for score in length_rewards(responses)]
 
 
 def word_tokenizer(vocab_size: int) -> Any:
@@ -129,6 +142,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             "trained_params": trained,
             "peak_gib": round(peak / 2**30, 3), "samples_per_s": round(args.steps * ppo.batch_size / elapsed, 2),
             "samples_per_cpu_s": round(args.steps * ppo.batch_size / cpu, 2),
+            "completion_tokens": round(sum(COMPLETION_WORDS) / max(1, len(COMPLETION_WORDS)), 2),
             "batch": ppo.batch_size, "new_tokens": args.new_tokens, "micro_batch_size": args.micro_batch_size}
 
 
@@ -153,7 +167,7 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
             marks.append((time.perf_counter(), time.process_time()))
 
     def reward(completions: list[str], **_: Any) -> list[float]:
-        return [(len(c) % 7) / 6 for c in completions]
+        return length_rewards(completions)
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # TRL 1.16 reads transformers 5.23's deprecated names
@@ -207,12 +221,18 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     full = next((r for r in results if r["mode"] == "full-fp32"), None)
-    print(f"\n| mode | trained params | peak memory (GiB) | samples/s |{' vs full-fp32 peak |' if full else ''}")
-    print(f"|---|---|---|---|{'---|' if full else ''}")
-    for r in results:
-        ratio = f" {r['peak_gib'] / full['peak_gib']:.2f}x |" if full else ""
-        print(f"| {r['mode']} | {r['trained_params']:,} | {r['peak_gib']:.2f} | {r['samples_per_s']:.1f} |{ratio}")
+    trl = next((r for r in results if r["mode"] == "trl-lora"), None)
+    print("\n| mode | trained params | peak memory (GiB) | vs full-fp32 peak | vs trl-lora peak | completion tokens "
+          "| samples/s | vs trl-lora | samples/CPU-s | vs trl-lora |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
+    def ratio(r: dict[str, Any], other: dict[str, Any] | None, key: str) -> str:
+        return f"{r[key] / other[key]:.2f}x" if other else "-"
+
+    for r in results:
+        print(f"| {r['mode']} | {r['trained_params']:,} | {r['peak_gib']:.2f} | {ratio(r, full, 'peak_gib')} | {ratio(r, trl, 'peak_gib')} "
+              f"| {r['completion_tokens']:.1f} | {r['samples_per_s']:.2f} | {ratio(r, trl, 'samples_per_s')} "
+              f"| {r['samples_per_cpu_s']:.2f} | {ratio(r, trl, 'samples_per_cpu_s')} |")
 
 if __name__ == "__main__":
     main()
