@@ -33,7 +33,15 @@ from typing import Any
 
 import torch
 
-from ._rollout import Rollout, completion_forward, cut_at_eos, gather_logprobs, generate_completions, last_positions, truncate_logits
+from ._rollout import (
+    Rollout,
+    completion_forward,
+    cut_at_eos,
+    gather_logprobs,
+    generate_completions,
+    last_positions,
+    truncate_logits,
+)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
