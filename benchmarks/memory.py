@@ -85,6 +85,47 @@ def word_tokenizer(vocab_size: int) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
 
 
+PHASES: dict[str, float] = {}
+"""With ``--phases``: CPU seconds per phase over the timed steps (each contender's own functions wrapped, see
+:func:`time_phases`)."""
+TIMING: list[bool] = [False]
+"""Whether the timed steps have begun (the untimed first step is not counted)."""
+
+
+def timed(fn: Any, phase: Any) -> Any:
+    """``fn`` with its CPU time added to ``PHASES[phase()]`` (the phase is named when the call starts) while ``TIMING``."""
+    def wrapper(*a: Any, **k: Any) -> Any:
+        name, start = phase(), time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            if TIMING[0]:
+                PHASES[name] = PHASES.get(name, 0.0) + time.process_time() - start
+    return wrapper
+
+
+def time_phases(mode: str) -> None:
+    """Wrap the functions each contender runs a phase in: sampling, the reference's forward (no grad), the update's
+    forward (grad on) and its backward. What they leave out (log-softmax, losses, grading, the optimizer) is ``rest``."""
+    import torch
+
+    def forward() -> str:
+        return "update forward" if torch.is_grad_enabled() else "reference forward"
+
+    torch.Tensor.backward = timed(torch.Tensor.backward, lambda: "backward")
+    if mode == "trl-lora":
+        from trl import GRPOTrainer
+
+        GRPOTrainer._generate = timed(GRPOTrainer._generate, lambda: "sampling")
+        GRPOTrainer._get_per_token_logps_and_entropies = timed(
+            GRPOTrainer._get_per_token_logps_and_entropies, forward)
+    else:
+        import rl._trainer
+
+        rl._trainer.sample_rollout = timed(rl._trainer.sample_rollout, lambda: "sampling")
+        rl._trainer.score_completions = timed(rl._trainer.score_completions, forward)
+
+
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     import warnings
 
@@ -100,6 +141,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
+    if args.phases:
+        time_phases(mode)
     shape = SIZES[args.size]
     config = Qwen2Config(**shape, max_position_embeddings=1024, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
                          bos_token_id=1)
@@ -128,6 +171,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         trainer = PPOTrainer(model, tokenizer, LengthGrader(), rows, [], ppo, model_config=model_config, lora=lora)
         trainer.step()  # untimed: allocations, kernels' first calls
+        TIMING[0] = True
         if cuda:
             torch.cuda.synchronize()
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -143,7 +187,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             "peak_gib": round(peak / 2**30, 3), "samples_per_s": round(args.steps * ppo.batch_size / elapsed, 2),
             "samples_per_cpu_s": round(args.steps * ppo.batch_size / cpu, 2),
             "completion_tokens": round(sum(COMPLETION_WORDS) / max(1, len(COMPLETION_WORDS)), 2),
-            "batch": ppo.batch_size, "new_tokens": args.new_tokens, "micro_batch_size": args.micro_batch_size}
+            "batch": ppo.batch_size,
+            **({"cpu_s_per_step": {**{k: round(v / args.steps, 2) for k, v in sorted(PHASES.items())},
+                                   "rest": round((cpu - sum(PHASES.values())) / args.steps, 2)}} if args.phases else {}), "new_tokens": args.new_tokens, "micro_batch_size": args.micro_batch_size}
 
 
 def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, args: argparse.Namespace) -> tuple[float, float, int]:
@@ -165,6 +211,7 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
 
                 torch.cuda.synchronize()
             marks.append((time.perf_counter(), time.process_time()))
+            TIMING[0] = True  # the first optimizer step is untimed
 
     def reward(completions: list[str], **_: Any) -> list[float]:
         return length_rewards(completions)
@@ -205,6 +252,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4, help="prompts per rollout")
     parser.add_argument("--samples", type=int, default=8, help="completions per prompt")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--phases", action="store_true", help="also report CPU seconds per step in each phase")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # run one mode here and print its JSON (CPU: a process per mode)
     args = parser.parse_args()
     if args.one:
