@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py                                # CPU, the ~135M model, peak RSS growth after loading
     python benchmarks/memory.py --device cuda --size 0.5b      # one GPU: peak allocated CUDA memory, Qwen2.5-0.5B's layout
+    python benchmarks/memory.py --modes lora,trl-lora --phases # and CPU seconds per step in each phase of each contender
 
 Modes (each one ``PPOTrainer`` on the same bf16 model, the same batch and completion length):
 
