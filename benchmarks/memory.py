@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py                                # CPU, the ~135M model, peak RSS growth after loading
     python benchmarks/memory.py --device cuda --size 0.5b      # one GPU: peak allocated CUDA memory, Qwen2.5-0.5B's layout
+    python benchmarks/memory.py --modes lora,trl-lora --phases # and CPU seconds per step in each phase of each contender
 
 Modes (each one ``PPOTrainer`` on the same bf16 model, the same batch and completion length):
 
@@ -16,7 +17,10 @@ Modes (each one ``PPOTrainer`` on the same bf16 model, the same batch and comple
 Memory: on CUDA ``torch.cuda.max_memory_allocated`` over the trainer's construction and its steps, minus what
 the loaded model held before; on CPU the peak resident set (``ru_maxrss``) minus the resident set after loading,
 each mode in a process of its own (a peak only grows). Speed: completions per second over the timed steps
-(after one untimed step). Nothing is downloaded: the model is built from a config, the tokenizer is a word-level
+(after one untimed step), by the wall clock and by the process's CPU time (``time.process_time``: on a machine
+shared with other jobs the wall clock measures them too; with one torch thread, a quiet core's wall time is
+about the CPU time). ``completion tokens`` is the mean number of tokens (EOS left out) each completion had, so
+that both contenders are seen to sample as many. Nothing is downloaded: the model is built from a config, the tokenizer is a word-level
 one made in code, and completions are scored by their length.
 
 Each mode in a fresh process; a failed mode prints its last error line and the others go on.
@@ -54,11 +58,21 @@ class Scored:
     sub_scores: dict[str, float]
 
 
-class LengthGrader:
+COMPLETION_WORDS: list[int] = []
+"""The words (tokens, EOS left out) of every completion graded in this process: both contenders must sample as many."""
+
+
+def length_rewards(responses: list[str]) -> list[float]:
     """A reward that differs between completions (their length, folded into [0, 1]), so every step updates."""
+    COMPLETION_WORDS.extend(len(r.split()) for r in responses)
+    return [(len(r) % 7) / 6 for r in responses]
+
+
+class LengthGrader:
+    """:func:`length_rewards` as rftkit's grader."""
 
     def grade_batch(self, responses: list[str], references: list[Any]) -> list[Scored]:
-        return [Scored((len(r) % 7) / 6, {}) for r in responses]
+        return [Scored(score, {}) for score in length_rewards(responses)]
 
 
 def word_tokenizer(vocab_size: int) -> Any:
@@ -70,6 +84,47 @@ def word_tokenizer(vocab_size: int) -> Any:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+PHASES: dict[str, float] = {}
+"""With ``--phases``: CPU seconds per phase over the timed steps (each contender's own functions wrapped, see
+:func:`time_phases`)."""
+TIMING: list[bool] = [False]
+"""Whether the timed steps have begun (the untimed first step is not counted)."""
+
+
+def timed(fn: Any, phase: Any) -> Any:
+    """``fn`` with its CPU time added to ``PHASES[phase()]`` (the phase is named when the call starts) while ``TIMING``."""
+    def wrapper(*a: Any, **k: Any) -> Any:
+        name, start = phase(), time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            if TIMING[0]:
+                PHASES[name] = PHASES.get(name, 0.0) + time.process_time() - start
+    return wrapper
+
+
+def time_phases(mode: str) -> None:
+    """Wrap the functions each contender runs a phase in: sampling, the reference's forward (no grad), the update's
+    forward (grad on) and its backward. What they leave out (log-softmax, losses, grading, the optimizer) is ``rest``."""
+    import torch
+
+    def forward() -> str:
+        return "update forward" if torch.is_grad_enabled() else "reference forward"
+
+    torch.Tensor.backward = timed(torch.Tensor.backward, lambda: "backward")
+    if mode == "trl-lora":
+        from trl import GRPOTrainer
+
+        GRPOTrainer._generate = timed(GRPOTrainer._generate, lambda: "sampling")
+        GRPOTrainer._get_per_token_logps_and_entropies = timed(
+            GRPOTrainer._get_per_token_logps_and_entropies, forward)
+    else:
+        import rl._trainer
+
+        rl._trainer.sample_rollout = timed(rl._trainer.sample_rollout, lambda: "sampling")
+        rl._trainer.score_completions = timed(rl._trainer.score_completions, forward)
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -87,6 +142,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
+    if args.phases:
+        time_phases(mode)
     shape = SIZES[args.size]
     config = Qwen2Config(**shape, max_position_embeddings=1024, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
                          bos_token_id=1)
@@ -111,27 +168,32 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         base = _rss_bytes()
     if mode == "trl-lora":
-        elapsed, trained = run_trl(model, tokenizer, rows, ppo, args)
+        elapsed, cpu, trained = run_trl(model, tokenizer, rows, ppo, args)
     else:
         trainer = PPOTrainer(model, tokenizer, LengthGrader(), rows, [], ppo, model_config=model_config, lora=lora)
         trainer.step()  # untimed: allocations, kernels' first calls
+        TIMING[0] = True
         if cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
             trainer.step()
         if cuda:
             torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         trained = sum(p.numel() for p in trainer.params)
     peak = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
     return {"mode": mode, "size": args.size, "params": n_params, "device": args.device,
             "trained_params": trained,
             "peak_gib": round(peak / 2**30, 3), "samples_per_s": round(args.steps * ppo.batch_size / elapsed, 2),
-            "batch": ppo.batch_size, "new_tokens": args.new_tokens, "micro_batch_size": args.micro_batch_size}
+            "samples_per_cpu_s": round(args.steps * ppo.batch_size / cpu, 2),
+            "completion_tokens": round(sum(COMPLETION_WORDS) / max(1, len(COMPLETION_WORDS)), 2),
+            "batch": ppo.batch_size,
+            **({"cpu_s_per_step": {**{k: round(v / args.steps, 2) for k, v in sorted(PHASES.items())},
+                                   "rest": round((cpu - sum(PHASES.values())) / args.steps, 2)}} if args.phases else {}), "new_tokens": args.new_tokens, "micro_batch_size": args.micro_batch_size}
 
 
-def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, args: argparse.Namespace) -> tuple[float, int]:
+def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, args: argparse.Namespace) -> tuple[float, float, int]:
     """TRL's GRPOTrainer + peft on the same model and batch: one untimed optimizer step, then ``args.steps`` timed ones."""
     import warnings
 
@@ -141,7 +203,7 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    marks: list[float] = []
+    marks: list[tuple[float, float]] = []  # (wall, process CPU) at the end of each optimizer step
 
     class Clock(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -149,10 +211,11 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
                 import torch
 
                 torch.cuda.synchronize()
-            marks.append(time.perf_counter())
+            marks.append((time.perf_counter(), time.process_time()))
+            TIMING[0] = True  # the first optimizer step is untimed
 
     def reward(completions: list[str], **_: Any) -> list[float]:
-        return [(len(c) % 7) / 6 for c in completions]
+        return length_rewards(completions)
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # TRL 1.16 reads transformers 5.23's deprecated names
@@ -170,7 +233,7 @@ def run_trl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], ppo: Any, ar
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    return marks[-1] - marks[0], trained
+    return marks[-1][0] - marks[0][0], marks[-1][1] - marks[0][1], trained
 
 
 def _rss_bytes() -> int:
@@ -190,6 +253,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4, help="prompts per rollout")
     parser.add_argument("--samples", type=int, default=8, help="completions per prompt")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--phases", action="store_true", help="also report CPU seconds per step in each phase")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # run one mode here and print its JSON (CPU: a process per mode)
     args = parser.parse_args()
     if args.one:
@@ -206,12 +270,18 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     full = next((r for r in results if r["mode"] == "full-fp32"), None)
-    print(f"\n| mode | trained params | peak memory (GiB) | samples/s |{' vs full-fp32 peak |' if full else ''}")
-    print(f"|---|---|---|---|{'---|' if full else ''}")
-    for r in results:
-        ratio = f" {r['peak_gib'] / full['peak_gib']:.2f}x |" if full else ""
-        print(f"| {r['mode']} | {r['trained_params']:,} | {r['peak_gib']:.2f} | {r['samples_per_s']:.1f} |{ratio}")
+    trl = next((r for r in results if r["mode"] == "trl-lora"), None)
+    print("\n| mode | trained params | peak memory (GiB) | vs full-fp32 peak | vs trl-lora peak | completion tokens "
+          "| samples/s | vs trl-lora | samples/CPU-s | vs trl-lora |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
+    def ratio(r: dict[str, Any], other: dict[str, Any] | None, key: str) -> str:
+        return f"{r[key] / other[key]:.2f}x" if other else "-"
+
+    for r in results:
+        print(f"| {r['mode']} | {r['trained_params']:,} | {r['peak_gib']:.2f} | {ratio(r, full, 'peak_gib')} | {ratio(r, trl, 'peak_gib')} "
+              f"| {r['completion_tokens']:.1f} | {r['samples_per_s']:.2f} | {ratio(r, trl, 'samples_per_s')} "
+              f"| {r['samples_per_cpu_s']:.2f} | {ratio(r, trl, 'samples_per_cpu_s')} |")
 
 if __name__ == "__main__":
     main()

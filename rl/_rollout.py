@@ -102,12 +102,23 @@ def cut_at_eos(tokenizer: Any, completion: torch.Tensor) -> tuple[torch.Tensor, 
     return (~after_eos).long(), is_eos.any(dim=1), texts
 
 
+def last_positions(length: int, count: int, device: torch.device) -> torch.Tensor:
+    """The last ``count`` positions of ``length``, as the index tensor a model's ``logits_to_keep`` takes: (count,).
+
+    Not the integer ``logits_to_keep=count``: that slices the hidden states into a strided view, and
+    ``torch.matmul`` cannot fold a strided 3-D input into one matrix product, so it copies the
+    output embedding once per row (a (B, H, V) copy) before a batched product. An index tensor
+    gathers the rows into a contiguous tensor first; the logits are the same.
+    """
+    return torch.arange(length - count, length, device=device)
+
+
 def completion_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_len: int,
                        temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``/ temperature`` that predicted the last ``completion_len`` tokens (B, T, V), and the last hidden state there (B, T, H)."""
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L), as generate() counts them
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                output_hidden_states=True, logits_to_keep=completion_len + 1)
+                output_hidden_states=True, logits_to_keep=last_positions(input_ids.shape[1], completion_len + 1, input_ids.device))
     logits = out.logits[:, :-1] / temperature  # (B, T, V): position t-1 predicts completion token t
     hidden = out.hidden_states[-1][:, -completion_len - 1:-1]  # (B, T, H)
     return logits, hidden

@@ -33,7 +33,15 @@ from typing import Any
 
 import torch
 
-from ._rollout import Rollout, completion_forward, cut_at_eos, gather_logprobs, generate_completions, truncate_logits
+from ._rollout import (
+    Rollout,
+    completion_forward,
+    cut_at_eos,
+    gather_logprobs,
+    generate_completions,
+    last_positions,
+    truncate_logits,
+)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -49,7 +57,7 @@ def _run_prompts(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     """
     used, row_of = torch.unique(rows, return_inverse=True)  # (p,), (b,)
     out = model(input_ids=prompt_ids[used], attention_mask=prompt_mask[used], position_ids=_positions(prompt_mask[used]),
-                use_cache=True, output_hidden_states=hidden, logits_to_keep=1)
+                use_cache=True, output_hidden_states=hidden, logits_to_keep=last_positions(prompt_ids.shape[1], 1, prompt_ids.device))
     cache = out.past_key_values
     cache.batch_select_indices(row_of)  # each row gets its prompt's keys and values (gradients flow back through the copy)
     last_hidden = out.hidden_states[-1][row_of, -1] if hidden else None  # (b, H)

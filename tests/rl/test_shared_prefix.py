@@ -18,7 +18,7 @@ from transformers import GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrai
 
 from graders import StructuredGrader
 from rl import PPOTrainer, Rollout, generate_completions
-from rl._rollout import completion_forward, gather_logprobs
+from rl._rollout import completion_forward, gather_logprobs, last_positions
 from rl._shared_prefix import sample_rollout, sample_tokens, score_completions, shares_prefix
 
 PROMPTS = ["capital of france?", "abc", "where is the eiffel tower? tell me please"]  # three lengths: two rows are left-padded
@@ -176,3 +176,21 @@ def test_the_first_ratio_is_one_on_the_shared_path(name: str, advantage: str) ->
     metrics = trainer.step()
     assert metrics["policy/approx_kl"] < 1e-10 and metrics["policy/clipfrac"] == 0, metrics
     assert abs(metrics["kl/to_init"]) < 1e-4 and metrics["update/skipped_ratio"] == 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_last_positions_gives_the_logits_of_an_integer_logits_to_keep_from_a_contiguous_input(name: str) -> None:
+    tok = tiny_tokenizer()
+    model = MODELS[name](tok)
+    enc = tok(PROMPTS, padding=True, padding_side="left", return_tensors="pt")
+    length = enc["input_ids"].shape[1]
+    seen: list[torch.Tensor] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        for count in (1, 3):
+            sliced = model(**enc, logits_to_keep=count).logits
+            indexed = model(**enc, logits_to_keep=last_positions(length, count, enc["input_ids"].device)).logits
+            assert indexed.shape == sliced.shape == (len(PROMPTS), count, len(tok))
+            torch.testing.assert_close(indexed, sliced)
+    hook.remove()
+    assert [x.is_contiguous() for x in seen] == [False, True, False, True]  # the slice is a strided view, the index a copy
