@@ -18,7 +18,8 @@ What rftkit plugs in there:
   A field named ``parse_error`` or ``error`` is reported as ``<field>_field``.
 * :func:`verifiers_taskset` -- a complete single-turn taskset from a dataset file (rows with
   ``prompt`` or ``messages`` and a reference) and a grader config, in one call; with
-  :class:`SingleTurnHarness` exported beside it, ``vf-eval <module>`` and prime-rl run it.
+  :class:`SingleTurnHarness` (one chat completion, in-process) and :class:`SingleTurnEnv`
+  (the agent on the local runtime) exported beside it, ``vf-eval <module>`` and prime-rl run it.
 * :func:`verifiers_reward` / :func:`verifiers_metrics` -- the same functions for any other
   task, plugged by import path, grading with the config file named by ``$RFTKIT_GRADER``.
 
@@ -263,7 +264,8 @@ class VerifiersTasksetConfig(vf.TasksetConfig):  # type: ignore[misc]  # verifie
     """The row key holding the reference (the item's ``reference`` for OpenAI-type graders)."""
 
 
-def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, needs_reference: bool) -> VerifiersTaskData:
+def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, structured: bool) -> VerifiersTaskData:
+    """The task of one row; an OpenAI-type grader's item is the row (a structured grader reads only the reference)."""
     where = f"{path}: row {line}"
     prompt = row.get("prompt", row.get("messages"))
     if isinstance(prompt, str):
@@ -273,11 +275,12 @@ def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, n
     else:
         raise UserError(f"{where}: needs 'prompt' (a string) or 'messages' (a list of chat messages with roles)",
                         code="bad_row", pointer=f"/{line}", hint="rftkit validate lists every bad row of a dataset")
-    if needs_reference and reference_key not in row:
+    if structured and reference_key not in row:
         raise UserError(f"{where}: no {reference_key!r} to grade against", code="missing_reference",
                         pointer=f"/{line}/{reference_key}", hint="give every row its reference, or set reference_key")
     rid = row.get("id")
-    return VerifiersTaskData(prompt=prompt, id=None if rid is None else str(rid), reference=row.get(reference_key), item=row)
+    return VerifiersTaskData(prompt=prompt, id=None if rid is None else str(rid), reference=row.get(reference_key),
+                             item={} if structured else row)
 
 
 class VerifiersTaskset(vf.Taskset[VerifiersTask, VerifiersTasksetConfig]):  # type: ignore[misc]  # verifiers is untyped
@@ -293,9 +296,9 @@ class VerifiersTaskset(vf.Taskset[VerifiersTask, VerifiersTasksetConfig]):  # ty
 
     def load(self) -> Iterable[VerifiersTask]:
         path = Path(self.config.dataset)
-        needs_reference = isinstance(self.grader.grader, StructuredGrader)
+        structured = isinstance(self.grader.grader, StructuredGrader)
         for line, row in enumerate(load_jsonl(path, pointer="/taskset/dataset"), 1):
-            data = _task_data(row, line, path, self.config.reference_key, needs_reference)
+            data = _task_data(row, line, path, self.config.reference_key, structured)
             yield VerifiersTask(data, self.config.task, grader=self.grader)
 
 
@@ -305,12 +308,12 @@ def verifiers_taskset(dataset: str | Path, grader: str | Path | Mapping[str, Any
 
     In a module on the path (its name is the environment's id), for example ``resume_env.py``::
 
-        from graders.adapters import SingleTurnHarness, verifiers_taskset
+        from graders.adapters import SingleTurnEnv, SingleTurnHarness, verifiers_taskset
 
         ResumeTaskset = verifiers_taskset("resume.jsonl", "grader.json")
-        __all__ = ["ResumeTaskset", "SingleTurnHarness"]
+        __all__ = ["ResumeTaskset", "SingleTurnHarness", "SingleTurnEnv"]
 
-    then ``vf-eval resume_env -m <model>`` evaluates it, and prime-rl trains on it by that id.
+    (verifiers finds the taskset, its default harness and its env in ``__all__``), then ``vf-eval resume_env -m <model>`` evaluates it, and prime-rl trains on it by that id.
     The dataset and grader become the defaults of ``--env.taskset.dataset`` / ``.grader``.
     The grader config is checked here, so a bad one raises at once.
     """
@@ -371,3 +374,18 @@ class SingleTurnHarness(vf.Harness[SingleTurnHarnessConfig]):  # type: ignore[mi
         if response.status_code >= 400:
             return vf.ProgramResult(1, "", f"model call answered {response.status_code}: {response.text[:2000]}")
         return vf.ProgramResult(0, response.text, "")
+
+
+class SingleTurnEnvConfig(vf.SingleAgentEnvConfig):  # type: ignore[misc]  # verifiers is untyped
+    """The single-agent env's config, with the agent on the local ``subprocess`` runtime by default.
+
+    verifiers defaults every agent to a remote Prime sandbox; the single-turn harness
+    runs nothing in its runtime, so the local one is enough (``--env.agent.runtime.type``
+    still chooses another).
+    """
+
+    agent: vf.AgentConfig = vf.AgentConfig(runtime=vf.SubprocessConfig())
+
+
+class SingleTurnEnv(vf.SingleAgentEnv, vf.Env[SingleTurnEnvConfig]):  # type: ignore[misc]  # verifiers is untyped
+    """verifiers' single-agent env over :class:`SingleTurnEnvConfig`: export it beside the taskset and the harness."""

@@ -36,6 +36,8 @@ from graders._adapters import (
 
 if _TYPE_CHECKING:
     from graders._verifiers import (
+        SingleTurnEnv,
+        SingleTurnEnvConfig,
         SingleTurnHarness,
         VerifiersGrader,
         VerifiersTask,
@@ -48,7 +50,7 @@ if _TYPE_CHECKING:
         verifiers_taskset,
     )
 
-_VERIFIERS = frozenset({"SingleTurnHarness", "VerifiersGrader", "VerifiersTask", "VerifiersTaskData", "VerifiersTaskset",
+_VERIFIERS = frozenset({"SingleTurnEnv", "SingleTurnEnvConfig", "SingleTurnHarness", "VerifiersGrader", "VerifiersTask", "VerifiersTaskData", "VerifiersTaskset",
                         "VerifiersTasksetConfig", "verifiers_grader", "verifiers_metrics", "verifiers_reward", "verifiers_taskset"})
 
 
@@ -73,6 +75,8 @@ reward_func = openrlhf_reward_func
 
 __all__ = [
     "GRADER_ENV",
+    "SingleTurnEnv",
+    "SingleTurnEnvConfig",
     "SingleTurnHarness",
     "TrlReward",
     "VerifiersGrader",
