@@ -239,10 +239,12 @@ def env_module(tmp_path: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         sys.modules.pop(name, None)
 
 
-def test_environment_runs_verifiers_eval_loop_on_demo_rows(env_module: tuple[str, list[dict[str, Any]]],
-                                                          tmp_path: Path) -> None:
+def test_environment_runs_verifiers_eval_loop_on_demo_rows(env_module: tuple[str, list[dict[str, Any]]], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from verifiers.v1.cli.eval.runner import run_eval
     from verifiers.v1.configs.cli.eval import EvalConfig
+
+    monkeypatch.delenv("VF_RUN_ID", raising=False)  # run_eval sets it for the processes it starts; gone after the test
 
     name, rows = env_module
     replies = dict(zip((r["prompt"] for r in rows), completions_for(rows)))
