@@ -244,11 +244,11 @@ class VerifiersTask(vf.Task[VerifiersTaskData, vf.State, vf.TaskConfig]):  # typ
             return _from_env()
         return self.grader
 
-    @vf.metric  # type: ignore[misc]  # untyped decorator
+    @vf.metric  # type: ignore[untyped-decorator]  # verifiers is untyped
     async def rftkit_metrics(self, task: VerifiersTaskData, trace: Any) -> dict[str, float]:
         return await self._grader().metrics(task, trace)
 
-    @vf.reward(weight=1.0)  # type: ignore[misc]  # untyped decorator
+    @vf.reward(weight=1.0)  # type: ignore[untyped-decorator]  # verifiers is untyped
     async def rftkit_reward(self, task: VerifiersTaskData, trace: Any) -> dict[str, float]:
         return await self._grader().reward(task, trace)
 
@@ -288,6 +288,10 @@ class VerifiersTaskset(vf.Taskset[VerifiersTask, VerifiersTasksetConfig]):  # ty
 
     def __init__(self, config: VerifiersTasksetConfig) -> None:
         super().__init__(config)
+        if not isinstance(config, VerifiersTasksetConfig):
+            raise GraderConfigError(f"{type(self).__name__} takes a VerifiersTasksetConfig, got {type(config).__name__}",
+                                    code="wrong_type", pointer="/taskset",
+                                    hint="load it by id, as vf-eval does (taskset_config_type(id)(id=id)), or pass VerifiersTasksetConfig(...)")
         if config.dataset is None or config.grader is None:
             raise GraderConfigError("a verifiers taskset needs a dataset file and a grader", code="missing_setting",
                                     pointer="/taskset", hint="--env.taskset.dataset rows.jsonl --env.taskset.grader grader.json, "
@@ -324,7 +328,7 @@ def verifiers_taskset(dataset: str | Path, grader: str | Path | Mapping[str, Any
     VerifiersGrader(source, reference_key=reference_key)  # a bad config raises here, not in the first rollout
     default_dataset, default_grader, default_key = path.resolve(), source, reference_key
 
-    class Config(VerifiersTasksetConfig):  # type: ignore[misc]  # verifiers is untyped
+    class Config(VerifiersTasksetConfig):
         dataset: Path | None = default_dataset
         grader: str | dict[str, Any] | None = default_grader
         reference_key: str = default_key

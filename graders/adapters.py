@@ -1,4 +1,4 @@
-"""Graders as trainers' reward functions: TRL, verl and OpenRLHF (the adapters are in ``graders._adapters``).
+"""Graders as trainers' reward functions: TRL, verl and OpenRLHF (in ``graders._adapters``), and verifiers environments (in ``graders._verifiers``).
 
 This file can also be handed to the trainers as it is, since it imports by
 absolute names (verl and OpenRLHF load reward files outside any package):

@@ -207,6 +207,8 @@ def test_misuse_raises_at_construction(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"prompt": "p", "reference": {}}) + "\n" + json.dumps({"text": "no prompt"}) + "\n")
     with pytest.raises(GraderConfigError, match="needs a dataset file and a grader"):
         VerifiersTaskset(VerifiersTasksetConfig())
+    with pytest.raises(GraderConfigError, match="takes a VerifiersTasksetConfig"):
+        VerifiersTaskset(vf.TasksetConfig(id="x"))
     with pytest.raises(UserError, match="row 2") as info:
         list(VerifiersTaskset(VerifiersTasksetConfig(dataset=bad, grader=str(RESUME))))
     assert info.value.pointer == "/2" and info.value.hint
