@@ -24,8 +24,8 @@ What rftkit plugs in there:
   task, plugged by import path, grading with the config file named by ``$RFTKIT_GRADER``.
 
 The text graded is the rollout's reply (``trace.root_reply``, else the last assistant
-message, as sent); a reply cut at the token limit is graded as truncated by a structured
-grader. The reference is the task's ``reference`` field (``reference_key``); an OpenAI-type
+message, as sent); a structured grader is given the model call's finish reason, so a reply
+cut at the token limit inside its JSON is flagged ``truncated_output_error``. The reference is the task's ``reference`` field (``reference_key``); an OpenAI-type
 grader reads the row as ``{{ item.* }}``. Grading is synchronous CPU work for a structured
 grader and runs inline; other graders (which may wait on a sandbox or HTTP) run on a thread.
 """

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +295,46 @@ def test_environment_runs_verifiers_eval_loop_on_demo_rows(env_module: tuple[str
         live = by_idx[trace["task"]["data"]["idx"]]
         assert trace["rewards"]["resume"]["score"] == pytest.approx(live.reward, abs=1e-6)
         assert set(trace["metrics"]) == set(live.metrics)
+
+
+def test_vf_eval_command_on_chat_rows(tmp_path: Path) -> None:
+    """The ``vf-eval`` command itself, in a subprocess, on rows given as chat messages (a system turn kept as sent)."""
+    rows = demo_splits(seed=4, sft=0, train=3, heldout=0).train
+    chat_rows = [{"id": f"row-{i}", "messages": [{"role": "system", "content": "Answer with JSON only."},
+                                                 {"role": "user", "content": r["prompt"]}], "reference": r["reference"]}
+                 for i, r in enumerate(rows)]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat_rows))
+    (tmp_path / "chat_env.py").write_text(
+        "from pathlib import Path\n"
+        "from graders.adapters import SingleTurnEnv, SingleTurnHarness, verifiers_taskset\n\n"
+        f"ChatTaskset = verifiers_taskset(Path(__file__).parent / 'chat.jsonl', {str(RESUME)!r})\n"
+        '__all__ = ["ChatTaskset", "SingleTurnHarness", "SingleTurnEnv"]\n')
+    replies = dict(zip((r["prompt"] for r in rows), completions_for(rows)))
+
+    def respond(n: int, request: dict[str, Any]) -> tuple[int, Any]:
+        body = request["body"]
+        return 200, chat_completion(n, body["model"], replies[body["messages"][-1]["content"]], "stop")
+
+    server = FakeServer(respond)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from verifiers.v1.cli.eval.main import main; main(sys.argv[1:])",
+             "chat_env", "-m", "fake-model", "--client.base-url", f"{server.root}/v1", "--client.api-key-var",
+             "RFTKIT_FAKE_KEY", "--no-push", "--no-rich", "-o", str(tmp_path / "outputs")],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["body"]["messages"] for r in server.requests] and all(
+        r["body"]["messages"][:1] == [{"role": "system", "content": "Answer with JSON only."}] for r in server.requests)
+    (written,) = (tmp_path / "outputs").glob("*/traces.jsonl")
+    grader = graders.from_config(RESUME)
+    by_id = {r["id"]: r for r in chat_rows}
+    records = [json.loads(line) for line in written.read_text().splitlines()]
+    assert sorted(rec["traces"][0]["task"]["data"]["id"] for rec in records) == sorted(by_id)
+    for record in records:
+        trace = record["traces"][0]
+        row = by_id[trace["task"]["data"]["id"]]
+        grade = grader.grade(replies[row["messages"][-1]["content"]], row["reference"])
+        assert trace["rewards"]["resume"]["score"] == pytest.approx(grade.score, abs=1e-6)
+        assert trace["metrics"] == pytest.approx(expected_metrics(grade, "resume", FIELDS), abs=1e-6)
