@@ -338,3 +338,36 @@ def test_vf_eval_command_on_chat_rows(tmp_path: Path) -> None:
         grade = grader.grade(replies[row["messages"][-1]["content"]], row["reference"])
         assert trace["rewards"]["resume"]["score"] == pytest.approx(grade.score, abs=1e-6)
         assert trace["metrics"] == pytest.approx(expected_metrics(grade, "resume", FIELDS), abs=1e-6)
+
+
+def test_a_failed_model_call_is_that_rollouts_error(env_module: tuple[str, list[dict[str, Any]]], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 500 from the model server fails that rollout with the server's message (verifiers then scores nothing for it);
+    the other rollouts are graded as usual."""
+    from verifiers.v1.cli.eval.runner import run_eval
+    from verifiers.v1.configs.cli.eval import EvalConfig
+
+    monkeypatch.delenv("VF_RUN_ID", raising=False)
+    name, rows = env_module
+    failing = rows[0]["prompt"]
+
+    def respond(n: int, request: dict[str, Any]) -> tuple[int, Any]:
+        body = request["body"]
+        prompt = body["messages"][-1]["content"]
+        if prompt == failing:
+            return 500, {"error": {"message": "overloaded", "type": "server_error"}}
+        return 200, chat_completion(n, body["model"], rows[[r["prompt"] for r in rows].index(prompt)]["completion"], "stop")
+
+    server = FakeServer(respond)
+    try:
+        config = EvalConfig.model_validate({
+            "env": {"taskset": {"id": name}}, "model": "fake-model", "push": False, "rich": None,
+            "client": {"type": "eval", "base_url": f"{server.root}/v1", "api_key_var": "RFTKIT_FAKE_KEY"},
+            "output_dir": str(tmp_path / "outputs")})
+        episodes = asyncio.run(run_eval(config))
+    finally:
+        server.close()
+    by_prompt = {ep.traces[0].task.data.prompt: ep.traces[0] for ep in episodes}
+    failed = by_prompt.pop(failing)
+    assert not failed.ok and "overloaded" in failed.errors[-1].message and failed.rewards == {}
+    assert all(t.ok and t.reward == 1.0 and t.metrics["resume/error"] == 0.0 for t in by_prompt.values())
