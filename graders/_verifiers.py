@@ -33,6 +33,7 @@ grader and runs inline; other graders (which may wait on a sandbox or HTTP) run 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -226,42 +227,67 @@ async def verifiers_metrics(task: Any, trace: Any) -> dict[str, float]:
 
 
 class VerifiersTaskData(vf.TaskData):  # type: ignore[misc]  # verifiers ships no type information
-    """One dataset row as a verifiers task: the prompt, the reference and the whole row (``{{ item.* }}``)."""
+    """One dataset row as a verifiers task: the prompt, the reference and, for OpenAI-type graders, the row (``{{ item.* }}``)."""
 
     reference: Any = None
     item: dict[str, Any] = {}
 
 
-class VerifiersTask(vf.Task[VerifiersTaskData, vf.State, vf.TaskConfig]):  # type: ignore[misc]  # verifiers is untyped
-    """A row graded by an rftkit grader: one weighted reward named after the grader, its per-field metrics."""
+class VerifiersTaskConfig(vf.TaskConfig):  # type: ignore[misc]  # verifiers is untyped
+    """How each task is graded (``--env.taskset.task.grader``, ``--env.taskset.task.reference-key``).
 
-    def __init__(self, data: VerifiersTaskData, config: Any = None, *, grader: VerifiersGrader | None = None) -> None:
-        super().__init__(data, config)
-        self.grader = grader
+    The grader lives in the task's config because verifiers' env servers (what prime-rl
+    runs) rebuild every task from its data and this config alone.
+    """
 
-    def _grader(self) -> VerifiersGrader:
-        if self.grader is None:
-            return _from_env()
-        return self.grader
-
-    @vf.metric  # type: ignore[untyped-decorator]  # verifiers is untyped
-    async def rftkit_metrics(self, task: VerifiersTaskData, trace: Any) -> dict[str, float]:
-        return await self._grader().metrics(task, trace)
-
-    @vf.reward(weight=1.0)  # type: ignore[untyped-decorator]  # verifiers is untyped
-    async def rftkit_reward(self, task: VerifiersTaskData, trace: Any) -> dict[str, float]:
-        return await self._grader().reward(task, trace)
-
-
-class VerifiersTasksetConfig(vf.TasksetConfig):  # type: ignore[misc]  # verifiers is untyped
-    """The rows and the grader (``--env.taskset.dataset``, ``--env.taskset.grader``, ``--env.taskset.reference-key``)."""
-
-    dataset: Path | None = None
-    """A JSONL file: each row has ``prompt`` (a string) or ``messages`` (chat messages), and a reference."""
     grader: str | dict[str, Any] | None = None
     """The grader: the path of its JSON config, or the config itself."""
     reference_key: str = "reference"
     """The row key holding the reference (the item's ``reference`` for OpenAI-type graders)."""
+
+
+@lru_cache(maxsize=16)
+def _grader_for(source: str, reference_key: str) -> VerifiersGrader:
+    grader = json.loads(source)
+    return VerifiersGrader(grader, reference_key=reference_key)
+
+
+def grader_of(config: VerifiersTaskConfig) -> VerifiersGrader:
+    """The grader a task config names, built once per process for each distinct config."""
+    if config.grader is None:
+        raise GraderConfigError("the task config names no grader", code="no_grader", pointer="/taskset/task/grader",
+                                hint="--env.taskset.task.grader grader.json, or build the taskset with verifiers_taskset(dataset, grader)")
+    return _grader_for(json.dumps(config.grader, sort_keys=True), config.reference_key)
+
+
+class VerifiersTask(vf.Task[VerifiersTaskData, vf.State, VerifiersTaskConfig]):  # type: ignore[misc]  # verifiers is untyped
+    """A row graded by an rftkit grader: one weighted reward named after the grader, and its metrics.
+
+    The grader is the one ``config.grader`` names (checked at construction), or
+    ``grader=`` when given (a grader object that has no config, for Python use).
+    """
+
+    def __init__(self, data: VerifiersTaskData, config: VerifiersTaskConfig | None = None, *,
+                 grader: VerifiersGrader | None = None) -> None:
+        super().__init__(data, config)
+        self.grader = grader if grader is not None else grader_of(self.config)
+
+    @vf.metric  # type: ignore[untyped-decorator]  # verifiers is untyped
+    async def rftkit_metrics(self, task: VerifiersTaskData, trace: Any) -> dict[str, float]:
+        return await self.grader.metrics(task, trace)
+
+    @vf.reward(weight=1.0)  # type: ignore[untyped-decorator]  # verifiers is untyped
+    async def rftkit_reward(self, task: VerifiersTaskData, trace: Any) -> dict[str, float]:
+        return await self.grader.reward(task, trace)
+
+
+class VerifiersTasksetConfig(vf.TasksetConfig):  # type: ignore[misc]  # verifiers is untyped
+    """The rows (``--env.taskset.dataset``) and how each is graded (``--env.taskset.task.*``)."""
+
+    dataset: Path | None = None
+    """A JSONL file: each row has ``prompt`` (a string) or ``messages`` (chat messages), and a reference."""
+    task: VerifiersTaskConfig = VerifiersTaskConfig()
+    """The grader and the reference key, given to every task."""
 
 
 def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, structured: bool) -> VerifiersTaskData:
@@ -284,7 +310,7 @@ def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, s
 
 
 class VerifiersTaskset(vf.Taskset[VerifiersTask, VerifiersTasksetConfig]):  # type: ignore[misc]  # verifiers is untyped
-    """The rows of an rftkit dataset file, each a :class:`VerifiersTask` graded by one grader (built at construction)."""
+    """The rows of an rftkit dataset file, each a :class:`VerifiersTask`; the grader is built (and checked) at construction."""
 
     def __init__(self, config: VerifiersTasksetConfig) -> None:
         super().__init__(config)
@@ -292,18 +318,17 @@ class VerifiersTaskset(vf.Taskset[VerifiersTask, VerifiersTasksetConfig]):  # ty
             raise GraderConfigError(f"{type(self).__name__} takes a VerifiersTasksetConfig, got {type(config).__name__}",
                                     code="wrong_type", pointer="/taskset",
                                     hint="load it by id, as vf-eval does (taskset_config_type(id)(id=id)), or pass VerifiersTasksetConfig(...)")
-        if config.dataset is None or config.grader is None:
-            raise GraderConfigError("a verifiers taskset needs a dataset file and a grader", code="missing_setting",
-                                    pointer="/taskset", hint="--env.taskset.dataset rows.jsonl --env.taskset.grader grader.json, "
-                                    "or build the class with verifiers_taskset(dataset, grader)")
-        self.grader = VerifiersGrader(config.grader, reference_key=config.reference_key)
+        if config.dataset is None:
+            raise GraderConfigError("a verifiers taskset needs a dataset file", code="missing_setting", pointer="/taskset/dataset",
+                                    hint="--env.taskset.dataset rows.jsonl, or build the class with verifiers_taskset(dataset, grader)")
+        self.grader = grader_of(config.task)
 
     def load(self) -> Iterable[VerifiersTask]:
         path = Path(self.config.dataset)
         structured = isinstance(self.grader.grader, StructuredGrader)
         for line, row in enumerate(load_jsonl(path, pointer="/taskset/dataset"), 1):
-            data = _task_data(row, line, path, self.config.reference_key, structured)
-            yield VerifiersTask(data, self.config.task, grader=self.grader)
+            data = _task_data(row, line, path, self.config.task.reference_key, structured)
+            yield VerifiersTask(data, self.config.task)
 
 
 def verifiers_taskset(dataset: str | Path, grader: str | Path | Mapping[str, Any], *,
@@ -317,21 +342,28 @@ def verifiers_taskset(dataset: str | Path, grader: str | Path | Mapping[str, Any
         ResumeTaskset = verifiers_taskset("resume.jsonl", "grader.json")
         __all__ = ["ResumeTaskset", "SingleTurnHarness", "SingleTurnEnv"]
 
-    (verifiers finds the taskset, its default harness and its env in ``__all__``), then ``vf-eval resume_env -m <model>`` evaluates it, and prime-rl trains on it by that id.
-    The dataset and grader become the defaults of ``--env.taskset.dataset`` / ``.grader``.
-    The grader config is checked here, so a bad one raises at once.
+    (verifiers finds the taskset, its default harness and its env in ``__all__``), then
+    ``vf-eval resume_env -m <model>`` evaluates it, and prime-rl trains on it by that id.
+    The dataset, grader and reference key become the defaults of ``--env.taskset.dataset``,
+    ``--env.taskset.task.grader`` and ``--env.taskset.task.reference-key``. Relative paths
+    are resolved here, against the working directory. The grader config is checked here,
+    so a bad one raises at once.
     """
     path = Path(dataset)
     if not path.is_file():
         raise UserError(f"no dataset file at {path}", code="no_dataset", pointer="/dataset", hint="pass the path of a JSONL file")
     source: str | dict[str, Any] = str(Path(grader).resolve()) if isinstance(grader, (str, Path)) else dict(grader)
-    VerifiersGrader(source, reference_key=reference_key)  # a bad config raises here, not in the first rollout
+    grader_of(VerifiersTaskConfig(grader=source, reference_key=reference_key))  # a bad config raises here, not in a rollout
     default_dataset, default_grader, default_key = path.resolve(), source, reference_key
+
+    # Defaults on the classes, not on instances, so a partial override (one --env.taskset.task.* flag) keeps the rest.
+    class TaskConfig(VerifiersTaskConfig):
+        grader: str | dict[str, Any] | None = default_grader
+        reference_key: str = default_key
 
     class Config(VerifiersTasksetConfig):
         dataset: Path | None = default_dataset
-        grader: str | dict[str, Any] | None = default_grader
-        reference_key: str = default_key
+        task: TaskConfig = TaskConfig()
 
     class Taskset(VerifiersTaskset, vf.Taskset[VerifiersTask, Config]):  # type: ignore[misc]  # verifiers is untyped
         pass

@@ -41,6 +41,7 @@ if _TYPE_CHECKING:
         SingleTurnHarness,
         VerifiersGrader,
         VerifiersTask,
+        VerifiersTaskConfig,
         VerifiersTaskData,
         VerifiersTaskset,
         VerifiersTasksetConfig,
@@ -50,7 +51,7 @@ if _TYPE_CHECKING:
         verifiers_taskset,
     )
 
-_VERIFIERS = frozenset({"SingleTurnEnv", "SingleTurnEnvConfig", "SingleTurnHarness", "VerifiersGrader", "VerifiersTask", "VerifiersTaskData", "VerifiersTaskset",
+_VERIFIERS = frozenset({"SingleTurnEnv", "SingleTurnEnvConfig", "SingleTurnHarness", "VerifiersGrader", "VerifiersTask", "VerifiersTaskConfig", "VerifiersTaskData", "VerifiersTaskset",
                         "VerifiersTasksetConfig", "verifiers_grader", "verifiers_metrics", "verifiers_reward", "verifiers_taskset"})
 
 
@@ -81,6 +82,7 @@ __all__ = [
     "TrlReward",
     "VerifiersGrader",
     "VerifiersTask",
+    "VerifiersTaskConfig",
     "VerifiersTaskData",
     "VerifiersTaskset",
     "VerifiersTasksetConfig",

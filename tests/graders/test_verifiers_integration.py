@@ -32,6 +32,7 @@ from graders import Grade, GraderConfigError, grade_batch  # noqa: E402
 from graders.adapters import (  # noqa: E402
     VerifiersGrader,
     VerifiersTask,
+    VerifiersTaskConfig,
     VerifiersTaskData,
     VerifiersTaskset,
     VerifiersTasksetConfig,
@@ -207,12 +208,16 @@ def test_misuse_raises_at_construction(tmp_path: Path) -> None:
         verifiers_grader(42)  # type: ignore[arg-type]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "reference": {}}) + "\n" + json.dumps({"text": "no prompt"}) + "\n")
-    with pytest.raises(GraderConfigError, match="needs a dataset file and a grader"):
-        VerifiersTaskset(VerifiersTasksetConfig())
+    with pytest.raises(GraderConfigError, match="needs a dataset file"):
+        VerifiersTaskset(VerifiersTasksetConfig(task=VerifiersTaskConfig(grader=str(RESUME))))
+    with pytest.raises(GraderConfigError, match="names no grader"):
+        VerifiersTaskset(VerifiersTasksetConfig(dataset=bad))
+    with pytest.raises(GraderConfigError, match="names no grader"):
+        VerifiersTask(VerifiersTaskData(prompt="p"))
     with pytest.raises(GraderConfigError, match="takes a VerifiersTasksetConfig"):
         VerifiersTaskset(vf.TasksetConfig(id="x"))
     with pytest.raises(UserError, match="row 2") as info:
-        list(VerifiersTaskset(VerifiersTasksetConfig(dataset=bad, grader=str(RESUME))))
+        list(VerifiersTaskset(VerifiersTasksetConfig(dataset=bad, task=VerifiersTaskConfig(grader=str(RESUME)))))
     assert info.value.pointer == "/2" and info.value.hint
 
 
@@ -371,3 +376,25 @@ def test_a_failed_model_call_is_that_rollouts_error(env_module: tuple[str, list[
     failed = by_prompt.pop(failing)
     assert not failed.ok and "overloaded" in failed.errors[-1].message and failed.rewards == {}
     assert all(t.ok and t.reward == 1.0 and t.metrics["resume/error"] == 0.0 for t in by_prompt.values())
+
+
+def test_task_rebuilt_from_wire_data_grades_alike(env_module: tuple[str, list[dict[str, Any]]]) -> None:
+    """verifiers' env servers (what prime-rl runs) rebuild each task from its wire data and the task config alone."""
+    from verifiers.v1.utils.loaders import load_taskset, taskset_config_type
+
+    name, rows = env_module
+    taskset = load_taskset(taskset_config_type(name)(id=name, task={"reference_key": "reference"}))  # a partial override
+    assert taskset.config.task.grader == str(RESUME)  # keeps the module's grader
+    task = next(iter(taskset))
+    wire = json.loads(json.dumps(task.data.model_dump(mode="json")))  # what travels to the server
+    rebuilt = type(taskset).task_type()(task.data_type().model_validate(wire), taskset.config.task)  # EnvServer._build_task
+    text = json.dumps({**rows[0]["reference"], "city": "Nowhere"})
+
+    async def score(t: Any) -> Any:
+        trace = trace_for(t.data, text)
+        await t.score(trace)
+        return trace
+
+    original, again = asyncio.run(score(task)), asyncio.run(score(rebuilt))
+    assert again.rewards == original.rewards and again.metrics == original.metrics and again.metrics["resume/city"] == 0.0
+    assert rebuilt.grader is task.grader  # built once per process for the same config
