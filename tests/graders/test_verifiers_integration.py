@@ -398,3 +398,52 @@ def test_task_rebuilt_from_wire_data_grades_alike(env_module: tuple[str, list[di
     original, again = asyncio.run(score(task)), asyncio.run(score(rebuilt))
     assert again.rewards == original.rewards and again.metrics == original.metrics and again.metrics["resume/city"] == 0.0
     assert rebuilt.grader is task.grader  # built once per process for the same config
+
+
+def test_env_server_as_prime_rl_uses_it(env_module: tuple[str, list[dict[str, Any]]]) -> None:
+    """verifiers' env server (``serve_env``, what prime-rl's trainer and evals talk to) in its own process, driven by
+    verifiers' ``EnvClient``: the tasks travel as wire data and come back graded as rftkit grades them."""
+    import multiprocessing
+
+    from verifiers.v1.serve import EnvClient, env_config_data, serve_env
+    from verifiers.v1.utils.loaders import load_taskset, resolve_env_config, taskset_config_type
+
+    name, rows = env_module
+    rows = rows[:4]
+    replies = dict(zip((r["prompt"] for r in rows), completions_for(rows)))
+
+    def respond(n: int, request: dict[str, Any]) -> tuple[int, Any]:
+        body = request["body"]
+        return 200, chat_completion(n, body["model"], replies[body["messages"][-1]["content"]], "stop")
+
+    tasks = list(load_taskset(taskset_config_type(name)(id=name)).take(len(rows)))
+    context = multiprocessing.get_context("spawn")  # the child gets this sys.path, so it imports the env module too
+    addresses = context.Queue()
+    server_process = context.Process(target=serve_env, kwargs={
+        "max_workers": 1, "address": "tcp://127.0.0.1:0", "address_queue": addresses,
+        "config_data": env_config_data(resolve_env_config({"taskset": {"id": name}}))})
+    model_server = FakeServer(respond)
+    server_process.start()
+    try:
+        address = addresses.get(timeout=120)
+
+        async def run_all() -> list[Any]:
+            client = EnvClient(address)
+            try:
+                endpoint = vf.EvalClientConfig(base_url=f"{model_server.root}/v1", api_key_var="RFTKIT_FAKE_KEY")
+                return list(await asyncio.gather(*(client.run(endpoint, "fake-model", vf.SamplingConfig(),
+                                                              t.data.model_dump(mode="json")) for t in tasks)))
+            finally:
+                await client.close()
+
+        episodes = asyncio.run(run_all())
+    finally:
+        server_process.terminate()
+        server_process.join(30)
+        model_server.close()
+    grader = graders.from_config(RESUME)
+    for task, episode in zip(tasks, episodes):
+        (trace,) = episode.traces
+        grade = grader.grade(replies[task.data.prompt], task.data.reference)
+        assert trace.rewards["resume"].score == grade.score
+        assert trace.metrics == expected_metrics(grade, "resume", FIELDS)
