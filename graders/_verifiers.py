@@ -7,6 +7,9 @@ arguments each names among ``task`` (the row, a ``TaskData``), ``trace`` (the ro
 ``runtime``. Metrics run first. A reward is recorded in ``trace.rewards`` with its weight,
 and the rollout's reward is ``sum(score * weight)`` over them; a metric is recorded in
 ``trace.metrics`` and never summed. A function returning a mapping records one entry per key.
+(verifiers 0.4 ships only ``verifiers.v1``: the v0 ``Rubric`` of weighted functions and
+weight-0 metrics is gone, and so is ``SingleTurnEnv``; rewards and metrics on a Task, and a
+single-agent env with a harness, are what replace them.)
 
 What rftkit plugs in there:
 
@@ -25,8 +28,9 @@ What rftkit plugs in there:
 
 The text graded is the rollout's reply (``trace.root_reply``, else the last assistant
 message, as sent); a structured grader is given the model call's finish reason, so a reply
-cut at the token limit inside its JSON is flagged ``truncated_output_error``. The reference is the task's ``reference`` field (``reference_key``); an OpenAI-type
-grader reads the row as ``{{ item.* }}``. Grading is synchronous CPU work for a structured
+cut at the token limit inside its JSON is flagged ``truncated_output_error``. The reference
+is the task's ``reference`` field (``reference_key``); an OpenAI-type grader reads the row
+as ``{{ item.* }}``. Grading is synchronous CPU work for a structured
 grader and runs inline; other graders (which may wait on a sandbox or HTTP) run on a thread.
 """
 
