@@ -299,6 +299,8 @@ def _register_lazy(target: typer.Typer, ep: EntryPoint) -> None:
 _PLUGIN_HELP = {"train": "Reinforcement fine-tuning with PPO from a TOML or YAML config (needs the rl extra).",
                 "demo": "The built-in demo: how the résumé grader scores the seed example, then RL fine-tuning of a tiny "
                         "model built in code, with held-out reward before and after (needs the rl extra; about 2.5 min).",
+                "eval": "Sample a model (a local directory, or an OpenAI-compatible server) on a dataset, grade it, report; "
+                        "`rftkit eval compare RUN_A RUN_B` compares two runs.",
                 "serve": "Serve a grader over HTTP: OpenRLHF's /get_reward, OpenAI's graders run/validate, /grade (needs the serve extra)."}
 _PLUGIN_EXTRA = {"train": "rl", "demo": "rl", "serve": "serve"}
 

@@ -13,7 +13,8 @@ The config has five sections, and a sixth for LoRA (relative paths are read rela
     [grader]   config = "grader.json"  (any grader config graders.from_config reads: structured or OpenAI's types)
     [ppo]      any PPOConfig field
     [train]    steps = 100, eval_every, checkpoint_every, console_every, output = "runs/resume",
-               report_to = ["tensorboard", "wandb", "mlflow"] (any of them; rl/_logging.py)
+               report_to = ["tensorboard", "wandb", "mlflow"] (any of them; rl/_logging.py),
+               eval_report = true (at each checkpoint, ``rftkit eval`` of the eval rows into OUTPUT/eval/step-<n>/)
 
 A mistake is a :class:`schemas.UserError` whose pointer names the key (``/ppo/learning_rate``);
 the command prints it and exits 2.
@@ -62,7 +63,7 @@ SECTIONS: dict[str, frozenset[str]] = {
     "dataset": frozenset({"train", "eval", "eval_count", "skip_bad_rows"}),
     "grader": frozenset({"config"}),
     "ppo": frozenset(f.name for f in fields(PPOConfig)),
-    "train": frozenset({"steps", "eval_every", "checkpoint_every", "console_every", "output", "report_to"}),
+    "train": frozenset({"steps", "eval_every", "checkpoint_every", "console_every", "output", "report_to", "eval_report"}),
 }
 """Every section and the keys it accepts; anything else is rejected with its pointer."""
 
@@ -94,6 +95,8 @@ class TrainSpec:
     """The ``[lora]`` section; None: full fine-tuning."""
     report_to: tuple[str, ...] = ()
     """Trackers that get every step's metrics besides metrics.jsonl (``rl._logging.TRACKERS``), their libraries checked."""
+    eval_report: bool = False
+    """At each checkpoint, run ``rftkit eval``'s evaluation of the eval rows (greedy) into ``OUTPUT/eval/step-<n>/``."""
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -252,7 +255,16 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
         model_config=_section_config(ModelConfig, model, "model", skip=frozenset({"name_or_path", "device"})),
         lora=_section_config(LoRAConfig, data["lora"], "lora") if "lora" in data else None,
         report_to=tuple(check_report_to(train.get("report_to", []), "/train/report_to")),  # a missing library: before the model loads
+        eval_report=_eval_report(train.get("eval_report", False), eval_path is not None or bool(eval_count)),
     )
+
+
+def _eval_report(value: Any, has_eval_rows: bool) -> bool:
+    if not isinstance(value, bool):
+        raise _bad("/train/eval_report", f"eval_report must be true or false, got {value!r}")
+    if value and not has_eval_rows:
+        raise _bad("/train/eval_report", "eval_report needs held-out rows to evaluate", "give dataset.eval (a file) or dataset.eval_count")
+    return value
 
 
 def row_problem(row: Mapping[str, Any], *, needs_reference: bool) -> tuple[str, str, str, str] | None:
@@ -404,13 +416,15 @@ def foreign_entries(output: Path) -> list[str]:
             return entry.is_file() and entry.name in _PLOTS
         if inside == "tensorboard":  # report_to = ["tensorboard"]
             return entry.is_file() and entry.name.startswith("events.out.tfevents.")
+        if inside == "eval":  # eval_report = true
+            return entry.is_dir() and _STEP_DIR.match(entry.name) is not None
         return ((entry.is_file() and (entry.name in ("metrics.jsonl", "metrics.jsonl.tmp") or entry.name.startswith(".tmp-probe-")))
                 or (entry.name.startswith((".tmp-model-", ".tmp-adapter-")) and entry.is_dir())
                 or (entry.name in ("model", "adapter") and entry.is_dir() and (entry / MODEL_MARKER).is_file()))
 
     foreign = []
     for entry in sorted(output.iterdir()):
-        if entry.name in ("checkpoints", "plots", "tensorboard") and entry.is_dir() and not entry.is_symlink():
+        if entry.name in ("checkpoints", "plots", "tensorboard", "eval") and entry.is_dir() and not entry.is_symlink():
             foreign += [f"{entry.name}/{e.name}{'/' if e.is_dir() else ''}" for e in sorted(entry.iterdir()) if not own(e, entry.name)]
         elif not own(entry, ""):
             foreign.append(entry.name + ("/" if entry.is_dir() else ""))
@@ -581,8 +595,14 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
             return []
         console.print(f"training {spec.model} for steps {start + 1}..{spec.steps} on {len(train_rows)} prompts "
                       f"({len(eval_rows)} held out); writing to {spec.output}", soft_wrap=True)
+        on_checkpoint = None
+        if spec.eval_report:
+            from ._eval_model import checkpoint_evaluator
+
+            on_checkpoint = checkpoint_evaluator(trainer, spec.grader_path, spec.output / "eval", console=console)
         history = trainer.train(spec.steps, log_dir=spec.output, eval_every=spec.eval_every,
-                                checkpoint_every=spec.checkpoint_every, console_every=spec.console_every, report_to=spec.report_to)
+                                checkpoint_every=spec.checkpoint_every, console_every=spec.console_every, report_to=spec.report_to,
+                                on_checkpoint=on_checkpoint)
         if trainer.ranks.is_main:
             write_final(spec.output, trainer.model, tokenizer, trainer.step_count)
     except torch.OutOfMemoryError:

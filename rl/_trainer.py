@@ -437,7 +437,7 @@ class PPOTrainer:
 
     def train(self, steps: int, *, log_dir: str | os.PathLike[str] | None = None, eval_every: int | None = None,
               checkpoint_every: int | None = None, console_every: int | None = 10,
-              report_to: Sequence[str] = ()) -> list[dict[str, float]]:
+              report_to: Sequence[str] = (), on_checkpoint: Callable[[int], None] | None = None) -> list[dict[str, float]]:
         """Run ``step()`` until ``step_count == steps`` (a total, so a resumed run stops where the original would).
 
         Every ``eval_every`` steps, and at every checkpoint, ``evaluate()``'s held-out greedy reward
@@ -447,7 +447,9 @@ class PPOTrainer:
         ``checkpoint_every`` steps, and at the last, a checkpoint goes to ``log_dir/checkpoints``; at the end
         :func:`plot_metrics` draws ``log_dir/plots/{reward,kl,entropy}.png`` from the whole log. ``report_to``: trackers
         (``tensorboard``, ``wandb``, ``mlflow``; see ``rl/_logging.py``) that get every step's metrics too; they need ``log_dir``.
-        A progress bar is drawn on stderr when it is a terminal. Returns the metrics of the steps run.
+        A progress bar is drawn on stderr when it is a terminal. ``on_checkpoint(step)`` runs on the main process after each
+        checkpoint is written (``rftkit train``'s ``eval_report``: an ``rftkit eval`` run of the eval rows). Returns the metrics of
+        the steps run.
         """
         for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -475,6 +477,8 @@ class PPOTrainer:
                         metrics.update(self.evaluate())
                     if checkpoint and log_dir is not None:
                         self.save_checkpoint(Path(log_dir) / "checkpoints")
+                        if on_checkpoint is not None and main:
+                            on_checkpoint(step)
                     if logger is not None:
                         logger.log(step, metrics)
                     history.append(metrics)

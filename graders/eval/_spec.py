@@ -1,0 +1,225 @@
+"""What an eval run reads: the graders, the sampling settings and the dataset rows.
+
+Three ways to say what to grade with, all through ``--grader FILE``:
+
+* a grader config (any type :func:`graders.from_config` reads), reported under its ``name``;
+* an OpenAI eval definition, as sent to ``POST /v1/evals``: its ``testing_criteria`` (a list of
+  grader configs, each graded and reported under its name);
+* the same with the run's ``data_source`` beside it (``POST /v1/evals/{id}/runs``): its
+  ``input_messages`` template turns each item into the chat sent to the model, its
+  ``sampling_params`` set the defaults of ``--temperature``, ``--top-p``, ``--max-tokens``,
+  ``--seed`` and ``response_format``, and its ``model`` the default model name.
+
+Dataset rows are the layouts ``rftkit validate`` knows: ``messages`` (a chat), ``prompt`` (a
+string, or a chat), and OpenAI's eval JSONL where each line is ``{"item": {...}}``. The item a
+grader's ``{{ item.x }}`` reads is the row (or its ``item``); a ``structured`` grader compares with
+the item's ``reference``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas import UserError, load_jsonl
+
+from .. import GraderConfigError
+from .._config import load_config
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How each sample is drawn; the same for every model source."""
+
+    temperature: float = 0.0
+    """0 is greedy decoding."""
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    """Sample ``k`` of a row is drawn with ``seed + k`` where the source takes a seed."""
+    stop: tuple[str, ...] = ()
+    response_format: Mapping[str, Any] | None = None
+    """OpenAI's ``response_format`` (``{"type": "json_schema", "json_schema": {...}}``), sent to servers as is."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError(f"temperature must be >= 0, got {self.temperature}", code="bad_option", pointer="/sampling_params/temperature")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}", code="bad_option", pointer="/sampling_params/top_p")
+        if self.max_tokens < 1:
+            raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}", code="bad_option",
+                            pointer="/sampling_params/max_tokens")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed,
+                "stop": list(self.stop), "response_format": dict(self.response_format) if self.response_format else None}
+
+
+@dataclass(frozen=True)
+class NamedGrader:
+    """One grader of the run: its report name, the grader, and its ``pass_threshold`` (None: no pass rate)."""
+
+    name: str
+    grader: Any
+    config: Mapping[str, Any]
+    pass_threshold: float | None
+    structured: bool
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One dataset row: the item graders read, and what the model is asked (a prompt string or a chat)."""
+
+    index: int
+    """0-based position among the used rows (the key of ``samples.jsonl``)."""
+    line: int
+    """1-based line in the dataset file."""
+    item: Mapping[str, Any]
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    id: Any = None
+
+
+@dataclass(frozen=True)
+class EvalDefinition:
+    """The graders, and what an OpenAI run definition adds (input template, sampling defaults, model)."""
+
+    graders: list[NamedGrader]
+    input_messages: list[dict[str, Any]] | None = None
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    model: str | None = None
+
+
+PASS_FAIL = frozenset({"string_check", "label_model"})
+"""Grader types whose reward is 1 (pass) or 0 (fail): their pass threshold is 1."""
+
+
+def _threshold(config: Mapping[str, Any], pointer: str) -> float | None:
+    """The config's ``pass_threshold``; 1 for a pass/fail type; None (no pass rate) otherwise."""
+    value = config.get("pass_threshold")
+    if value is None:
+        return 1.0 if config.get("type") in PASS_FAIL else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type", pointer=pointer)
+    return float(value)
+
+
+def _build(config: Mapping[str, Any], pointer: str) -> NamedGrader:
+    from .. import StructuredGrader, from_config
+
+    try:
+        grader = from_config(config)
+    except GraderConfigError as exc:  # the pointer inside the eval definition
+        raise GraderConfigError(exc.message, code=exc.code, pointer=pointer + exc.pointer, hint=exc.hint) from None
+    given = config.get("name")
+    name = given if isinstance(given, str) else str(config.get("type", "grader"))
+    return NamedGrader(name, grader, config, _threshold(config, pointer + "/pass_threshold"), isinstance(grader, StructuredGrader))
+
+
+def read_definition(path: Path) -> EvalDefinition:
+    """The graders of ``path`` (a grader config or an OpenAI eval definition), and the run settings it carries."""
+    config = load_config(path)
+    if "testing_criteria" not in config:
+        return EvalDefinition([_build(config, "")])
+    criteria = config["testing_criteria"]
+    if not isinstance(criteria, list) or not criteria:
+        raise GraderConfigError("testing_criteria must be a non-empty list of grader configs", code="wrong_type",
+                                pointer="/testing_criteria")
+    graders = []
+    for i, c in enumerate(criteria):
+        if not isinstance(c, Mapping):
+            raise GraderConfigError(f"a testing criterion is a grader config object, got {type(c).__name__}", code="wrong_type",
+                                    pointer=f"/testing_criteria/{i}")
+        graders.append(_build(c, f"/testing_criteria/{i}"))
+    names = [g.name for g in graders]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise GraderConfigError(f"two testing criteria are named {name!r}; each is reported by its name", code="duplicate_name",
+                                    pointer=f"/testing_criteria/{i}/name", hint="give each criterion its own name")
+    source = config.get("data_source")
+    if source is None:
+        return EvalDefinition(graders)
+    if not isinstance(source, Mapping):
+        raise GraderConfigError("data_source must be an object (a run's completions data source)", code="wrong_type",
+                                pointer="/data_source")
+    template = None
+    messages = source.get("input_messages")
+    if messages is not None:
+        if not isinstance(messages, Mapping) or messages.get("type") != "template" or not isinstance(messages.get("template"), list):
+            raise GraderConfigError("input_messages must be {\"type\": \"template\", \"template\": [messages]}", code="unsupported",
+                                    pointer="/data_source/input_messages",
+                                    hint="item_reference inputs: put the chat in the rows' 'messages' instead")
+        template = []
+        for i, m in enumerate(messages["template"]):
+            content = m.get("content") if isinstance(m, Mapping) else None
+            if isinstance(content, Mapping) and content.get("type") == "input_text":
+                content = content.get("text")
+            if not isinstance(m, Mapping) or not isinstance(content, str) or not isinstance(m.get("role"), str):
+                raise GraderConfigError("each template message needs a role and a text content", code="wrong_type",
+                                        pointer=f"/data_source/input_messages/template/{i}")
+            template.append({"role": m["role"], "content": content})
+    sampling = source.get("sampling_params") or {}
+    if not isinstance(sampling, Mapping):
+        raise GraderConfigError("sampling_params must be an object", code="wrong_type", pointer="/data_source/sampling_params")
+    model = source.get("model")
+    return EvalDefinition(graders, template, dict(sampling), model if isinstance(model, str) else None)
+
+
+def render_messages(template: Sequence[Mapping[str, Any]], item: Mapping[str, Any], line: int) -> list[dict[str, Any]]:
+    """The chat for one item: each ``{{ item.x }}`` of the template filled in; a missing variable raises, naming the row."""
+    from .. import MissingVariable, Sample, Template
+
+    out = []
+    empty = Sample.of("")
+    for i, m in enumerate(template):
+        text = Template(m["content"], pointer=f"/data_source/input_messages/template/{i}/content").render(empty, item)
+        if isinstance(text, MissingVariable):
+            raise UserError(f"row {line}: the input template's {{{{ {text.variable} }}}} does not resolve: {text.message}",
+                            code="invalid_variable", pointer=f"/data_source/input_messages/template/{i}/content",
+                            hint="every row needs the keys the input template reads")
+        out.append({"role": m["role"], "content": text})
+    return out
+
+
+def read_rows(path: Path, definition: EvalDefinition, *, limit: int | None = None) -> list[EvalRow]:
+    """The dataset's rows, checked: each needs a prompt (its own, or the input template's), and a ``reference`` for a structured grader."""
+    raw = load_jsonl(path)
+    if not raw:
+        raise UserError(f"{path} has no rows", code="empty_dataset")
+    rows: list[EvalRow] = []
+    for n, row in enumerate(raw[:limit] if limit else raw, 1):
+        item = row["item"] if isinstance(row.get("item"), Mapping) and "prompt" not in row and "messages" not in row else row
+        prompt, messages = None, None
+        if definition.input_messages is not None:
+            messages = render_messages(definition.input_messages, item, n)
+        elif isinstance(item.get("messages"), list):
+            messages = item["messages"]
+        elif isinstance(item.get("prompt"), list):
+            messages = item["prompt"]
+        elif isinstance(item.get("prompt"), str):
+            prompt = item["prompt"]
+        else:
+            raise UserError(f"{path}:{n}: the row has no 'prompt' string or 'messages' chat", code="missing_prompt", pointer="/prompt",
+                            hint="give each row a prompt or messages, or an eval definition whose data_source has input_messages")
+        if messages is not None and not all(isinstance(m, Mapping) and isinstance(m.get("role"), str) for m in messages):
+            raise UserError(f"{path}:{n}: messages must be a list of {{role, content}} objects", code="bad_messages", pointer="/messages")
+        for g in definition.graders:
+            if g.structured and "reference" not in item:
+                raise UserError(f"{path}:{n}: grader {g.name!r} (structured) needs the row's 'reference'", code="missing_reference",
+                                pointer="/reference", hint="add the expected answer as 'reference'")
+        rows.append(EvalRow(len(rows), n, item, prompt, messages, item.get("id")))
+    return rows
+
+
+def row_digest(rows: Sequence[EvalRow]) -> str:
+    """A hash of what the rows ask and hold: a resumed run must see the same rows."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps([r.prompt, r.messages, r.item], sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
