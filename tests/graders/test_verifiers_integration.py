@@ -6,7 +6,9 @@
   metric, and a NaN score recorded as 0 with the error metric set;
 * the taskset built by ``verifiers_taskset`` from the demo's résumé rows runs through
   verifiers' ``run_eval`` (what ``vf-eval`` runs) against a fake OpenAI-compatible
-  server on loopback, and every rollout's reward and per-field metrics equal rftkit's.
+  server on loopback, and every rollout's reward and per-field metrics equal rftkit's;
+  so do the ``vf-eval`` command itself (a subprocess) and verifiers' env server (its own
+  process, driven by ``EnvClient``, as prime-rl drives it).
 """
 
 from __future__ import annotations
