@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,bench,rl,lora,tensorboard,wandb,mlflow,embeddings,meteor,serve,ray,trl]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,bench,rl,lora,tensorboard,wandb,mlflow,embeddings,meteor,serve,ray,trl,verifiers]"
 	touch $(STAMP)
 
 demo: $(STAMP)

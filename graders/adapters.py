@@ -1,4 +1,4 @@
-"""Graders as trainers' reward functions: TRL, verl and OpenRLHF (the adapters are in ``graders._adapters``).
+"""Graders as trainers' reward functions: TRL, verl and OpenRLHF (in ``graders._adapters``), and verifiers environments (in ``graders._verifiers``).
 
 This file can also be handed to the trainers as it is, since it imports by
 absolute names (verl and OpenRLHF load reward files outside any package):
@@ -10,7 +10,13 @@ absolute names (verl and OpenRLHF load reward files outside any package):
   it loads ``reward_func``), with ``RFTKIT_GRADER`` set.
 
 Its path: ``python -c "import graders.adapters as a; print(a.__file__)"``.
+
+The verifiers adapter (``graders._verifiers``) needs the ``rftkit[verifiers]`` extra; its
+names are imported when first used, so this file loads without verifiers installed.
 """
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from graders._adapters import (
     GRADER_ENV,
@@ -28,12 +34,58 @@ from graders._adapters import (
     verl_compute_score,
 )
 
+if _TYPE_CHECKING:
+    from graders._verifiers import (
+        SingleTurnEnv,
+        SingleTurnEnvConfig,
+        SingleTurnHarness,
+        VerifiersGrader,
+        VerifiersTask,
+        VerifiersTaskConfig,
+        VerifiersTaskData,
+        VerifiersTaskset,
+        VerifiersTasksetConfig,
+        verifiers_grader,
+        verifiers_metrics,
+        verifiers_reward,
+        verifiers_taskset,
+    )
+
+_VERIFIERS = frozenset({"SingleTurnEnv", "SingleTurnEnvConfig", "SingleTurnHarness", "VerifiersGrader", "VerifiersTask", "VerifiersTaskConfig", "VerifiersTaskData", "VerifiersTaskset",
+                        "VerifiersTasksetConfig", "verifiers_grader", "verifiers_metrics", "verifiers_reward", "verifiers_taskset"})
+
+
+def __getattr__(name: str) -> _Any:
+    """The verifiers adapter's names, imported when first used (they need the ``rftkit[verifiers]`` extra)."""
+    if name in _VERIFIERS:
+        try:
+            import graders._verifiers as module
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not exc.name.startswith("verifiers"):
+                raise
+            raise ImportError(f"graders.adapters.{name} needs the verifiers package: pip install 'rftkit[verifiers]'",
+                              name=exc.name) from exc
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'graders.adapters' has no attribute {name!r}")
+
+
 reward_func = openrlhf_reward_func
 """The name OpenRLHF loads from a ``--reward.remote_url`` file."""
 
 __all__ = [
     "GRADER_ENV",
+    "SingleTurnEnv",
+    "SingleTurnEnvConfig",
+    "SingleTurnHarness",
     "TrlReward",
+    "VerifiersGrader",
+    "VerifiersTask",
+    "VerifiersTaskConfig",
+    "VerifiersTaskData",
+    "VerifiersTaskset",
+    "VerifiersTasksetConfig",
     "VerlComputeScore",
     "completion_text",
     "compute_score",
@@ -45,5 +97,9 @@ __all__ = [
     "response_from_query",
     "reward_func",
     "trl_reward",
+    "verifiers_grader",
+    "verifiers_metrics",
+    "verifiers_reward",
+    "verifiers_taskset",
     "verl_compute_score",
 ]

@@ -206,7 +206,7 @@ print('ok')
 
 def test_public_module_lists_its_names() -> None:
     public = {n for n in vars(adapters) if not n.startswith("_") and type(getattr(adapters, n)).__name__ != "module"}
-    assert set(adapters.__all__) == public - {"annotations"}
+    assert set(adapters.__all__) == (public | adapters._VERIFIERS) - {"annotations"}  # verifiers' names load on first use
 
 
 # --------------------------------------------------------------------------- labels as items (issue 12, item 9)
@@ -268,3 +268,25 @@ def test_get_reward_passes_label_objects_as_items() -> None:
 def test_verl_ground_truth_object_keys_are_the_item_keys() -> None:
     score = verl_compute_score(MIGRATED)
     assert score(data_source="reviews", solution_str=ANSWER, ground_truth=json.dumps(ROW_FIELDS))["score"] == 1.0
+
+
+def test_verifiers_names_need_the_extra_and_say_so() -> None:
+    """Without the verifiers package, graders.adapters still imports; its verifiers names raise an ImportError naming the extra."""
+    code = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'verifiers':
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+import graders.adapters as a
+assert a.trl_reward({'type': 'structured', 'name': 'x'}).__name__ == 'x'
+try:
+    a.verifiers_grader
+except ImportError as exc:
+    assert "rftkit[verifiers]" in str(exc), exc
+    print('ok')
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
