@@ -64,6 +64,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -323,7 +324,8 @@ class PPOTrainer:
         else:
             per_sequence = torch.zeros_like(scores).to(mask.device)  # (B,)
             kept = keep.to(mask.device)
-            per_sequence[kept] = CRITIC_FREE[cfg.advantage](rewards.sum(dim=1)[kept], group, cfg.scale_advantages)
+            if bool(kept.any()):
+                per_sequence[kept] = CRITIC_FREE[cfg.advantage](rewards.sum(dim=1)[kept], group, cfg.scale_advantages)
             advantages = per_sequence[:, None] * mask  # (B, T)
         advantages = advantages * loss_mask
         if cfg.whiten_advantages:
@@ -398,7 +400,9 @@ class PPOTrainer:
                     stats[name].append(value)
         self.step_count += 1
         lr = float(self.scheduler.get_last_lr()[0])  # the rate this step ran at
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a first step with no update (nothing to train on) still advances the schedule
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before", category=UserWarning)
+            self.scheduler.step()
 
         # 6. Log, then let the adaptive controller (if any) set the KL weight of the next step. Under torchrun the
         # figures are global: the grades of all ranks, the other metrics averaged over the ranks.
