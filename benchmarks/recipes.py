@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ppo_vs_trl  # noqa: E402  # the sibling benchmark whose machinery this one reuses
+import ppo_vs_trl  # the sibling benchmark whose machinery this one reuses
 
 PRESETS: dict[str, dict[str, Any]] = {
     "grpo": {"advantage": "grpo"},

@@ -39,7 +39,18 @@ Built so far:
   rank 0 alone writes.
 """
 
-from ._advantages import AdvantageEstimator, AdvantageScale, gae, group_centred, grpo, masked_mean, reinforce_pp, rloo, uniform_groups, whiten
+from ._advantages import (
+    AdvantageEstimator,
+    AdvantageScale,
+    gae,
+    group_centred,
+    grpo,
+    masked_mean,
+    reinforce_pp,
+    rloo,
+    uniform_groups,
+    whiten,
+)
 from ._config import DType, KLEstimator, LoRAConfig, LossAggregation, LRSchedule, ModelConfig, Overlong, PPOConfig, RatioLevel
 from ._logging import MetricsLogger, read_metrics
 from ._losses import (

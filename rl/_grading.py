@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkContext, SpawnContext
 from typing import Any
 
 monotonic = time.monotonic
@@ -69,7 +70,8 @@ def grade_within(grader: Any, responses: Sequence[str], references: Sequence[Any
     """
     if not responses:
         return []
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context: ForkContext | SpawnContext = (multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods()
+                                           else multiprocessing.get_context("spawn"))
     receive, send = context.Pipe(duplex=False)
     worker = context.Process(target=_worker, args=(grader, list(responses), list(references), send), daemon=True)
     deadline = monotonic() + timeout_s
