@@ -154,7 +154,8 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="which to run")
     parser.add_argument("--output", type=Path, default=Path("runs/recipes"), help="folder for base/, seed-*/, results.json, the plot")
     parser.add_argument("--reuse-base", action="store_true", help="reuse OUTPUT/base from an earlier run (skips the warm start)")
-    parser.add_argument("--docs", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(DOCS_PLOT.parents[2])}")
+    parser.add_argument("--docs", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(DOCS_PLOT.parents[2])} "
+                                                            "(..._lr<rate>.png at another --learning-rate)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: run one contender in this process
     parser.add_argument("--control", help=argparse.SUPPRESS)  # internal: the child's ends of its two control pipes
     args = parser.parse_args()
@@ -180,10 +181,12 @@ def main() -> None:
     summary = report(runs, args, meta, loads)
     (root / "results.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     plot(runs, root / "recipes.png", args)
+    docs = DOCS_PLOT if args.learning_rate == ppo_vs_trl.DEFAULT_LEARNING_RATE else DOCS_PLOT.with_name(
+        f"{DOCS_PLOT.stem}_lr{args.learning_rate:g}{DOCS_PLOT.suffix}")
     if args.docs:
-        DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
-        DOCS_PLOT.write_bytes((root / "recipes.png").read_bytes())
-    print(f"\nwrote {root / 'results.json'} and {root / 'recipes.png'}" + (f", {DOCS_PLOT}" if args.docs else ""))
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_bytes((root / "recipes.png").read_bytes())
+    print(f"\nwrote {root / 'results.json'} and {root / 'recipes.png'}" + (f", {docs}" if args.docs else ""))
 
 
 if __name__ == "__main__":

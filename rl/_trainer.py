@@ -8,8 +8,11 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    log-prob is cut the same way, ``gather_logprobs``); then the log-probs under a frozen copy
    of the initial policy (with LoRA: the policy with its adapters switched off). Each prompt is run once per group and its keys and values are shared
    by the group's samples, when sampling and in every forward after (``rl/_shared_prefix.py``);
-2. **grade** -- ``grader.grade_batch(completions, references)``; a non-finite score is
-   skipped and counted (``rollout/skipped_nan``), never trained on;
+2. **grade** -- ``grader.grade_batch(completions, references)`` (with ``grade_timeout_s``: in a worker process
+   stopped at the deadline, ``rl/_grading.py``); a non-finite score is skipped and counted
+   (``rollout/skipped_nan``), never trained on. With ``drop_uniform_groups``, groups whose scores do not vary
+   are dropped and more prompts sampled until the batch is full (``rl/_resample.py``). ``overlong`` masks or
+   penalises completions cut at ``max_new_tokens``;
 3. **rewards** -- :func:`token_rewards`: the score (minus ``no_eos_penalty`` when the
    completion never emitted EOS) on the last real token, and ``-kl_coef * k1`` on
    every token when ``kl_estimator="k1"``;
@@ -17,7 +20,8 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    the policy's last hidden state), or a critic-free estimator (``grpo``, ``rloo``,
    ``reinforce++``) over each completion's return (the sum of its token rewards);
    then whitened;
-5. **update** -- ``ppo_epochs`` passes of minibatches of whole groups, shuffled: clipped policy loss,
+5. **update** -- ``ppo_epochs`` passes of minibatches of whole groups, shuffled: clipped policy loss (token or
+   sequence ratios, clip range ``[1 - clip_low, 1 + clip_high]``, per-token weights of ``loss_aggregation``),
    clipped value loss (``gae``), ``kl_coef * k3`` (``kl_estimator="k3"``), accumulated over the
    minibatch's micro-batches (``micro_batch_size``), gradient clipping, AdamW; a minibatch whose mean importance ratio exceeds
    ``ratio_skip_threshold`` is skipped and counted (``update/skipped_ratio``);
