@@ -119,9 +119,9 @@ class PPOConfig:
     """``soft``: the last this many tokens before ``max_new_tokens`` over which the penalty rises linearly from 0 to 1;
     a completion of length ``L`` loses ``min(1, max(0, L - (max_new_tokens - overlong_buffer)) / overlong_buffer)``."""
     grade_timeout_s: float | None = None
-    """None: grading waits as long as it takes. A number: the rollout's grading runs in worker threads and may take at
-    most this many seconds; samples not graded by then score NaN (skipped and counted as ``rollout/grade_timeouts``),
-    the grader's workers are told to stop (``BatchGrader.cancel`` when it has one), and training goes on."""
+    """None: the rollout is graded in this process, for as long as it takes. A number: it is graded in a forked worker
+    process for at most this many seconds; samples not graded by then score NaN (skipped and counted as
+    ``rollout/grade_timeouts``), the worker's process group is killed, and training goes on (``rl/_grading.py``)."""
     value_clip: float = 0.2
     """How far a value prediction may move from its rollout value before its loss is clipped (``gae`` only)."""
     value_coef: float = 0.1
