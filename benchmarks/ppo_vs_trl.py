@@ -286,14 +286,15 @@ def grader_config() -> dict[str, Any]:
     return json.loads((resources.files("graders") / "data" / "resume_grader.json").read_text(encoding="utf-8"))
 
 
-def run_rftkit(name: str, args: argparse.Namespace) -> None:
-    """``rl.PPOTrainer`` with ``advantage`` taken from the contender's name, until the budget is spent."""
+def run_rftkit(name: str, args: argparse.Namespace, config: Any = None) -> None:
+    """``rl.PPOTrainer`` with ``config`` (default: ``advantage`` taken from the contender's name), until the budget is spent."""
     import rl._trainer as trainer_module  # its module globals are wrapped for the profile; nothing in rl is edited
     from rl import PPOTrainer
 
     model, tokenizer, grader, rows, heldout = load_base(args.output / "base")
     rss_after_load = peak_rss_mib()
-    config = replace(ppo_config(args.seed, args.learning_rate), advantage=name.removeprefix("rftkit-"))
+    if config is None:
+        config = replace(ppo_config(args.seed, args.learning_rate), advantage=name.removeprefix("rftkit-"))
     trainer = PPOTrainer(model, tokenizer, grader, rows, [], config)  # held-out rows are graded by heldout_reward()
     run = Run(name, args, model, tokenizer, grader, heldout[:args.heldout], config.max_new_tokens)
     trainer_module.sample_rollout = run.profile.wrap("generate", trainer_module.sample_rollout)  # with the old policy's log-probs
@@ -308,8 +309,11 @@ def run_rftkit(name: str, args: argparse.Namespace) -> None:
     run.finish({"config": asdict(config)}, rss_after_load)
 
 
-def run_trl(name: str, args: argparse.Namespace) -> None:
-    """TRL's ``GRPOTrainer`` with the settings matched to rftkit's (see the module docstring), until the budget is spent."""
+def run_trl(name: str, args: argparse.Namespace, *, loss_type: str = "bnpo", beta: float | None = None) -> None:
+    """TRL's ``GRPOTrainer`` with the settings matched to rftkit's (see the module docstring), until the budget is spent.
+
+    ``loss_type`` and ``beta`` (None: the shared ``kl_coef``) are for other benchmarks (``benchmarks/recipes.py``
+    runs TRL's own defaults, ``dapo`` and 0)."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
@@ -345,8 +349,8 @@ def run_trl(name: str, args: argparse.Namespace) -> None:
             max_completion_length=ppo.max_new_tokens, temperature=ppo.temperature, top_k=0, top_p=1.0,
             learning_rate=ppo.learning_rate, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
             weight_decay=0.01,  # torch.optim.AdamW's default, which rftkit uses; transformers' own default is 0
-            max_grad_norm=ppo.max_grad_norm, beta=ppo.kl_coef, epsilon=ppo.clip,
-            loss_type="bnpo",  # token-level mean over the minibatch, as rftkit's masked_mean
+            max_grad_norm=ppo.max_grad_norm, beta=ppo.kl_coef if beta is None else beta, epsilon=ppo.clip,
+            loss_type=loss_type,  # bnpo: token-level mean over the minibatch, as rftkit's masked_mean
             scale_rewards="group", mask_truncated_completions=False, disable_dropout=True,
             gradient_checkpointing=False, bf16=False,  # TRL's defaults (True, and bf16 autocast on CPU); rftkit does neither
             logging_steps=steps_per_rollout,  # TRL's metrics once per rollout, as rftkit computes them once per step()
@@ -392,10 +396,14 @@ def warm_start(args: argparse.Namespace) -> dict[str, Any]:
 
     base = args.output / "base"
     meta_path = base / "meta.json"
-    if args.reuse_base and meta_path.exists() and json.loads(meta_path.read_text())["seed"] == args.seed:
+    demo = DemoSettings(seed=args.seed)
+    sft_steps = getattr(args, "sft_steps", None)  # another benchmark's shorter warm start (benchmarks/recipes.py)
+    if sft_steps is not None:
+        demo = replace(demo, sft_steps=sft_steps)
+    if (args.reuse_base and meta_path.exists() and json.loads(meta_path.read_text())["seed"] == args.seed
+            and json.loads(meta_path.read_text()).get("sft_steps", DemoSettings().sft_steps) == demo.sft_steps):
         print(f"warm start: reusing {base}")
         return dict(json.loads(meta_path.read_text()))
-    demo = DemoSettings(seed=args.seed)
     torch.set_num_threads(demo.threads)
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
@@ -410,7 +418,7 @@ def warm_start(args: argparse.Namespace) -> dict[str, Any]:
     write_splits(data, base / "data")
     model.save_pretrained(base / "model")
     tokenizer.save_pretrained(base / "model")
-    meta = {"seed": args.seed, "warm_start_s": time.perf_counter() - start, "final_loss": losses[-1],
+    meta = {"seed": args.seed, "sft_steps": demo.sft_steps, "warm_start_s": time.perf_counter() - start, "final_loss": losses[-1],
             "parameters": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer),
             "train_prompts": len(data.train), "heldout_prompts_available": len(data.heldout)}
     meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
@@ -421,11 +429,12 @@ def warm_start(args: argparse.Namespace) -> dict[str, Any]:
 class Contender:
     """A contender's process and the two pipes its turns are passed through."""
 
-    def __init__(self, name: str, args: argparse.Namespace) -> None:
+    def __init__(self, name: str, args: argparse.Namespace, script: Path | None = None) -> None:
+        """``script``: the benchmark whose ``--child`` runs the contender (default: this one)."""
         self.name = name
         to_child, self._to_child = os.pipe()
         self._from_child, from_child = os.pipe()
-        command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--control", f"{to_child},{from_child}",
+        command = [sys.executable, str(script or Path(__file__).resolve()), "--child", name, "--control", f"{to_child},{from_child}",
                    "--output", str(args.output), "--budget-s", str(args.budget_s), "--eval-every-s", str(args.eval_every_s),
                    "--heldout", str(args.heldout), "--seed", str(args.seed), "--learning-rate", repr(args.learning_rate)]
         self.process = subprocess.Popen(command, pass_fds=(to_child, from_child))
@@ -447,14 +456,15 @@ class Contender:
         return self.wait()
 
 
-def run_contenders(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[list[float]]]:
+def run_contenders(args: argparse.Namespace, script: Path | None = None) -> tuple[dict[str, dict[str, Any]], list[list[float]]]:
     """Start each contender (one at a time, so their set-ups do not compete), then give them turns round-robin.
 
-    Returns each contender's result and the load average sampled at the start of every round.
+    Returns each contender's result and the load average sampled at the start of every round. ``script``: as
+    :class:`Contender`'s.
     """
     contenders = []
     for name in args.contenders:
-        contender = Contender(name, args)
+        contender = Contender(name, args, script)
         if contender.wait() != "ready":
             raise SystemExit(f"{name} finished before training")
         contenders.append(contender)

@@ -8,6 +8,12 @@ Built so far:
   ``kl_from_logits``, ``approx_kl``, ``entropy_from_logits``), the adaptive KL controller
   (``adaptive_kl_coef``), the learning-rate schedule (``lr_factor``) and the per-token
   rewards (``token_rewards``);
+* the recipe's variants for graded rewards, each a small function chosen by a ``PPOConfig``
+  ``Literal``: ``clipped_surrogate`` with an asymmetric clip range, ``sequence_ratio`` (GSPO),
+  ``aggregation_weights`` (token / sequence / constant), ``group_centred`` with a group, batch or no
+  std divisor, ``uniform_groups`` (dynamic sampling's tolerance test), ``overlong_penalty`` (DAPO);
+  the trainer drops uniform groups and samples more (``rl._resample``) and grades under a deadline
+  (``rl._grading``);
 * ``PPOConfig`` (every knob, checked at construction; a fixed or adaptive KL coefficient;
   micro-batches), ``ModelConfig`` (mixed precision: float32 master weights, autocast in the
   model's dtype; gradient checkpointing; loading knobs) and ``LoRAConfig`` (peft adapters, the
@@ -33,19 +39,34 @@ Built so far:
   rank 0 alone writes.
 """
 
-from ._advantages import AdvantageEstimator, gae, grpo, masked_mean, reinforce_pp, rloo, whiten
-from ._config import DType, KLEstimator, LoRAConfig, LRSchedule, ModelConfig, PPOConfig
+from ._advantages import (
+    AdvantageEstimator,
+    AdvantageScale,
+    gae,
+    group_centred,
+    grpo,
+    masked_mean,
+    reinforce_pp,
+    rloo,
+    uniform_groups,
+    whiten,
+)
+from ._config import DType, KLEstimator, LoRAConfig, LossAggregation, LRSchedule, ModelConfig, Overlong, PPOConfig, RatioLevel
 from ._logging import MetricsLogger, read_metrics
 from ._losses import (
     adaptive_kl_coef,
+    aggregation_weights,
     approx_kl,
     clipped_policy_loss,
+    clipped_surrogate,
     clipped_value_loss,
     entropy_from_logits,
     kl_from_logits,
     kl_k1,
     kl_k3,
     lr_factor,
+    overlong_penalty,
+    sequence_ratio,
 )
 from ._plots import plot_metrics
 from ._rollout import Rollout, generate_completions, sequence_logprobs
@@ -53,35 +74,45 @@ from ._trainer import BatchGrader, PPOTrainer, Scored, token_rewards
 
 __all__ = [
     "AdvantageEstimator",
+    "AdvantageScale",
     "BatchGrader",
     "DType",
     "KLEstimator",
     "LRSchedule",
     "LoRAConfig",
+    "LossAggregation",
     "MetricsLogger",
     "ModelConfig",
+    "Overlong",
     "PPOConfig",
     "PPOTrainer",
+    "RatioLevel",
     "Rollout",
     "Scored",
     "adaptive_kl_coef",
+    "aggregation_weights",
     "approx_kl",
     "clipped_policy_loss",
+    "clipped_surrogate",
     "clipped_value_loss",
     "entropy_from_logits",
     "gae",
     "generate_completions",
+    "group_centred",
     "grpo",
     "kl_from_logits",
     "kl_k1",
     "kl_k3",
     "lr_factor",
     "masked_mean",
+    "overlong_penalty",
     "plot_metrics",
     "read_metrics",
     "reinforce_pp",
     "rloo",
     "sequence_logprobs",
+    "sequence_ratio",
     "token_rewards",
+    "uniform_groups",
     "whiten",
 ]

@@ -9,23 +9,29 @@ tokens, ``G`` samples per prompt (sequences of one prompt are contiguous, so
   ``delta_t = r_t + gamma * V_{t+1} - V_t``, ``A_t = delta_t + gamma * lambda * A_{t+1}``,
   returns ``R_t = A_t + V_t``; ``V`` after the last real token is 0.
 * :func:`grpo` -- critic-free: each sample's score minus its group's mean,
-  divided by the group's standard deviation (+ eps).
+  divided by the group's standard deviation (+ eps); :func:`group_centred` and the
+  scalers of :data:`ADVANTAGE_SCALES` (``group``, ``batch``, ``none``) are its two halves,
+  so ``PPOConfig.scale_advantages`` can swap the divisor (Dr. GRPO divides by nothing).
 * :func:`rloo` -- critic-free, leave-one-out: each sample's score minus the
   mean of the *other* samples of its prompt, ``k/(k-1) * (s_i - mean)``.
 * :func:`reinforce_pp` -- critic-free REINFORCE++: scores normalised across the
   whole batch (no per-prompt baseline), which keeps the estimate unbiased by
   group size.
 
-:func:`whiten` normalises advantages over the real (masked-in) tokens.
+:func:`whiten` normalises advantages over the real (masked-in) tokens. :func:`uniform_groups`
+finds the groups whose scores do not vary (within a tolerance), which carry no group-relative signal.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 
 AdvantageEstimator = Literal["gae", "grpo", "rloo", "reinforce++"]
+AdvantageScale = Literal["group", "batch", "none"]
+"""What ``grpo`` divides a centred score by: its group's std, the whole batch's, or nothing."""
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -84,6 +90,56 @@ def grpo(scores: torch.Tensor, group_size: int, *, eps: float = 1e-6) -> torch.T
     """
     g = _groups(scores, group_size)
     return ((g - g.mean(dim=1, keepdim=True)) / (g.std(dim=1, keepdim=True) + eps)).reshape(-1)
+
+
+def group_centred(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each score minus its group's mean, shape (B,).
+
+    >>> group_centred(torch.tensor([1.0, 0.0, 0.25, 0.75]), 2).tolist()
+    [0.5, -0.5, -0.25, 0.25]
+    """
+    g = _groups(scores, group_size)
+    return (g - g.mean(dim=1, keepdim=True)).reshape(-1)
+
+
+def scale_by_group_std(centred: torch.Tensor, scores: torch.Tensor, group_size: int, *, eps: float = 1e-6) -> torch.Tensor:
+    """``centred / (std of the sample's group's scores + eps)`` (GRPO), shape (B,)."""
+    std = _groups(scores, group_size).std(dim=1).repeat_interleave(group_size)  # (B,)
+    return centred / (std + eps)
+
+
+def scale_by_batch_std(centred: torch.Tensor, scores: torch.Tensor, group_size: int, *, eps: float = 1e-6) -> torch.Tensor:
+    """``centred / (std of all the batch's scores + eps)``: one divisor, so a group's spread is kept, shape (B,)."""
+    _groups(scores, group_size)
+    return centred / (scores.std() + eps) if scores.numel() > 1 else centred
+
+
+def scale_none(centred: torch.Tensor, scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """No division (Dr. GRPO: a std divisor favours prompts that are too easy or too hard), shape (B,)."""
+    _groups(scores, group_size)
+    return centred
+
+
+ADVANTAGE_SCALES: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "group": scale_by_group_std,
+    "batch": scale_by_batch_std,
+    "none": scale_none,
+}
+"""``PPOConfig.scale_advantages`` -> ``scale(centred, scores, group_size)``."""
+
+
+def uniform_groups(scores: torch.Tensor, group_size: int, tolerance: float) -> torch.Tensor:
+    """(P,) True for each group whose scores all lie within ``tolerance`` of each other (``max - min <= tolerance``).
+
+    Such a group's group-relative advantages are 0 (or float noise divided by a tiny std), so it carries no
+    GRPO/RLOO signal. A tolerance, not equality: continuous scores computed along different paths differ in
+    their last bits. A group with a NaN score is not uniform (the NaN rule of the trainer handles it).
+
+    >>> uniform_groups(torch.tensor([0.7, 0.7 + 1e-9, 0.7, 0.7, 0.71, 0.7]), 3, 1e-6).tolist()
+    [True, False]
+    """
+    g = _groups(scores, group_size)
+    return (g.amax(dim=1) - g.amin(dim=1)) <= tolerance
 
 
 def rloo(scores: torch.Tensor, group_size: int) -> torch.Tensor:

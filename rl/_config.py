@@ -19,7 +19,7 @@ from typing import Literal, NoReturn, get_args
 
 from schemas import UserError
 
-from ._advantages import AdvantageEstimator
+from ._advantages import AdvantageEstimator, AdvantageScale
 
 LRSchedule = Literal["constant", "linear", "cosine"]
 """The learning rate after warm-up: unchanged, or decayed to 0 at ``lr_decay_steps`` along a line or a half cosine."""
@@ -30,6 +30,19 @@ DType = Literal["float32", "bfloat16", "float16", "auto"]
 KLEstimator = Literal["k1", "k3"]
 """How the KL to the initial policy enters training: ``k1`` as a per-token penalty inside the
 reward, ``k3`` as a separate, always non-negative loss term."""
+
+LossAggregation = Literal["token", "sequence", "constant"]
+"""How per-token policy losses become one number (``rl.aggregation_weights``): the mean over every real token of
+the minibatch (``token``, DAPO), each sequence's mean then the mean over sequences (``sequence``, GRPO), or the sum
+over tokens divided by ``sequences * max_new_tokens`` (``constant``, Dr. GRPO)."""
+
+RatioLevel = Literal["token", "sequence"]
+"""The importance ratio: one per token (PPO, GRPO, DAPO), or one per completion, the exponent of its mean token
+log-ratio, shared by its tokens (GSPO; ``rl.sequence_ratio``)."""
+
+Overlong = Literal["keep", "mask", "soft"]
+"""A completion that hit ``max_new_tokens`` without EOS: trained on as it is (``keep``), left out of the loss
+(``mask``), or every completion that reaches the last ``overlong_buffer`` tokens penalised linearly (``soft``, DAPO)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,39 @@ class PPOConfig:
     kl_estimator: KLEstimator = "k1"
     """``k1``: ``-kl_coef * (logp - logp_ref)`` added to every token's reward; ``k3``: ``kl_coef * k3`` added to the loss."""
     clip: float = 0.2
-    """PPO's ratio clip: the surrogate is flat outside ``[1 - clip, 1 + clip]``."""
+    """PPO's ratio clip: the surrogate is flat outside ``[1 - clip, 1 + clip]`` (each side overridable below)."""
+    clip_low: float | None = None
+    """The lower side of the ratio's clip range, ``1 - clip_low`` (None: ``clip``). See :attr:`clip_range`."""
+    clip_high: float | None = None
+    """The upper side, ``1 + clip_high`` (None: ``clip``); DAPO's "clip-higher" raises it (0.28 against 0.2)."""
+    ratio_level: RatioLevel = "token"
+    """``token``: a ratio per token; ``sequence``: GSPO's length-normalised ratio per completion (use a far smaller
+    clip range with it: GSPO clips at 3e-4 / 4e-4)."""
+    loss_aggregation: LossAggregation = "token"
+    """``token`` (DAPO, TRL's default), ``sequence`` (GRPO) or ``constant`` (Dr. GRPO); see :data:`LossAggregation`."""
+    scale_advantages: AdvantageScale = "group"
+    """``grpo`` only: divide each centred score by its group's std (``group``, GRPO), the whole batch's (``batch``) or
+    by nothing (``none``, Dr. GRPO). Dr. GRPO also needs ``whiten_advantages=False``, which would otherwise rescale."""
+    drop_uniform_groups: bool = False
+    """``grpo``/``rloo`` only: a group whose scores all lie within ``uniform_tolerance`` of each other has advantage 0
+    everywhere, so it is dropped and more prompts are sampled, up to ``max_resample_rounds`` more rollouts, until
+    ``prompts_per_batch`` groups with a signal are in hand (DAPO's dynamic sampling). Logged as
+    ``rollout/dropped_groups`` and ``rollout/resample_rounds``."""
+    uniform_tolerance: float = 1e-6
+    """A group is uniform when ``max - min`` of its scores is at most this. Sized for scores in [0, 1] (F1-type rewards
+    differ by float noise, e.g. ``0.7`` and ``0.7 + 1e-9``, where a 0/1 reward would be exactly equal); scale it with
+    a grader's score range."""
+    max_resample_rounds: int = 4
+    """``drop_uniform_groups``: extra rollouts a step may sample to fill its batch; after them it trains on what it has."""
+    overlong: Overlong = "keep"
+    """A completion that reached ``max_new_tokens`` without EOS: ``keep``, ``mask`` or ``soft``; see :data:`Overlong`."""
+    overlong_buffer: int = 4
+    """``soft``: the last this many tokens before ``max_new_tokens`` over which the penalty rises linearly from 0 to 1;
+    a completion of length ``L`` loses ``min(1, max(0, L - (max_new_tokens - overlong_buffer)) / overlong_buffer)``."""
+    grade_timeout_s: float | None = None
+    """None: the rollout is graded in this process, for as long as it takes. A number: it is graded in a forked worker
+    process for at most this many seconds; samples not graded by then score NaN (skipped and counted as
+    ``rollout/grade_timeouts``), the worker's process group is killed, and training goes on (``rl/_grading.py``)."""
     value_clip: float = 0.2
     """How far a value prediction may move from its rollout value before its loss is clipped (``gae`` only)."""
     value_coef: float = 0.1
@@ -102,6 +147,17 @@ class PPOConfig:
     """Seeds prompt order, sampling and minibatch shuffling."""
     keep_last: int = 3
     """Checkpoints kept by ``save_checkpoint``; older ``step-*`` directories are deleted."""
+
+    @property
+    def clip_range(self) -> tuple[float, float]:
+        """The ratio's clip range ``(1 - clip_low, 1 + clip_high)``, each side defaulting to ``clip``.
+
+        >>> PPOConfig(clip=0.2, clip_high=0.28).clip_range
+        (0.8, 1.28)
+        """
+        low = self.clip if self.clip_low is None else self.clip_low
+        high = self.clip if self.clip_high is None else self.clip_high
+        return 1.0 - low, 1.0 + high
 
     @property
     def batch_size(self) -> int:
@@ -169,9 +225,47 @@ class PPOConfig:
             if self.micro_batch_size > self.minibatch_size:
                 _reject("micro_batch_size", f"micro_batch_size {self.micro_batch_size} exceeds minibatch_size {self.minibatch_size}",
                         "a micro-batch is a slice of a minibatch: lower micro_batch_size (or drop it)")
+        self._check_recipe()
         if self.ratio_skip_threshold <= 1:
             _reject("ratio_skip_threshold", f"ratio_skip_threshold must be > 1, got {self.ratio_skip_threshold}",
                     "the ratio starts at 1; 10 skips only real blow-ups")
+
+    def _check_recipe(self) -> None:
+        """The loss, advantage, sampling and grading variants (issue 15's options)."""
+        for name, choices in (("loss_aggregation", LossAggregation), ("ratio_level", RatioLevel), ("overlong", Overlong),
+                              ("scale_advantages", AdvantageScale)):
+            if getattr(self, name) not in get_args(choices):
+                _reject(name, f"unknown {name} {getattr(self, name)!r}", "choose one of " + ", ".join(get_args(choices)))
+        for name in ("clip_low", "clip_high"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                _reject(name, f"{name} must be a number > 0 or None, got {value!r}", "None uses clip; DAPO uses clip_high = 0.28")
+        if self.clip_range[0] < 0:
+            _reject("clip_low", f"clip_low {1 - self.clip_range[0]:g} is above 1, so the ratio's lower bound would be negative",
+                    "the ratio is never negative: keep clip_low below 1 (0.2 is usual)")
+        if self.scale_advantages != "group" and self.advantage != "grpo":
+            _reject("scale_advantages", f"scale_advantages={self.scale_advantages!r} applies to advantage='grpo', not "
+                    f"{self.advantage!r}", "set advantage='grpo', or drop scale_advantages")
+        if not isinstance(self.drop_uniform_groups, bool):
+            _reject("drop_uniform_groups", f"drop_uniform_groups must be true or false, got {self.drop_uniform_groups!r}")
+        if self.drop_uniform_groups and self.advantage not in ("grpo", "rloo"):
+            _reject("drop_uniform_groups", f"drop_uniform_groups needs a group baseline (grpo or rloo), not {self.advantage!r}",
+                    "only a group-relative advantage is 0 on a group of equal scores; set advantage='grpo'")
+        if isinstance(self.uniform_tolerance, bool) or not isinstance(self.uniform_tolerance, (int, float)) or self.uniform_tolerance < 0:
+            _reject("uniform_tolerance", f"uniform_tolerance must be a number >= 0, got {self.uniform_tolerance!r}",
+                    "1e-6 suits scores in [0, 1]")
+        if isinstance(self.max_resample_rounds, bool) or not isinstance(self.max_resample_rounds, int) or self.max_resample_rounds < 0:
+            _reject("max_resample_rounds", f"max_resample_rounds must be an integer >= 0, got {self.max_resample_rounds!r}",
+                    "0 drops uniform groups without sampling more")
+        if isinstance(self.overlong_buffer, bool) or not isinstance(self.overlong_buffer, int) or self.overlong_buffer < 1:
+            _reject("overlong_buffer", f"overlong_buffer must be an integer >= 1, got {self.overlong_buffer!r}")
+        if self.overlong == "soft" and self.overlong_buffer > self.max_new_tokens:
+            _reject("overlong_buffer", f"overlong_buffer {self.overlong_buffer} exceeds max_new_tokens {self.max_new_tokens}",
+                    "the buffer is the last tokens before max_new_tokens; DAPO uses a fifth of the length")
+        timeout = self.grade_timeout_s
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+            _reject("grade_timeout_s", f"grade_timeout_s must be a number of seconds > 0 or None, got {timeout!r}",
+                    "None waits for every grade")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    log-prob is cut the same way, ``gather_logprobs``); then the log-probs under a frozen copy
    of the initial policy (with LoRA: the policy with its adapters switched off). Each prompt is run once per group and its keys and values are shared
    by the group's samples, when sampling and in every forward after (``rl/_shared_prefix.py``);
-2. **grade** -- ``grader.grade_batch(completions, references)``; a non-finite score is
-   skipped and counted (``rollout/skipped_nan``), never trained on;
+2. **grade** -- ``grader.grade_batch(completions, references)`` (with ``grade_timeout_s``: in a worker process
+   stopped at the deadline, ``rl/_grading.py``); a non-finite score is skipped and counted
+   (``rollout/skipped_nan``), never trained on. With ``drop_uniform_groups``, groups whose scores do not vary
+   are dropped and more prompts sampled until the batch is full (``rl/_resample.py``). ``overlong`` masks or
+   penalises completions cut at ``max_new_tokens``;
 3. **rewards** -- :func:`token_rewards`: the score (minus ``no_eos_penalty`` when the
    completion never emitted EOS) on the last real token, and ``-kl_coef * k1`` on
    every token when ``kl_estimator="k1"``;
@@ -17,7 +20,8 @@ One :meth:`PPOTrainer.step` is one iteration, in execution order:
    the policy's last hidden state), or a critic-free estimator (``grpo``, ``rloo``,
    ``reinforce++``) over each completion's return (the sum of its token rewards);
    then whitened;
-5. **update** -- ``ppo_epochs`` passes of minibatches of whole groups, shuffled: clipped policy loss,
+5. **update** -- ``ppo_epochs`` passes of minibatches of whole groups, shuffled: clipped policy loss (token or
+   sequence ratios, clip range ``[1 - clip_low, 1 + clip_high]``, per-token weights of ``loss_aggregation``),
    clipped value loss (``gae``), ``kl_coef * k3`` (``kl_estimator="k3"``), accumulated over the
    minibatch's micro-batches (``micro_batch_size``), gradient clipping, AdamW; a minibatch whose mean importance ratio exceeds
    ``ratio_skip_threshold`` is skipped and counted (``update/skipped_ratio``);
@@ -64,6 +68,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -76,7 +81,7 @@ from safetensors.torch import load_file, save_file
 
 from schemas import UserError
 
-from ._advantages import gae, grpo, masked_mean, reinforce_pp, rloo, whiten
+from ._advantages import ADVANTAGE_SCALES, gae, group_centred, masked_mean, reinforce_pp, rloo, uniform_groups, whiten
 from ._checkpoint import (
     checkpoint_name,
     load_policy,
@@ -90,11 +95,15 @@ from ._checkpoint import (
 )
 from ._config import LoRAConfig, ModelConfig, PPOConfig
 from ._distributed import check_batch_split, join_process_group
+from ._grading import grade_within
 from ._logging import MetricsLogger
 from ._losses import (
+    OVERLONG,
+    RATIOS,
     adaptive_kl_coef,
+    aggregation_weights,
     approx_kl,
-    clipped_policy_loss,
+    clipped_surrogate,
     clipped_value_loss,
     entropy_from_logits,
     kl_k1,
@@ -103,6 +112,7 @@ from ._losses import (
 )
 from ._model import checkpointing, prepare_policy
 from ._plots import plot_metrics
+from ._resample import Part, merge_parts, select_groups
 from ._rollout import check_tokenizer, gather_logprobs, generate_completions
 from ._shared_prefix import sample_rollout, score_completions, shares_prefix
 
@@ -141,11 +151,12 @@ def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, ha
     return rewards
 
 
-# Critic-free estimators: one return per completion -> one advantage per completion, (B,) -> (B,).
-CRITIC_FREE: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
-    "grpo": grpo,
-    "rloo": rloo,
-    "reinforce++": lambda returns, _group_size: reinforce_pp(returns),
+# Critic-free estimators: one return per completion -> one advantage per completion, (B,) -> (B,). The third argument,
+# PPOConfig.scale_advantages, is grpo's divisor (the config allows only its default with the others).
+CRITIC_FREE: dict[str, Callable[[torch.Tensor, int, str], torch.Tensor]] = {
+    "grpo": lambda returns, group_size, scale: ADVANTAGE_SCALES[scale](group_centred(returns, group_size), returns, group_size),
+    "rloo": lambda returns, group_size, _scale: rloo(returns, group_size),
+    "reinforce++": lambda returns, _group_size, _scale: reinforce_pp(returns),
 }
 
 
@@ -231,36 +242,82 @@ class PPOTrainer:
             rows.append(self.train_rows[self._queue.pop()])
         return rows
 
-    def step(self) -> dict[str, float]:
-        """One PPO iteration: rollout -> grade -> rewards -> advantages -> update; returns the metrics."""
-        cfg, start = self.config, time.perf_counter()
-        group, minibatch_size = cfg.samples_per_prompt, cfg.minibatch_size // self.ranks.world_size
-
-        # 1. Rollout: sample (this rank's shard of the prompts) with the policy's log-probs, then score under the initial policy.
-        rows = self.ranks.shard(self._next_rows())
+    def _rollout(self, rows: list[Mapping[str, Any]]) -> Part:
+        """Sample ``samples_per_prompt`` completions of each row's prompt, score them under the reference, grade them."""
+        cfg = self.config
         with self.policy.compute():  # every forward in the compute dtype (autocast), the weights staying float32
             roll, old_logprobs, hidden = sample_rollout(
-                self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=group, max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, hidden=self.value_head is not None, shared=self.shared_prefix, top_k=cfg.top_k,
-                top_p=cfg.top_p)  # (B, T), (B, T, H)
+                self.model, self.tokenizer, [str(r["prompt"]) for r in rows], samples_per_prompt=cfg.samples_per_prompt,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, hidden=self.value_head is not None,
+                shared=self.shared_prefix, top_k=cfg.top_k, top_p=cfg.top_p)  # (B, T), (B, T, H)
         tokens, real = roll.completion_ids, roll.completion_mask.float()  # (B, T) each
         with torch.no_grad(), self.policy.compute(), self.policy.reference_model() as reference:
             old_values = self.value_head(hidden.float()).squeeze(-1).float() * real if self.value_head is not None and hidden is not None else None
             ref_logits, _ = score_completions(reference, roll, torch.arange(len(real), device=real.device), cfg.temperature)
             ref_logprobs = gather_logprobs(ref_logits, tokens, top_k=cfg.top_k, top_p=cfg.top_p) * real  # (B, T)
         del ref_logits, hidden
+        references = [r["reference"] for r in rows for _ in range(cfg.samples_per_prompt)]
+        if cfg.grade_timeout_s is None:
+            grades: list[Any] = list(self.grader.grade_batch(roll.texts, references))
+        else:  # in a worker process stopped at the deadline; what it did not grade by then scores NaN
+            grades = list(grade_within(self.grader, roll.texts, references, timeout_s=cfg.grade_timeout_s))
+        return Part(roll, old_logprobs, ref_logprobs, old_values, grades, rows)
 
-        # 2. Grade. A non-finite score is skipped: its completion (for grpo/rloo: its whole group) gets no gradient.
-        references = [r["reference"] for r in rows for _ in range(group)]
-        grades = self.grader.grade_batch(roll.texts, references)
+    def _fill_batch(self, part: Part) -> tuple[Part, list[Any], int, int, bool]:
+        """Dynamic sampling: keep ``part``'s groups whose scores vary (beyond ``uniform_tolerance``), sample more rollouts
+        (at most ``max_resample_rounds``) until this rank has as many such groups as prompts, and merge them.
+
+        Returns the merged part, every grade sampled, the groups dropped as uniform, the extra rollouts sampled and
+        whether any group has a signal (if none has, the first rollout comes back, to be logged, not trained on).
+        Under torchrun every rank samples as many rollouts as the rank that needs the most, so the prompt queues agree.
+        """
+        cfg, group, target = self.config, self.config.samples_per_prompt, len(part.rows)
+        first, sampled, kept, n_kept, dropped, rounds = part, list(part.grades), [], 0, 0, 0
+        while True:
+            scores = torch.tensor([float(g.score) for g in part.grades])  # (B,)
+            uniform = uniform_groups(scores, group, cfg.uniform_tolerance)  # (P,); a group with a NaN is not uniform
+            dropped += int(uniform.sum())
+            chosen = (~uniform).nonzero().squeeze(1)[:target - n_kept]
+            if len(chosen):
+                kept.append(select_groups(part, chosen, group))
+                n_kept += len(chosen)
+            if rounds >= cfg.max_resample_rounds or not self.ranks.any(n_kept < target):
+                break
+            rounds += 1
+            part = self._rollout(self.ranks.shard(self._next_rows()))
+            sampled += part.grades
+        if not kept:
+            return first, sampled, dropped, rounds, False
+        return merge_parts(kept, self.tokenizer.pad_token_id), sampled, dropped, rounds, True
+
+    def step(self) -> dict[str, float]:
+        """One PPO iteration: rollout -> grade -> rewards -> advantages -> update; returns the metrics."""
+        cfg, start = self.config, time.perf_counter()
+        group, minibatch_size = cfg.samples_per_prompt, cfg.minibatch_size // self.ranks.world_size
+
+        # 1-2. Rollout and grade (self._rollout); with drop_uniform_groups, groups whose scores do not vary are dropped
+        # and more prompts sampled until the batch is full (self._fill_batch).
+        part = self._rollout(self.ranks.shard(self._next_rows()))
+        sampled, uniform_dropped, resample_rounds, signal = list(part.grades), 0, 0, True
+        if cfg.drop_uniform_groups:
+            part, sampled, uniform_dropped, resample_rounds, signal = self._fill_batch(part)
+        roll, old_logprobs, ref_logprobs, old_values, grades = part.roll, part.old_logprobs, part.ref_logprobs, part.old_values, part.grades
+        tokens, real = roll.completion_ids, roll.completion_mask.float()  # (B, T) each
+
+        # A non-finite score is skipped: its completion (for grpo/rloo: its whole group) gets no gradient.
         scores = torch.tensor([float(g.score) for g in grades])  # (B,)
         finite = torch.isfinite(scores)
         keep = finite.view(-1, group).all(dim=1).repeat_interleave(group) if cfg.advantage in ("grpo", "rloo") else finite
-        mask = real * keep[:, None].to(real.device)  # (B, T): the tokens trained on
+        keep = keep & signal  # dynamic sampling found no group with a signal: nothing to train on
+        mask = real * keep[:, None].to(real.device)  # (B, T): the tokens whose rewards count
+        # Overlong completions (no EOS by max_new_tokens): kept, left out of the loss, or softly penalised.
+        shaped, trained = OVERLONG[cfg.overlong](torch.where(finite, scores, 0.0), real.sum(dim=1).cpu(), roll.has_eos.cpu(),
+                                                 max_new_tokens=cfg.max_new_tokens, buffer=cfg.overlong_buffer)
+        loss_mask = mask * trained[:, None].to(real.device)  # (B, T): the tokens trained on
 
         # 3. Rewards: the score on the last real token, the k1 KL penalty on every token.
         kl = kl_k1(old_logprobs, ref_logprobs) * real  # (B, T)
-        rewards = token_rewards(torch.where(finite, scores, 0.0).to(real.device), kl, real, roll.has_eos,
+        rewards = token_rewards(shaped.to(real.device), kl, real, roll.has_eos,
                                 kl_coef=self.kl_coef if cfg.kl_estimator == "k1" else 0.0, no_eos_penalty=cfg.no_eos_penalty)
         rewards = rewards * mask  # skipped completions carry no reward
 
@@ -271,10 +328,13 @@ class PPOTrainer:
         else:
             per_sequence = torch.zeros_like(scores).to(mask.device)  # (B,)
             kept = keep.to(mask.device)
-            per_sequence[kept] = CRITIC_FREE[cfg.advantage](rewards.sum(dim=1)[kept], group)
+            if bool(kept.any()):
+                per_sequence[kept] = CRITIC_FREE[cfg.advantage](rewards.sum(dim=1)[kept], group, cfg.scale_advantages)
             advantages = per_sequence[:, None] * mask  # (B, T)
+        advantages = advantages * loss_mask
         if cfg.whiten_advantages:
-            advantages = whiten(advantages, mask)
+            advantages = whiten(advantages, loss_mask)
+        mask = loss_mask  # from here on: the tokens trained on
 
         # 5. Update: several epochs over the groups with a kept completion, shuffled, a group's samples side by side so
         # that a minibatch runs each prompt once. Under torchrun every update averages gradients over the ranks, so all
@@ -295,6 +355,7 @@ class PPOTrainer:
                 mb_mask = mask[mb]
                 if not self.ranks.any(bool(mb_mask.any())):  # only skipped (NaN) rows on every rank: no step, not even decay
                     continue
+                weights = aggregation_weights(cfg.loss_aggregation, mb_mask, cfg.max_new_tokens)  # (M, T): the policy loss's
                 # Micro-batches: each one's losses are token means over the whole minibatch (its mean times its share of
                 # the minibatch's tokens), so the accumulated gradient is the one a single pass would give.
                 n_tokens = mb_mask.sum().clamp(min=1)
@@ -303,12 +364,16 @@ class PPOTrainer:
                 for micro_first in range(0, len(mb), micro_size):
                     micro = mb[micro_first:micro_first + micro_size]
                     micro_mask = mask[micro]  # (m, T)
+                    micro_weights = weights[micro_first:micro_first + micro_size]  # (m, T)
                     share = micro_mask.sum() / n_tokens
                     with self.policy.compute(), checkpointing(self.model, self.policy.gradient_checkpointing):
                         logits, hidden = score_completions(self.model, scored, micro, cfg.temperature)  # (m, T, V), (m, T, H)
                         logprobs = gather_logprobs(logits, tokens[micro], top_k=cfg.top_k, top_p=cfg.top_p) * micro_mask  # (m, T)
-                        policy_loss, clipfrac = clipped_policy_loss(logprobs, old_logprobs[micro], advantages[micro], micro_mask, cfg.clip)
-                        loss = policy_loss
+                        ratio = RATIOS[cfg.ratio_level](logprobs, old_logprobs[micro], micro_mask)  # (m, T)
+                        per_token, clipped = clipped_surrogate(ratio, advantages[micro], *cfg.clip_range)  # (m, T) each
+                        policy_loss = (per_token * micro_weights).sum()  # already this micro-batch's part of the minibatch's loss
+                        clipfrac = masked_mean(clipped, micro_mask)
+                        loss = torch.zeros((), device=policy_loss.device)  # the token-mean terms, weighted by `share` below
                         if self.value_head is not None and old_values is not None and returns is not None:
                             values = self.value_head(hidden.float()).squeeze(-1).float()  # (m, T)
                             value_loss = clipped_value_loss(values, old_values[micro], returns[micro], micro_mask, cfg.value_clip)
@@ -318,10 +383,10 @@ class PPOTrainer:
                             kl_loss = masked_mean(kl_k3(logprobs, ref_logprobs[micro]), micro_mask)
                             loss = loss + self.kl_coef * kl_loss
                             mb_stats["loss/kl"] += (kl_loss * share).item()
-                    self.scaler.scale(loss * share).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
+                    self.scaler.scale(policy_loss + loss * share).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
                     with torch.no_grad():
-                        mb_stats["ratio"] += (masked_mean(torch.exp(logprobs - old_logprobs[micro]), micro_mask) * share).item()
-                        mb_stats["loss/policy"] += (policy_loss * share).item()
+                        mb_stats["ratio"] += (masked_mean(ratio, micro_mask) * share).item()
+                        mb_stats["loss/policy"] += policy_loss.item()
                         mb_stats["policy/clipfrac"] += (clipfrac * share).item()
                         mb_stats["policy/approx_kl"] += (approx_kl(logprobs, old_logprobs[micro], micro_mask) * share).item()
                         mb_stats["policy/entropy"] += (masked_mean(entropy_from_logits(logits.float()), micro_mask) * share).item()
@@ -339,13 +404,15 @@ class PPOTrainer:
                     stats[name].append(value)
         self.step_count += 1
         lr = float(self.scheduler.get_last_lr()[0])  # the rate this step ran at
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a first step with no update (nothing to train on) still advances the schedule
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before", category=UserWarning)
+            self.scheduler.step()
 
         # 6. Log, then let the adaptive controller (if any) set the KL weight of the next step. Under torchrun the
         # figures are global: the grades of all ranks, the other metrics averaged over the ranks.
         all_grades = self.ranks.gather_grades(grades)
         metrics = {
-            **_reward_metrics(all_grades, "reward"),
+            **_reward_metrics(self.ranks.gather_grades(sampled) if cfg.drop_uniform_groups else all_grades, "reward"),
             **self.ranks.mean({"kl/to_init": kl.sum(dim=1).mean().item(),
                                **{name: sum(values) / len(values) for name, values in stats.items()},
                                "rollout/completion_len": real.sum(dim=1).mean().item(),
@@ -353,6 +420,9 @@ class PPOTrainer:
             "kl/coef": self.kl_coef,
             "update/lr": lr,
             "rollout/skipped_nan": float(sum(not math.isfinite(g.score) for g in all_grades)),
+            "rollout/grade_timeouts": float(sum(self.ranks.gather([sum(bool(getattr(g, "timed_out", False)) for g in sampled)]))),
+            "rollout/dropped_groups": float(sum(self.ranks.gather([uniform_dropped]))),
+            "rollout/resample_rounds": float(resample_rounds),
             "update/skipped_ratio": float(skipped_ratio),
             "perf/samples_per_s": len(all_grades) / (time.perf_counter() - start),
         }

@@ -132,13 +132,13 @@ def test_top_k_of_one_samples_the_greedy_completion_with_probability_one(shared:
 def first_ratios(monkeypatch: pytest.MonkeyPatch, trainer: PPOTrainer) -> list[torch.Tensor]:
     """The per-token ratios ``exp(logprobs - old_logprobs)`` (real tokens) of each minibatch of one ``step()``."""
     ratios: list[torch.Tensor] = []
-    loss = rl._trainer.clipped_policy_loss
+    ratio = rl._trainer.RATIOS["token"]  # the trainer's ratio_level="token" (the default)
 
-    def spy(logprobs: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float) -> Any:
+    def spy(logprobs: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> Any:
         ratios.append(torch.exp(logprobs - old).detach()[mask.bool()])
-        return loss(logprobs, old, advantages, mask, clip)
+        return ratio(logprobs, old, mask)
 
-    monkeypatch.setattr(rl._trainer, "clipped_policy_loss", spy)
+    monkeypatch.setitem(rl._trainer.RATIOS, "token", spy)
     trainer.step()
     return ratios
 
