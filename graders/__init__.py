@@ -10,29 +10,38 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from . import comparators
-from ._adapters import TrlReward, VerlComputeScore, openrlhf_reward_func, trl_reward, verl_compute_score
-from ._batch import GradeList, grade_batch
-from ._comparators import Comparator, ComparatorName, make_comparator, normalize_text, parse_date, parse_number
 from ._config import AnyGrader, from_config
 from ._errors import GraderConfigError
-from ._formula import Formula
 from ._gold import GoldCheck
-from ._matching import Pair, assign, prf
-from ._openai import MultiGrader, SampleGrader, StringCheckGrader
-from ._parsing import Decoded, Extraction, Parsed, decode_json, extract_json, parse_response
 from ._result import ERROR_FLAGS, FieldDetail, Grade
 from ._run import run_grader, validate_grader
-from ._similarity import EvaluationMetric, TextSimilarityGrader
-from ._structured import Aggregation, FieldSpec, ListMode, StructuredGrader
-from ._templates import MissingVariable, Sample, Template
+from .batch import GradeList, grade_batch
+from .comparators._base import Comparator, ComparatorName
+from .comparators._numbers import parse_date, parse_number
+from .comparators._registry import make_comparator
+from .comparators._text import normalize_text
+from .integrations._openrlhf import openrlhf_reward_func
+from .integrations._trl import TrlReward, trl_reward
+from .integrations._verl import VerlComputeScore, verl_compute_score
+from .openai._common import SampleGrader
+from .openai._formula import Formula
+from .openai._multi import MultiGrader
+from .openai._similarity import EvaluationMetric, TextSimilarityGrader
+from .openai._string_check import StringCheckGrader
+from .openai._templates import MissingVariable, Sample, Template
+from .structured._decode import decode_json, parse_response
+from .structured._extract import Decoded, Extraction, Parsed, extract_json
+from .structured._grader import StructuredGrader
+from .structured._matching import Pair, assign, prf
+from .structured._options import Aggregation, FieldSpec, ListMode
 
 if _TYPE_CHECKING:
-    from ._endpoint_grader import EndpointGrader
-    from ._model_grader import LabelModelGrader, ScoreModelGrader
-    from ._python_grader import PythonGrader
+    from .openai._endpoint import EndpointGrader
+    from .openai._model_grader import LabelModelGrader, ScoreModelGrader
+    from .openai.python._grader import PythonGrader
 
-_ON_FIRST_USE = {"PythonGrader": "_python_grader", "ScoreModelGrader": "_model_grader",
-                 "LabelModelGrader": "_model_grader", "EndpointGrader": "_endpoint_grader"}
+_ON_FIRST_USE = {"PythonGrader": "openai.python._grader", "ScoreModelGrader": "openai._model_grader",
+                 "LabelModelGrader": "openai._model_grader", "EndpointGrader": "openai._endpoint"}
 
 
 def __getattr__(name: str) -> _Any:

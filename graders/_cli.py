@@ -2,7 +2,7 @@
 
 Each subcommand's code lives in the package it belongs to; this module only
 wires them together. ``validate`` comes from ``schemas`` (:func:`register_schema_commands`);
-``train`` and ``demo`` from ``rl``, and ``serve`` from ``graders._serve`` (it needs the
+``train`` and ``demo`` from ``rl``, and ``serve`` from ``graders.serve`` (it needs the
 serve extra), through the ``rftkit.commands`` entry points (:func:`load_plugins`): each is
 imported only when its command runs, and graders never imports rl.
 """
@@ -32,7 +32,7 @@ from ._gold import GoldCheck
 from ._result import Grade
 from ._run import run_response
 from ._scale import RowResult, grade_rows
-from ._structured import StructuredGrader
+from .structured._grader import StructuredGrader
 
 app = typer.Typer(
     name="rftkit",

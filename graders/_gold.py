@@ -43,10 +43,11 @@ from typing import Any
 
 from schemas import GoldVerdict
 
-from ._openai import MultiGrader, SampleGrader, _render_pair
 from ._result import Grade
-from ._similarity import TextSimilarityGrader
-from ._templates import Sample
+from .openai._common import SampleGrader, _render_pair
+from .openai._multi import MultiGrader
+from .openai._similarity import TextSimilarityGrader
+from .openai._templates import Sample
 
 CALLING_TYPES = frozenset({"score_model", "label_model", "endpoint"})
 """Grader types whose grade calls a model or a server: the gold check skips them unless asked."""

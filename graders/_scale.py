@@ -29,9 +29,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ._batch import _pickled, gc_paused, worker_grader, worker_pool
 from ._errors import GraderConfigError
 from ._result import Grade, no_errors
+from .batch import _pickled, gc_paused, worker_grader, worker_pool
 
 Backend = Literal["local", "processes", "ray"]
 """Where rows are graded: this process, worker processes on this machine, or Ray tasks."""

@@ -71,7 +71,7 @@ def test_the_installed_entry_points_name_every_plugin_command() -> None:
     from importlib.metadata import entry_points
 
     commands = {ep.name: ep.value for ep in entry_points(group="rftkit.commands")}
-    assert commands == {"train": "rl._cli:register", "demo": "rl._demo:register", "serve": "graders._serve:register"}
+    assert commands == {"train": "rl._cli:register", "demo": "rl._demo:register", "serve": "graders.serve._command:register"}
 
 
 def test_grade_command_writes_one_result_per_row(tmp_path: Path) -> None:

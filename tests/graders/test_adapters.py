@@ -257,7 +257,7 @@ def test_get_reward_passes_label_objects_as_items() -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from graders._serve import create_app
+    from graders.serve._app import create_app
 
     with TestClient(create_app(MIGRATED)) as client:
         r = client.post("/get_reward", json={"query": [PROMPT + ANSWER], "prompts": [PROMPT], "labels": [ROW_FIELDS]})

@@ -23,7 +23,9 @@ from test_serve import GRADER, ROWS, error, serving
 from test_serve_security import children
 
 from graders import Grade
-from graders._serve import RUN_PATH, _served, create_app
+from graders.serve._app import create_app
+from graders.serve._protocol import _served
+from graders.serve._wire import RUN_PATH
 
 ROW = ROWS[0]
 NORMAL = {"sample": ROW["output"], "item": {"reference": ROW["reference"]}}

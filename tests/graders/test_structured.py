@@ -438,7 +438,7 @@ def test_grade_batch_restores_the_garbage_collector() -> None:
        st.lists(st.sampled_from(["python", "Java", "c++", "C#", "go", "rust", "rust"]), max_size=7),
        st.sampled_from(["set", "multiset"]))
 def test_pairing_by_key_equals_the_assignment(pred: list[str], ref: list[str], mode: str) -> None:
-    import graders._structured as structured
+    import graders.structured._nodes as structured
 
     keyed = StructuredGrader(fields={"xs": {"comparator": "normalized", "mode": mode}})
     real_assign = structured.assign

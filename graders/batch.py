@@ -1,3 +1,5 @@
+
+
 """Grading many responses at once, in worker processes.
 
 Where ``fork`` is safe (:func:`fork_is_safe`), :func:`grade_batch` forks its
@@ -654,3 +656,5 @@ def _run_local(grader: _Grades, responses: list[Any], references: list[Any], pro
 
         pairs = track(pairs, total=len(responses), description="grading", transient=True)
     return _grade_all(grader, pairs)
+
+

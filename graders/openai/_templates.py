@@ -1,3 +1,5 @@
+
+
 """OpenAI grader templates: ``{{ item.x }}`` and ``{{ sample.output_json.a.b }}``.
 
 A template is a string with variables in double braces. A variable names a
@@ -36,8 +38,8 @@ from typing import Any
 
 from schemas import UserError
 
-from ._errors import GraderConfigError
-from ._parsing import max_output_chars, over_bound_reason, parse_response
+from .._errors import GraderConfigError
+from ..structured._decode import max_output_chars, over_bound_reason, parse_response
 
 _BRACES = re.compile(r"\{\{(.*?)\}\}")
 _VARIABLE = re.compile(r"(?P<root>[A-Za-z_]\w*)(?P<path>(?:\.[\w-]+|\[\d+\])*)")
@@ -101,7 +103,7 @@ class Sample:
         self.output_tools: Any = None
         self.choices: Any = None
         self.cut: int | None = None
-        """The length of an output text longer than :func:`~graders._parsing.max_output_chars`, whose first
+        """The length of an output text longer than :func:`~graders.structured.max_output_chars`, whose first
         that-many characters ``output_text`` then holds (graders flag ``truncated_output_error``); None otherwise."""
         if isinstance(raw, str):
             self.output_text: str | None = self._bounded(raw)
@@ -120,7 +122,7 @@ class Sample:
             self._output_json = raw["output_json"]
 
     def _bounded(self, text: str) -> str:
-        """``text``, or its first :func:`~graders._parsing.max_output_chars` characters (noted in :attr:`cut`)."""
+        """``text``, or its first :func:`~graders.structured.max_output_chars` characters (noted in :attr:`cut`)."""
         limit = max_output_chars()
         if len(text) <= limit:
             return text
@@ -298,3 +300,5 @@ def _resolve(var: _Variable, sample: Sample, item: Mapping[str, Any] | None) -> 
 
 def _kind(value: Any) -> str:
     return "null" if value is None else f"a {type(value).__name__}"
+
+

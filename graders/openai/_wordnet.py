@@ -1,3 +1,5 @@
+
+
 """WordNet 3.0 for METEOR's synonym stage, read offline.
 
 NLTK's METEOR looks synonyms up in WordNet, which NLTK does not ship: its
@@ -79,3 +81,5 @@ def load_wordnet() -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The multilingual functions are not available")
         return _PackedWordNet(str(root), None)
+
+

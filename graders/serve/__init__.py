@@ -7,6 +7,6 @@ connection cap) in its Security section. Needs the ``serve`` extra
 (``pip install 'rftkit[serve]'``).
 """
 
-from graders._serve import create_app
+from ._app import create_app
 
 __all__ = ["create_app"]

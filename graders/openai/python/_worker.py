@@ -1,4 +1,6 @@
-"""The python grader's sandbox, seen from inside. Run by path: ``python -I -B _python_worker.py REQ CTL LIFE SOCK MODE``.
+
+
+"""The python grader's sandbox, seen from inside. Run by path: ``python -I -B _worker.py REQ CTL LIFE SOCK MODE``.
 
 Standard library only (it must not import :mod:`graders`: the sandbox sees none
 of the grading process). Three kinds of process, each with one job:
@@ -920,3 +922,5 @@ def has_children(ignore: int = 0) -> bool:
 
 if __name__ == "__main__":
     supervise(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+
+

@@ -1,3 +1,5 @@
+
+
 """OpenAI's ``endpoint`` grader, run locally: POST the sample to your own HTTP reward server.
 
 The config is the one OpenAI's RFT (Azure OpenAI preview) documents::
@@ -61,9 +63,9 @@ from typing import Any, Literal
 
 import httpx
 
-from ._errors import GraderConfigError
-from ._openai import SampleInput, _check_keys, _check_name, _escape, noting_cut
-from ._result import FieldDetail, Grade, no_errors
+from .._errors import GraderConfigError
+from .._result import FieldDetail, Grade, no_errors
+from ._common import SampleInput, _check_keys, _check_name, _escape, noting_cut
 from ._templates import Sample
 
 DEFAULT_TIMEOUT = 600.0
@@ -443,3 +445,5 @@ def _check_score_range(value: object, pointer: str = "/score_range") -> tuple[fl
         return float(value[0]), float(value[1])
     raise GraderConfigError(f"{pointer[1:]} must be [low, high] with finite numbers and low < high, got {value!r}",
                             code="bad_value", pointer=pointer, hint="e.g. [0, 1] (the default) or [0, 10]")
+
+

@@ -1,3 +1,5 @@
+
+
 """OpenAI's ``text_similarity`` grader, run locally with well-kept metric libraries.
 
 Each metric is one function ``(text, reference) -> float`` in [0, 1], chosen by
@@ -13,7 +15,7 @@ metric          implementation
 ``rouge_l``     rouge-score ``rougeL`` F-measure
 ``cosine``      cosine of mean-pooled, L2-normalised sentence embeddings (local model)
 ``meteor``      nltk ``meteor_score`` over sacrebleu's 13a tokens, with WordNet 3.0
-                synonyms read offline (``graders/_wordnet.py``; ``rftkit[meteor]``)
+                synonyms read offline (``graders/openai/_wordnet.py``; ``rftkit[meteor]``)
 ==============  =====================================================================
 
 nltk (through rouge-score too) takes about 1.2 s to import, and torch more, so
@@ -36,9 +38,9 @@ from rapidfuzz import fuzz
 from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from ._errors import GraderConfigError
-from ._openai import SampleInput, _check_keys, _check_name, _render_pair, check_threshold, noting_cut
-from ._result import FieldDetail, Grade, no_errors
+from .._errors import GraderConfigError
+from .._result import FieldDetail, Grade, no_errors
+from ._common import SampleInput, _check_keys, _check_name, _render_pair, check_threshold, noting_cut
 from ._templates import Sample, Template, well_formed
 
 if TYPE_CHECKING:
@@ -421,3 +423,5 @@ class TextSimilarityGrader:
 
 def _rebuild(config: dict[str, Any]) -> TextSimilarityGrader:
     return TextSimilarityGrader.from_config(config)
+
+

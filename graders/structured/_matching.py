@@ -1,3 +1,5 @@
+
+
 """Pairing the items of two lists, and the precision/recall/F1 that follows.
 
 Unordered lists are paired by **optimal assignment**: the one-to-one pairing of
@@ -103,3 +105,5 @@ def prf(matched: float, n_pred: int, n_ref: int) -> tuple[float, float, float]:
     if n_ref == 0:  # nothing to find: every prediction is a false positive
         return 0.0, 1.0, 0.0
     return matched / n_pred, matched / n_ref, 2.0 * matched / (n_pred + n_ref)
+
+

@@ -1,3 +1,5 @@
+
+
 """The safe formula language that combines named scores into one number.
 
 Used by ``multi`` graders (OpenAI's ``calculate_output``) and by the structured
@@ -29,7 +31,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 
-from ._errors import GraderConfigError
+from .._errors import GraderConfigError
 
 _Eval = Callable[[Mapping[str, float]], float]
 
@@ -174,3 +176,5 @@ def _depth(root: ast.AST) -> int:
             deepest = max(deepest, depth)
         stack.extend((child, depth) for child in ast.iter_child_nodes(node))
     return deepest
+
+
