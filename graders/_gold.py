@@ -44,7 +44,7 @@ from typing import Any
 from schemas import GoldVerdict
 
 from ._result import Grade
-from .openai._common import SampleGrader, _render_pair
+from .openai._common import SampleGrader, render_pair
 from .openai._multi import MultiGrader
 from .openai._similarity import TextSimilarityGrader
 from .openai._templates import Sample
@@ -88,7 +88,7 @@ def maximum(grader: SampleGrader, sample: Sample, item: Mapping[str, Any]) -> fl
     if threshold is not None:
         return float(threshold)
     if isinstance(grader, TextSimilarityGrader):
-        rendered = _render_pair(grader.reference, grader.reference, sample, item)
+        rendered = render_pair(grader.reference, grader.reference, sample, item)
         return 1.0 if isinstance(rendered, Grade) else grader.similarity(rendered[1], rendered[1])
     if grader.type == "score_model":
         return float(getattr(grader, "high", 1.0))

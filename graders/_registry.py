@@ -35,7 +35,7 @@ class GraderType:
 
 
 GRADER_TYPES: dict[str, GraderType] = {
-    "structured": GraderType("graders.structured._grader:_from_structured_config",
+    "structured": GraderType("graders.structured._grader:from_structured_config",
                              sub="graders.openai._multi:_StructuredItemGrader.from_config"),
     "string_check": GraderType("graders.openai._string_check:StringCheckGrader.from_config"),
     "text_similarity": GraderType("graders.openai._similarity:TextSimilarityGrader.from_config"),

@@ -513,7 +513,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
     """
     import torch
 
-    from graders import StructuredGrader, from_config
+    from graders import from_config
 
     from ._checkpoint import checkpoint_name, model_step, resolve_checkpoint, write_final
     from ._model import load_pretrained
@@ -531,7 +531,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
                             hint="run without --resume first, or point --output at the earlier run")
     device = resolve_device(spec.device)
     grader: Any = from_config(spec.grader_path)
-    structured = isinstance(grader, StructuredGrader)
+    structured = grader.needs_reference
     if not structured:
         grader = ItemGrader(grader)
     quiet = Console(quiet=True)  # the report is printed by rank 0 alone

@@ -12,7 +12,10 @@ from typer.testing import CliRunner
 
 import graders
 import graders.adapters
+import graders.openai
+import graders.openai.python
 import graders.serve
+import graders.structured
 import rl
 import schemas
 from graders._cli import app, load_plugins
@@ -20,7 +23,8 @@ from graders._cli import app, load_plugins
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("module", [schemas, graders, rl, graders.comparators, graders.adapters, graders.serve],
+@pytest.mark.parametrize("module", [schemas, graders, rl, graders.comparators, graders.adapters, graders.serve, graders.structured,
+                                    graders.openai, graders.openai.python],
                          ids=lambda m: m.__name__)
 def test_all_lists_exactly_the_public_names(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]  # every public module defines __all__

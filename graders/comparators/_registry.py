@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._errors import GraderConfigError
+from .._errors import GraderConfigError, pointer_token
 from ._base import (
     _COMPARATOR_NAMES,
     _DATE_ORDERS,
@@ -68,9 +68,6 @@ _SPECS: Final[dict[str, _Spec]] = {
     "math": _Spec(_no_options(math), {}),
 }
 
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 def closest(name: object, valid: Iterable[str]) -> str:
@@ -136,10 +133,10 @@ def make_comparator(name: str, *, pointer: str = "", **options: Any) -> Comparat
             elsewhere = f"; {key!r} is an option of {_choices(owners)}: set \"comparator\" to it" if owners else ""
             raise _bad_option(
                 f"comparator {name!r} has no option {key!r}",
-                f"{pointer}/{_escape(key)}",
+                f"{pointer}/{pointer_token(key)}",
                 (closest(key, tuple(spec.options)) if not owners else "") + f"{name!r} takes {accepted}{elsewhere}",
             )
-        check(value, f"{pointer}/{_escape(key)}")
+        check(value, f"{pointer}/{pointer_token(key)}")
     if name == "fuzzy" and options.get("partial_credit") is False and not options.get("threshold"):
         raise _bad_option(
             "pass/fail fuzzy matching (partial_credit=false) needs a threshold above 0",

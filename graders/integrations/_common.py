@@ -47,9 +47,6 @@ from typing import Any, Protocol
 from .._config import AnyGrader, from_config
 from .._errors import GraderConfigError
 from .._result import Grade
-from ..openai._multi import MultiGrader
-from ..structured._grader import StructuredGrader
-from ..structured._nodes import _Object
 
 GRADER_ENV = "RFTKIT_GRADER"
 """The environment variable naming the grader config file that verl and OpenRLHF use."""
@@ -67,7 +64,7 @@ class _Hook(Protocol):
 # --------------------------------------------------------------------------- shared stages
 
 
-def _build(source: GraderSource) -> AnyGrader:
+def build_grader(source: GraderSource) -> AnyGrader:
     """The grader itself, or the one a config describes."""
     if isinstance(source, (Mapping, str, Path)):
         return from_config(source)
@@ -83,20 +80,11 @@ def field_names(grader: AnyGrader) -> list[str]:
     Empty when the grader does not declare them (a schema-less structured grader
     reports the reference's fields, which may differ from row to row).
 
+    >>> from graders import StructuredGrader
     >>> field_names(StructuredGrader({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}))
     ['a', 'b']
     """
-    if isinstance(grader, StructuredGrader) and isinstance(grader._root, _Object):
-        return list(grader._root.fields)
-    if isinstance(grader, MultiGrader):
-        return list(grader.graders)
-    return []
-
-
-def _grade(grader: AnyGrader, text: str, reference: Any, item: Mapping[str, Any]) -> Grade:
-    if isinstance(grader, StructuredGrader):
-        return grader.grade(text, reference)
-    return grader.grade(text, {**item, "reference": reference})
+    return grader.field_names()
 
 
 def label_item(label: Any, base: Mapping[str, Any]) -> dict[str, Any]:

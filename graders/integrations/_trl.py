@@ -7,8 +7,7 @@ from typing import Any
 
 from .._errors import GraderConfigError
 from .._result import Grade
-from ..structured._grader import StructuredGrader
-from ._common import _NOT_COLUMNS, GraderSource, _build, _field_scores, _grade, _Hook, completion_text, field_names
+from ._common import _NOT_COLUMNS, GraderSource, _field_scores, _Hook, build_grader, completion_text, field_names
 
 # --------------------------------------------------------------------------- TRL
 
@@ -32,7 +31,7 @@ class TrlReward:
     """
 
     def __init__(self, grader: GraderSource, *, reference_column: str = "reference", name: str | None = None) -> None:
-        self.grader = _build(grader)
+        self.grader = build_grader(grader)
         self.reference_column = reference_column
         self.__name__ = name or self.grader.name
         """TRL logs this function's rewards as ``rewards/<__name__>/mean``."""
@@ -42,7 +41,7 @@ class TrlReward:
                  log_metric: _Hook | None = None, **kwargs: Any) -> list[float | None]:
         n = len(completions)
         has_reference = self.reference_column in kwargs
-        if not has_reference and isinstance(self.grader, StructuredGrader):
+        if not has_reference and self.grader.needs_reference:
             names = sorted(k for k in kwargs if k not in _NOT_COLUMNS)
             raise GraderConfigError(f"the dataset has no {self.reference_column!r} column", code="missing_column",
                                     hint=f"columns TRL passed: {names}; give trl_reward(reference_column=...)")
@@ -55,7 +54,7 @@ class TrlReward:
                 grades.append(None)  # not this grader's row
                 continue
             item = {k: v[i] for k, v in columns.items()}
-            grades.append(_grade(self.grader, completion_text(completion), refs[i], item))
+            grades.append(self.grader.grade_row(completion_text(completion), {**item, "reference": refs[i]}))
         if log_metric is not None or log_extra is not None:
             self._log(grades, log_metric, log_extra)
         return [None if g is None else g.score for g in grades]

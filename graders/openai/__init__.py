@@ -13,7 +13,7 @@ subprocess and HTTP client code); ``graders.PythonGrader`` and ``from_config``
 load them on first use.
 """
 
-from ._common import SampleGrader
+from ._common import OpenAIGrader, SampleGrader
 from ._formula import Formula
 from ._multi import MultiGrader, build_sample_grader
 from ._similarity import EvaluationMetric, TextSimilarityGrader
@@ -25,6 +25,7 @@ __all__ = [
     "Formula",
     "MissingVariable",
     "MultiGrader",
+    "OpenAIGrader",
     "Sample",
     "SampleGrader",
     "StringCheckGrader",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from schemas import SchemaError
 
@@ -20,6 +20,32 @@ SampleInput = Sample | str | Mapping[str, Any]
 """What a grader accepts as the model's output."""
 
 
+class OpenAIGrader:
+    """The base of OpenAI's grader types: they read a model sample and the dataset item.
+
+    :meth:`grade_row` is the row-level call every grader has (adapters, the server,
+    the CLI and the trainer make it); for these types it is :meth:`grade` itself.
+    """
+
+    __slots__ = ()
+
+    needs_reference: ClassVar[bool] = False
+    """Whether a row must carry a ``reference`` (no: these graders read what they need from the item)."""
+    bounded_cost: ClassVar[bool] = False
+    """Whether grading a row does bounded CPU work and no I/O (no: templates, sandboxes, models and URLs)."""
+
+    def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
+        raise NotImplementedError
+
+    def grade_row(self, sample: SampleInput, item: Mapping[str, Any]) -> Grade:
+        """Grade one row: the model's sample and the dataset item (its ``reference``, if any, inside)."""
+        return self.grade(sample, item)
+
+    def field_names(self) -> list[str]:
+        """The fields this grader reports on every row (none declared here; ``multi`` names its sub-graders)."""
+        return []
+
+
 class SampleGrader(Protocol):
     """A grader that reads a model sample and a dataset item (every OpenAI grader type)."""
 
@@ -29,7 +55,17 @@ class SampleGrader(Protocol):
     @property
     def type(self) -> str: ...
 
+    @property
+    def needs_reference(self) -> bool: ...
+
+    @property
+    def bounded_cost(self) -> bool: ...
+
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade: ...
+
+    def grade_row(self, sample: SampleInput, item: Mapping[str, Any]) -> Grade: ...
+
+    def field_names(self) -> list[str]: ...
 
     def config(self) -> dict[str, Any]: ...
 
@@ -37,7 +73,7 @@ class SampleGrader(Protocol):
 # -- config checks -------------------------------------------------------------------------
 
 
-def _check_keys(config: Mapping[str, Any], kind: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+def check_keys(config: Mapping[str, Any], kind: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
     """Raise on a missing or unknown key (pointers are relative to this grader's config)."""
     known = ("type", *required, *optional)
     for key in config:
@@ -49,7 +85,7 @@ def _check_keys(config: Mapping[str, Any], kind: str, required: tuple[str, ...],
             raise GraderConfigError(f"a {kind} grader config needs {key!r}", code="missing_key", pointer=f"/{key}")
 
 
-def _check_name(name: object) -> str:
+def check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise GraderConfigError(f"name must be a non-empty string, got {name!r}", code="wrong_type", pointer="/name")
     return name
@@ -65,7 +101,7 @@ def check_threshold(value: object) -> float | None:
     return float(value)
 
 
-def _under(prefix: str, exc: GraderConfigError | SchemaError) -> GraderConfigError | SchemaError:
+def under_pointer(prefix: str, exc: GraderConfigError | SchemaError) -> GraderConfigError | SchemaError:
     """The same error, pointing into the enclosing config."""
     return type(exc)(exc.message, code=exc.code, pointer=prefix + exc.pointer, hint=exc.hint)
 
@@ -81,31 +117,28 @@ def noting_cut(grade: Grade, sample: Sample) -> Grade:
                  grade.issues, grade.counts, grade.how)
 
 
-def _missing(variable: MissingVariable, key: str) -> Grade:
+def missing_variable_grade(variable: MissingVariable, key: str) -> Grade:
+    """The flagged 0 grade (``invalid_variable_error``) for a template variable of ``key`` that did not resolve."""
     errors = no_errors()
     errors["invalid_variable_error"] = True
     return Grade(0.0, {}, {}, errors, f"{key}: template variable {{{{ {variable.variable} }}}} did not resolve "
                  f"({variable.message}); scored 0")
 
 
-def _render_pair(input_template: Template, reference_template: Template, sample: SampleInput,
+def render_pair(input_template: Template, reference_template: Template, sample: SampleInput,
                  item: Mapping[str, Any] | None) -> tuple[str, str] | Grade:
     """Render a grader's ``input`` and ``reference`` templates; a missing variable gives the flagged 0 grade."""
     s = Sample.of(sample)
     text = input_template.render(s, item)
     if isinstance(text, MissingVariable):
-        return _missing(text, "input")
+        return missing_variable_grade(text, "input")
     reference = reference_template.render(s, item)
     if isinstance(reference, MissingVariable):
-        return _missing(reference, "reference")
+        return missing_variable_grade(reference, "reference")
     return text, reference
 
 
 
-
-def _escape(key: str) -> str:
-    """A key as one JSON-pointer token (RFC 6901)."""
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 

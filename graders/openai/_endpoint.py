@@ -63,9 +63,9 @@ from typing import Any, Literal
 
 import httpx
 
-from .._errors import GraderConfigError
+from .._errors import GraderConfigError, pointer_token
 from .._result import FieldDetail, Grade, no_errors
-from ._common import SampleInput, _check_keys, _check_name, _escape, noting_cut
+from ._common import OpenAIGrader, SampleInput, check_keys, check_name, noting_cut
 from ._templates import Sample
 
 DEFAULT_TIMEOUT = 600.0
@@ -305,7 +305,7 @@ def sample_payload(sample: Sample) -> dict[str, Any]:
     return derived
 
 
-class EndpointGrader:
+class EndpointGrader(OpenAIGrader):
     """OpenAI's ``endpoint`` grader: POST ``{"sample", "item", "trace_id"}`` to ``url``, read ``{"score": number}``.
 
     See the module docstring for the request, the retries and the error flags.
@@ -319,7 +319,7 @@ class EndpointGrader:
                  rate_limit: int | None = None, pass_threshold: float | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_retries: int = 3, backoff: float = 0.5, client: httpx.Client | None = None,
                  score_range: tuple[float, float] = (0.0, 1.0)) -> None:
-        self._name = _check_name(name)
+        self._name = check_name(name)
         self.score_range = _check_score_range(score_range)
         """The scores the server may answer, inclusive; another scores 0 with ``other_error``."""
         self.url = check_url(url, "/url")
@@ -357,7 +357,7 @@ class EndpointGrader:
         constructor's keywords (``timeout``, ``max_retries``, ``backoff``, ``client``,
         ``score_range``).
         """
-        _check_keys(config, "endpoint", ("url",), ("name", "headers", "rate_limit", "pass_threshold", "range"))
+        check_keys(config, "endpoint", ("url",), ("name", "headers", "rate_limit", "pass_threshold", "range"))
         if "range" in config:
             if "score_range" in options:
                 raise GraderConfigError("the scale is given twice: the config's range and the score_range keyword",
@@ -433,7 +433,7 @@ def _check_headers(headers: object) -> dict[str, str]:
     for key, value in headers.items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
             raise GraderConfigError(f"header {key!r} must map a name to a string value, got {value!r}", code="wrong_type",
-                                    pointer=f"/headers/{_escape(str(key))}")
+                                    pointer=f"/headers/{pointer_token(str(key))}")
     return dict(headers)
 
 

@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from .._result import FieldDetail, Grade
-from ._common import SampleInput, _check_keys, _check_name, _missing, noting_cut
+from ._common import SampleInput, check_keys, check_name, missing_variable_grade, noting_cut
 from ._endpoint import (
     DEFAULT_TIMEOUT,
     check_options,
@@ -83,6 +83,7 @@ from ._templates import MissingVariable, Sample, well_formed
 
 if TYPE_CHECKING:
     pass
+from ._common import OpenAIGrader
 from ._model_backends import ChatCompletions, Reply, ServerFailure, resolve_backend
 from ._model_io import (
     ParseFailure,
@@ -98,7 +99,7 @@ from ._model_io import (
 # -- the graders ---------------------------------------------------------------------------
 
 
-class _ModelGrader:
+class _ModelGrader(OpenAIGrader):
     """What ``score_model`` and ``label_model`` share: messages, sampling, the backend, the flagged failures."""
 
     kind: str = ""
@@ -107,7 +108,7 @@ class _ModelGrader:
     def __init__(self, *, name: str, model: str, input: list[dict[str, Any]], sampling_params: Mapping[str, Any] | None,
                  base_url: str | None, api_key: str | None, timeout: float, max_retries: int, backoff: float,
                  structured_output: bool, device: str | None, client: httpx.Client | None) -> None:
-        self._name = _check_name(name)
+        self._name = check_name(name)
         self.messages = _compile_input(input)
         self._input = copy.deepcopy(input)
         self.sampling_params = _check_sampling(sampling_params)
@@ -138,7 +139,7 @@ class _ModelGrader:
             for part in message.parts:
                 text = part.render(s, item)
                 if isinstance(text, MissingVariable):
-                    return _missing(text, f"input[{i}]")
+                    return missing_variable_grade(text, f"input[{i}]")
                 texts.append(text)
             role = "system" if message.role == "developer" else message.role
             out.append({"role": role, "content": well_formed("\n".join(texts))})  # a lone surrogate: U+FFFD for the model
@@ -228,7 +229,7 @@ class ScoreModelGrader(_ModelGrader):
 
         ``options`` are the constructor's rftkit keywords (``base_url``, ``timeout`` ...).
         """
-        _check_keys(config, "score_model", ("name", "model", "input"), ("range", "sampling_params", "pass_threshold"))
+        check_keys(config, "score_model", ("name", "model", "input"), ("range", "sampling_params", "pass_threshold"))
         return cls(name=config["name"], model=config["model"], input=config["input"], range=config.get("range"),
                    sampling_params=config.get("sampling_params"), pass_threshold=config.get("pass_threshold"), **options)
 
@@ -297,7 +298,7 @@ class LabelModelGrader(_ModelGrader):
 
         ``options`` are the constructor's rftkit keywords (``base_url``, ``timeout`` ...).
         """
-        _check_keys(config, "label_model", ("name", "model", "input", "labels", "passing_labels"), ("sampling_params",))
+        check_keys(config, "label_model", ("name", "model", "input", "labels", "passing_labels"), ("sampling_params",))
         return cls(name=config["name"], model=config["model"], input=config["input"], labels=config["labels"],
                    passing_labels=config["passing_labels"], sampling_params=config.get("sampling_params"), **options)
 

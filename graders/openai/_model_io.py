@@ -61,7 +61,7 @@ def read_score(text: str, *, finish_reason: str | None = None) -> float | ParseF
 
     Read as, in order: the ``result`` of the JSON object in the reply (a bare
     object, a fenced block or the last object in prose; see
-    :func:`graders.parse_response`), which must be a JSON number; or the whole
+    :func:`graders.structured.parse_response`), which must be a JSON number; or the whole
     reply when it is one number (``"0.9"``, for prompts that say "return only the
     score"). Anything else -- a string ``result``, NaN, prose -- is a
     :class:`ParseFailure`.

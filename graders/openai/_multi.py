@@ -2,7 +2,7 @@
 
 Each grader is built from OpenAI's grader JSON, with OpenAI's field names, and
 grades with ``grade(sample, item) -> Grade``: ``sample`` is what the model wrote
-(a string or an OpenAI-style sample dict, see :class:`~graders.Sample`) and
+(a string or an OpenAI-style sample dict, see :class:`~graders.openai.Sample`) and
 ``item`` is the dataset row its templates read (``{{ item.x }}``).
 
 A bad config raises :class:`GraderConfigError` when the grader is built, with the
@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 from schemas import SchemaError
 
-from .._errors import GraderConfigError
+from .._errors import GraderConfigError, pointer_token
 from .._registry import build
 from .._result import FieldDetail, Grade, no_errors
-from ..structured._grader import StructuredGrader, _from_structured_config
-from ._common import SampleGrader, SampleInput, _check_keys, _check_name, _escape, _missing, _under
+from ..structured._grader import StructuredGrader, from_structured_config
+from ._common import OpenAIGrader, SampleGrader, SampleInput, check_keys, check_name, missing_variable_grade, under_pointer
 from ._formula import Formula
 from ._templates import MissingVariable, Sample, Template
 
@@ -38,7 +38,7 @@ from ._templates import MissingVariable, Sample, Template
 _DEFAULT_REFERENCE = "{{ item.reference }}"
 
 
-class _StructuredItemGrader:
+class _StructuredItemGrader(OpenAIGrader):
     """A :class:`StructuredGrader` that takes its reference from the item through a template."""
 
     type: Literal["structured"] = "structured"
@@ -55,13 +55,13 @@ class _StructuredItemGrader:
     def from_config(cls, config: Mapping[str, Any]) -> _StructuredItemGrader:
         reference = config.get("reference", _DEFAULT_REFERENCE)
         own = {k: v for k, v in config.items() if k != "reference"}
-        return cls(_from_structured_config(own), reference)
+        return cls(from_structured_config(own), reference)
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         s = Sample.of(sample)
         reference = self.reference.render_value(s, item)
         if isinstance(reference, MissingVariable):
-            return _missing(reference, "reference")
+            return missing_variable_grade(reference, "reference")
         return self.grader.grade(s.raw, reference)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -92,12 +92,12 @@ def build_sample_grader(config: Mapping[str, Any], *, inside_multi: bool = False
     return grader
 
 
-class MultiGrader:
+class MultiGrader(OpenAIGrader):
     """OpenAI's ``multi``: several named graders combined by a formula over their scores.
 
     ``graders`` maps a name to a grader config; each name is a variable of
     ``calculate_output`` (``+ - * / ^``, parentheses, ``min max abs floor ceil
-    exp sqrt log``; see :class:`~graders.Formula`). Every sub-grader grades the
+    exp sqrt log``; see :class:`~graders.openai.Formula`). Every sub-grader grades the
     same sample and item; one that fails (say an unresolved template) scores 0,
     its error flags are raised on the multi's grade too, and the formula still
     runs. A formula that hits a math error (``log(0)``, a division by zero) scores
@@ -116,7 +116,7 @@ class MultiGrader:
     type: Literal["multi"] = "multi"
 
     def __init__(self, *, name: str, graders: Mapping[str, Mapping[str, Any] | SampleGrader], calculate_output: str) -> None:
-        self._name = _check_name(name)
+        self._name = check_name(name)
         if not isinstance(graders, Mapping) or not graders:
             raise GraderConfigError("graders must be a non-empty object of named grader configs", code="wrong_type",
                                     pointer="/graders", hint='{"graders": {"exact": {"type": "string_check", ...}}}')
@@ -128,7 +128,7 @@ class MultiGrader:
             try:
                 built[key] = build_sample_grader(sub, inside_multi=True)
             except (GraderConfigError, SchemaError) as exc:
-                raise _under(f"/graders/{_escape(key)}", exc) from None
+                raise under_pointer(f"/graders/{pointer_token(key)}", exc) from None
         self.graders = built
         if not isinstance(calculate_output, str):
             raise GraderConfigError(f"calculate_output must be a formula string, got {type(calculate_output).__name__}",
@@ -143,8 +143,12 @@ class MultiGrader:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MultiGrader:
         """Build from ``{"type": "multi", "name", "graders": {...}, "calculate_output"}``."""
-        _check_keys(config, "multi", ("name", "graders", "calculate_output"))
+        check_keys(config, "multi", ("name", "graders", "calculate_output"))
         return cls(name=config["name"], graders=config["graders"], calculate_output=config["calculate_output"])
+
+    def field_names(self) -> list[str]:
+        """The sub-graders' names: each row reports a score for every one."""
+        return list(self.graders)
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """Grade with every sub-grader, then combine their scores with ``calculate_output``."""
@@ -154,7 +158,7 @@ class MultiGrader:
             try:
                 grades[key] = grader.grade(s, item)
             except GraderConfigError as exc:  # a structured sub-grader checks some options (and its reference) while grading
-                raise _under(f"/graders/{_escape(key)}", exc) from None
+                raise under_pointer(f"/graders/{pointer_token(key)}", exc) from None
         scores = {key: g.score for key, g in grades.items()}
         details = {key: FieldDetail(grader.type, g.score, "compared",
                                     fields=g.details or None)

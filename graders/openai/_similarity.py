@@ -40,7 +40,7 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from .._errors import GraderConfigError
 from .._result import FieldDetail, Grade, no_errors
-from ._common import SampleInput, _check_keys, _check_name, _render_pair, check_threshold, noting_cut
+from ._common import OpenAIGrader, SampleInput, check_keys, check_name, check_threshold, noting_cut, render_pair
 from ._templates import Sample, Template, well_formed
 
 if TYPE_CHECKING:
@@ -293,7 +293,7 @@ _METRIC_NAMES = ("fuzzy_match", "bleu", "gleu", "meteor", *_ROUGE_N, "rouge_l", 
 # -- the grader ------------------------------------------------------------------------------
 
 
-class TextSimilarityGrader:
+class TextSimilarityGrader(OpenAIGrader):
     """OpenAI's ``text_similarity``: how similar the rendered input is to the reference, in [0, 1].
 
     The reward is the metric's score itself, as OpenAI's. ``pass_threshold``
@@ -332,7 +332,7 @@ class TextSimilarityGrader:
 
     def __init__(self, *, name: str, input: str, reference: str, evaluation_metric: EvaluationMetric,
                  pass_threshold: float | None = None, embedding_model: str | Path | None = None) -> None:
-        self._name = _check_name(name)
+        self._name = check_name(name)
         self.input = Template(input, pointer="/input")
         self.reference = Template(reference, pointer="/reference")
         self.evaluation_metric: EvaluationMetric = evaluation_metric
@@ -361,7 +361,7 @@ class TextSimilarityGrader:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TextSimilarityGrader:
         """Build from ``{"type": "text_similarity", "name", "input", "reference", "evaluation_metric", "pass_threshold"?}``."""
-        _check_keys(config, "text_similarity", ("name", "input", "reference", "evaluation_metric"), ("pass_threshold",))
+        check_keys(config, "text_similarity", ("name", "input", "reference", "evaluation_metric"), ("pass_threshold",))
         return cls(name=config["name"], input=config["input"], reference=config["reference"],
                    evaluation_metric=config["evaluation_metric"], pass_threshold=config.get("pass_threshold"))
 
@@ -387,7 +387,7 @@ class TextSimilarityGrader:
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """The similarity of the rendered input to the rendered reference."""
         s = Sample.of(sample)
-        rendered = _render_pair(self.input, self.reference, s, item)
+        rendered = render_pair(self.input, self.reference, s, item)
         if isinstance(rendered, Grade):
             return noting_cut(rendered, s)
         text, reference = rendered

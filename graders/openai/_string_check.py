@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from .._errors import GraderConfigError
 from .._result import FieldDetail, Grade
-from ._common import Operation, SampleInput, _check_keys, _check_name, _render_pair, noting_cut
+from ._common import OpenAIGrader, Operation, SampleInput, check_keys, check_name, noting_cut, render_pair
 from ._templates import Sample, Template
 
 # -- string_check --------------------------------------------------------------------------
@@ -33,7 +33,7 @@ _OPERATIONS: dict[str, Callable[[str, str], bool]] = {"eq": _eq, "ne": _ne, "lik
 _OPERATION_WORDS = {"eq": "equals", "ne": "differs from", "like": "contains", "ilike": "contains (ignoring case)"}
 
 
-class StringCheckGrader:
+class StringCheckGrader(OpenAIGrader):
     """OpenAI's ``string_check``: compare two rendered templates; score 1 or 0.
 
     ``eq`` and ``ne`` test case-sensitive equality and inequality; ``like`` passes
@@ -55,7 +55,7 @@ class StringCheckGrader:
     type: Literal["string_check"] = "string_check"
 
     def __init__(self, *, name: str, input: str, reference: str, operation: Operation) -> None:
-        self._name = _check_name(name)
+        self._name = check_name(name)
         self.input = Template(input, pointer="/input")
         self.reference = Template(reference, pointer="/reference")
         if operation not in _OPERATIONS:
@@ -72,13 +72,13 @@ class StringCheckGrader:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> StringCheckGrader:
         """Build from ``{"type": "string_check", "name", "input", "reference", "operation"}``."""
-        _check_keys(config, "string_check", ("name", "input", "reference", "operation"))
+        check_keys(config, "string_check", ("name", "input", "reference", "operation"))
         return cls(name=config["name"], input=config["input"], reference=config["reference"], operation=config["operation"])
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """1.0 when the rendered input and reference pass the operation, else 0.0."""
         s = Sample.of(sample)
-        rendered = _render_pair(self.input, self.reference, s, item)
+        rendered = render_pair(self.input, self.reference, s, item)
         if isinstance(rendered, Grade):
             return noting_cut(rendered, s)
         text, reference = rendered

@@ -78,7 +78,7 @@ class Sample:
     """The ``sample`` namespace of a template: what the model wrote.
 
     Built from a raw string (``output_text``; ``output_json`` when the text holds
-    JSON, read by :func:`graders.parse_response` -- a bare object, a fenced block
+    JSON, read by :func:`graders.structured.parse_response` -- a bare object, a fenced block
     or the last balanced object in prose, strict JSON only; an output text over the
     per-sample bound is cut to it, see :attr:`cut`) or from an
     OpenAI-style dict with ``output_text``, ``output_json``, ``output_tools`` and

@@ -86,8 +86,7 @@ from schemas import UserError
 
 from .._config import AnyGrader
 from .._run import run_response
-from ..integrations._common import GraderSource, _build, _grade, field_names
-from ..structured._grader import StructuredGrader
+from ..integrations._common import GraderSource, build_grader, field_names
 from ._policy import _GraderCache, _python_parts, _refusal, check_allowed
 from ._pool import GradingPool, _openrlhf, _python_deadline
 from ._wire import (
@@ -129,8 +128,8 @@ class _Server:
                  max_connections: int) -> None:
         self.grader = grader
         self.declared = field_names(grader)
-        self.structured = isinstance(grader, StructuredGrader)
-        self.inline_bytes = _INLINE_BYTES if isinstance(grader, StructuredGrader) and grader._bounded else 0
+        self.needs_reference = grader.needs_reference
+        self.inline_bytes = _INLINE_BYTES if grader.bounded_cost else 0
         """``/get_reward`` bodies up to this size are graded on the event loop, not on a grading thread."""
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
@@ -217,7 +216,7 @@ class _Server:
         """Read and check the request with the path's method (which returns the grading job), grade, answer.
 
         A small ``/get_reward`` request to a structured grader whose cost is bounded
-        (``StructuredGrader._bounded``: flat, no ``math`` field, lists matched by key)
+        (``bounded_cost``: a structured grader with a flat plan, no ``math`` field, lists matched by key)
         is graded right here, on the event loop: that grader is pure CPU work that
         never waits (no I/O, no sub-process), a few microseconds per sample, while the hop to a grading thread
         and back (a queue, a thread wake-up, the GIL changing hands, a wake-up of the
@@ -308,7 +307,7 @@ class _Server:
         references = _array(body, "references", n) if "references" in body else None
         items = _array(body, "items", n) if "items" in body else [{}] * n
         _each(items, "items", (dict,), "an object")
-        if references is None and self.structured:
+        if references is None and self.needs_reference:
             for i, it in enumerate(items):
                 if "reference" not in it:
                     raise _bad("missing_field", f"items[{i}] has no 'reference' and there are no 'references'",
@@ -319,12 +318,8 @@ class _Server:
             out = []
             for i in range(n):
                 try:
-                    if references is not None:
-                        g = _grade(grader, responses[i], references[i], items[i])
-                    elif isinstance(grader, StructuredGrader):
-                        g = grader.grade(responses[i], items[i]["reference"])
-                    else:
-                        g = grader.grade(responses[i], items[i])
+                    row = items[i] if references is None else {**items[i], "reference": references[i]}
+                    g = grader.grade_row(responses[i], row)
                 except UserError as exc:
                     raise _data_error(exc, f"/{where}/{i}") from None
                 out.append(g.to_dict())
@@ -336,13 +331,13 @@ class _Server:
         sample = _sample(_field(body, "sample"), "/sample")
         item = _object_or_null(body.get("item"), "/item") or {}
         trace_id = body.get("trace_id")
-        if self.structured and "reference" not in item:
+        if self.needs_reference and "reference" not in item:
             raise _bad("missing_field", "item has no 'reference' for the structured grader to compare with", "/item/reference")
         grader = self.grader
 
         def job() -> bytes:
             try:
-                g = grader.grade(sample, item["reference"]) if isinstance(grader, StructuredGrader) else grader.grade(sample, item)
+                g = grader.grade_row(sample, item)
             except UserError as exc:
                 raise _data_error(exc, "/item") from None
             return _dumps({"score": g.score, "sub_scores": dict(g.sub_scores), "trace_id": trace_id})
@@ -433,7 +428,7 @@ def create_app(grader_config: GraderSource, *, token: str | None = None, max_bod
         if not seconds > 0:
             raise UserError(f"{name} must be > 0, got {seconds}", code="bad_option", pointer=f"/{name}")
     allowed = check_allowed([allow_graders] if isinstance(allow_graders, str) else allow_graders)
-    server = _Server(_build(grader_config), token, max_body_bytes, timeout_s, max_concurrency, threads, allowed,
+    server = _Server(build_grader(grader_config), token, max_body_bytes, timeout_s, max_concurrency, threads, allowed,
                      max_python_graders, read_timeout_s, max_connections)
 
     built_here = isinstance(grader_config, (Mapping, str, Path))  # a grader object passed in stays its owner's to close

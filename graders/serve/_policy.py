@@ -14,8 +14,9 @@ import orjson
 from schemas import UserError
 
 from .._config import load_config
+from .._errors import pointer_token
 from .._registry import GRADER_TYPES
-from ..openai._common import SampleGrader, _escape
+from ..openai._common import SampleGrader
 from ..openai._multi import build_sample_grader
 from ._wire import _CACHE_SIZE, DEFAULT_MAX_PYTHON_GRADERS, OPT_IN_GRADER_TYPES, SAFE_GRADER_TYPES, Rejected, _bad
 
@@ -60,7 +61,7 @@ def _refusal(config: Mapping[str, Any], allowed: frozenset[str]) -> Rejected | N
         if kind == "multi":
             subs = node.get("graders")
             if isinstance(subs, Mapping):
-                stack.extend((sub, f"{pointer}/graders/{_escape(str(key))}") for key, sub in reversed(list(subs.items()))
+                stack.extend((sub, f"{pointer}/graders/{pointer_token(str(key))}") for key, sub in reversed(list(subs.items()))
                              if isinstance(sub, Mapping))
             continue
         if kind in known and kind not in SAFE_GRADER_TYPES and kind not in allowed:

@@ -74,9 +74,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from schemas import Issue, Schema, SchemaError, SchemaSource
+from schemas import Issue, Schema, SchemaError, SchemaSource, UserError
 
 from .._errors import GraderConfigError
 from .._result import DetailsBuilder, FieldDetail, Grade, no_errors
@@ -267,6 +267,34 @@ class StructuredGrader:
 
     # -- grading -----------------------------------------------------------------------
 
+    needs_reference: ClassVar[bool] = True
+    """Whether a row must carry a ``reference``: yes, the answer each response is compared with."""
+
+    @property
+    def bounded_cost(self) -> bool:
+        """Whether grading a row does bounded CPU work and no I/O: a flat plan with no ``math`` field and lists
+        matched by key (the server grades small requests of such a grader on its event loop)."""
+        return self._bounded
+
+    def field_names(self) -> list[str]:
+        """The fields reported on every row: the schema's top-level properties (none without a schema, where the
+        reference's fields, which may differ from row to row, are reported)."""
+        return list(self._root.fields) if isinstance(self._root, _Object) else []
+
+    def grade_row(self, sample: str | Mapping[str, Any], item: Mapping[str, Any]) -> Grade:
+        """Grade one row: the model's sample and the dataset item, whose ``reference`` is the answer to compare with.
+
+        The row-level call every grader has (adapters, the server, the CLI and the
+        trainer make it); :meth:`grade` is the typed call.
+
+        >>> StructuredGrader().grade_row('{"a": 1}', {"reference": {"a": 1}, "id": 7}).score
+        1.0
+        """
+        if "reference" not in item:
+            raise UserError("the row has no 'reference' for the structured grader to compare with", code="missing_reference",
+                            pointer="/reference", hint="put the reference answer in the item's 'reference'")
+        return self.grade(sample, item["reference"])
+
     def grade(self, response: str | Mapping[str, Any], reference: Any, *, finish_reason: str | None = None) -> Grade:
         """Grade one response (a string or an OpenAI-style sample dict) against its reference.
 
@@ -443,7 +471,7 @@ class StructuredGrader:
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_from_structured_config, (self.config(),))
+        return (from_structured_config, (self.config(),))
 
     def __repr__(self) -> str:
         return f"StructuredGrader(schema={self.schema!r}, aggregation={self.aggregation!r}, fields={sorted(self.fields)})"
@@ -453,7 +481,7 @@ _STRUCTURED_KEYS = frozenset({"type", "name", "schema", "fields", "aggregation",
                               "schema_penalty", "partial_credit", "lenient", "repair_penalty", "extra_fields"})
 
 
-def _from_structured_config(config: Mapping[str, Any]) -> StructuredGrader:
+def from_structured_config(config: Mapping[str, Any]) -> StructuredGrader:
     """Build a StructuredGrader from ``{"type": "structured", ...}``; bad keys raise with their pointer."""
     unknown = set(config) - _STRUCTURED_KEYS
     if unknown:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import json_pointer
 
-from .._errors import GraderConfigError
+from .._errors import GraderConfigError, pointer_token
 from ..comparators._registry import comparator_options, comparators_taking, make_comparator
 
 Aggregation = Literal["weighted_mean", "micro_f1", "all_or_nothing", "formula"]
@@ -144,7 +144,7 @@ def _check_fields(fields: Mapping[str, FieldSpec], path: tuple[str, ...] = ()) -
             if not comparators_taking(key):
                 raise GraderConfigError(
                     f"{key!r} is neither a field key nor an option of any comparator", code="bad_comparator_option",
-                    pointer=f"{pointer}/{_escape(key)}",
+                    pointer=f"{pointer}/{pointer_token(key)}",
                     hint=_did_you_mean(key, _FIELD_KEYS + comparator_options())
                     + f"field keys: {', '.join(_FIELD_KEYS)}; comparator options: {', '.join(comparator_options())}")
         comparator = spec.comparator
@@ -163,9 +163,6 @@ def _check_fields(fields: Mapping[str, FieldSpec], path: tuple[str, ...] = ()) -
         if spec.fields:
             _check_fields(spec.fields, (*path, name))
 
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -17,9 +17,8 @@ from pydantic_core import to_jsonable_python
 
 from schemas import Issue, Schema
 
-from .._errors import GraderConfigError
+from .._errors import GraderConfigError, pointer_token
 from .._result import FieldDetail
-from ._options import _escape
 
 _REFERENCES = 512
 """How many decoded JSON-text references :func:`_decoded_reference` keeps."""
@@ -142,7 +141,7 @@ def _converted(value: Any, pointer: str) -> Any:
                 raise GraderConfigError(f"the reference has a key {key!r} at {pointer or '/'}, which is not a JSON key",
                                         code="bad_reference", pointer=pointer, hint="JSON object keys are strings")
             name = str(key)
-            out[name] = _converted(item, f"{pointer}/{_escape(name)}")
+            out[name] = _converted(item, f"{pointer}/{pointer_token(name)}")
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_converted(item, f"{pointer}/{i}") for i, item in enumerate(value)]

@@ -27,9 +27,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graders import FieldDetail, Grade, GraderConfigError, StructuredGrader, assign, from_config
+from graders import FieldDetail, Grade, GraderConfigError, StructuredGrader, from_config
 from graders._result import no_errors
 from graders.integrations._openrlhf import _END_MARKERS, _strip_end, response_from_query
+from graders.structured import assign
 from graders.structured._fastpath import _flat_plan
 from graders.structured._nodes import _List, _list_detail
 

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from graders import Grade, GraderConfigError, StructuredGrader, from_config, run_grader, validate_grader
 from graders.integrations._openrlhf import response_from_query
+from graders.openai import OpenAIGrader
 from graders.serve._app import create_app
 from graders.serve._protocol import _Coalesced, _http_protocol, _served
 from graders.serve._wire import _INLINE_BYTES, RUN_PATH, VALIDATE_PATH
@@ -68,7 +69,7 @@ def serving(app: Any, *, rftkit: bool = False) -> Iterator[str]:
         assert not thread.is_alive(), "the server did not stop"
 
 
-class Gate:
+class Gate(OpenAIGrader):
     """A grader whose grading waits for a gate to open (at most 20 s, so nothing can hang); "boom" raises."""
 
     name, type = "gate", "gate"

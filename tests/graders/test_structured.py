@@ -10,8 +10,9 @@ import random
 import pytest
 from pydantic import BaseModel
 
-from graders import FieldSpec, GraderConfigError, StructuredGrader, assign, from_config
+from graders import FieldSpec, GraderConfigError, StructuredGrader, from_config
 from graders.comparators import fuzzy, number
+from graders.structured import assign
 
 SEED_REFERENCE = {
     "university": "University of California Berkeley",
@@ -385,7 +386,7 @@ def test_to_dict_is_json_serialisable() -> None:
 from hypothesis import given, settings  # noqa: E402 -- kept next to the tests that use it
 from hypothesis import strategies as st  # noqa: E402
 
-from graders import make_comparator, normalize_text  # noqa: E402
+from graders.comparators import make_comparator, normalize_text  # noqa: E402
 
 words = st.lists(st.sampled_from(["python", "Python ", "java", "javascript", "c", "c++", "c#", "", "  ", "rust", "go"]) | st.text(max_size=6),
                  max_size=5)

@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 from ..._errors import GraderConfigError
 from ..._result import FieldDetail, Grade, no_errors
-from .._common import SampleInput, _check_keys, _check_name, check_threshold
+from .._common import OpenAIGrader, SampleInput, check_keys, check_name, check_threshold
 from .._templates import Sample
 from ._sandbox import (
     BATCH_CHUNK,
@@ -194,7 +194,7 @@ def grading_deadline(seconds: float) -> Iterator[None]:
 # -- the grader ----------------------------------------------------------------------------
 
 
-class PythonGrader:
+class PythonGrader(OpenAIGrader):
     """OpenAI's ``python`` grader: ``grade(sample, item)`` from the config's ``source``, one sandboxed process per grade.
 
     ``grade`` returns a number: anything ``float()`` takes except strings
@@ -230,7 +230,7 @@ class PythonGrader:
     def __init__(self, *, name: str, source: str, image_tag: str | None = None, pass_threshold: float | None = None,
                  timeout: float = DEFAULT_TIMEOUT, memory_limit: int = DEFAULT_MEMORY_LIMIT, allow_subprocess: bool = False,
                  isolation: Isolation = "auto", concurrency: int = DEFAULT_CONCURRENCY) -> None:
-        self._name = _check_name(name)
+        self._name = check_name(name)
         self.source = _check_source(source)
         """The Python code that defines ``grade``."""
         if image_tag is not None and not isinstance(image_tag, str):
@@ -275,7 +275,7 @@ class PythonGrader:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PythonGrader:
         """Build from ``{"type": "python", "name", "source", "image_tag"?, "pass_threshold"?}``."""
-        _check_keys(config, "python", ("name", "source"), ("image_tag", "pass_threshold"))
+        check_keys(config, "python", ("name", "source"), ("image_tag", "pass_threshold"))
         return cls(name=config["name"], source=config["source"], image_tag=config.get("image_tag"),
                    pass_threshold=config.get("pass_threshold"))
 
