@@ -31,7 +31,7 @@ from ._config import AnyGrader, from_config
 from ._gold import GoldCheck
 from ._result import Grade
 from ._run import run_response
-from ._scale import RowResult, grade_rows
+from .batch import RowResult, grade_rows
 from .openai._common import SampleGrader
 from .structured._grader import StructuredGrader
 

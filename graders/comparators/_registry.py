@@ -25,13 +25,7 @@ from ._base import (
     exact,
 )
 from ._math import math
-from ._numbers import (
-    _make_date,
-    _make_datetime,
-    _make_enum,
-    _make_number,
-    boolean,
-)
+from ._numbers import _make_date, _make_datetime, _make_enum, _make_number, boolean
 from ._text import _make_fuzzy, _make_normalized
 
 # --------------------------------------------------------------------------- construction

@@ -15,15 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from .._errors import GraderConfigError
-from ._endpoint import (
-    DEFAULT_TIMEOUT,
-    HttpFailure,
-    LazyClient,
-    check_url,
-    excerpt,
-    json_body,
-    post_json,
-)
+from ._endpoint import DEFAULT_TIMEOUT, HttpFailure, LazyClient, check_url, excerpt, json_body, post_json
 
 if TYPE_CHECKING:
     import torch

@@ -71,14 +71,7 @@ import httpx
 
 from .._result import FieldDetail, Grade
 from ._common import SampleInput, check_keys, check_name, missing_variable_grade, noting_cut
-from ._endpoint import (
-    DEFAULT_TIMEOUT,
-    check_options,
-    check_threshold,
-    excerpt,
-    flagged,
-    verdict,
-)
+from ._endpoint import DEFAULT_TIMEOUT, check_options, check_threshold, excerpt, flagged, verdict
 from ._templates import MissingVariable, Sample, well_formed
 
 if TYPE_CHECKING:

@@ -17,16 +17,7 @@ from ._decode import (
     set_max_output_chars,
     validate_value,
 )
-from ._extract import (
-    MAX_CANDIDATES,
-    REPAIRS,
-    Decoded,
-    Extraction,
-    ExtractionMethod,
-    Parsed,
-    ParseStatus,
-    extract_json,
-)
+from ._extract import MAX_CANDIDATES, REPAIRS, Decoded, Extraction, ExtractionMethod, Parsed, ParseStatus, extract_json
 from ._grader import StructuredGrader
 from ._matching import Pair, assign, prf
 from ._options import Aggregation, ExtraFields, FieldSpec, ListMode, OnSchemaViolation, StructuredOptions

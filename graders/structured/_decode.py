@@ -11,16 +11,7 @@ from typing import Any
 from schemas import Issue, Schema, UserError
 from schemas._errors import shorten
 
-from ._extract import (
-    REPAIRS,
-    Decoded,
-    Parsed,
-    ParseStatus,
-    _bare,
-    _Candidate,
-    _candidates,
-    _each_candidate,
-)
+from ._extract import REPAIRS, Decoded, Parsed, ParseStatus, _bare, _Candidate, _candidates, _each_candidate
 
 # --------------------------------------------------------------------------------------
 # Decode

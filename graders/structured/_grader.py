@@ -450,7 +450,7 @@ class StructuredGrader:
     def grade_batch(self, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *, workers: int = 1,
                     progress: bool = False) -> list[Grade]:
         """Grade many responses, in parallel processes when ``workers > 1``; results keep input order."""
-        from ..batch import grade_batch
+        from ..batch._engine import grade_batch
 
         return grade_batch(self, responses, references, workers=workers, progress=progress)
 

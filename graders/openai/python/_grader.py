@@ -301,7 +301,7 @@ class PythonGrader(OpenAIGrader):
         """
         samples, items = list(samples), list(items)
         if workers != 1 or progress:
-            from ...batch import grade_batch
+            from ...batch._engine import grade_batch
 
             return grade_batch(self, samples, items, workers=workers, progress=progress)  # type: ignore[arg-type]  # items are the references
         if len(samples) != len(items):
