@@ -13,7 +13,7 @@ process, by grading that pair, when the caller first reads it (the grader is
 deterministic; the score is checked). Any other grade travels whole, pickled.
 The result is a :class:`GradeList`, a list whose Grade objects are made as
 they are read. The exchange was the cost: pickling a fast-path grade and its
-pair costs more than the grade itself (about 7 us).
+pair costs more than the grade itself (``benchmarks/batch_scaling.py``).
 
 Elsewhere the workers are started with ``forkserver`` (``spawn`` where that is
 missing), the grader is sent once per worker and chunks of (response,

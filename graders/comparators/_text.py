@@ -59,8 +59,7 @@ def _normalize(text: str, strip_punctuation: bool) -> str:
 
 _NORMALIZED: Final[tuple[dict[str, str], dict[str, str]]] = ({}, {})
 """normalize_text results, indexed by strip_punctuation. A plain dict emptied when
-full: a hit costs ~40 ns against ~100 ns for an lru_cache keyed on two arguments,
-and an uncached call costs 0.8-2.3 us (measured on short names)."""
+full: a hit is cheaper than an lru_cache keyed on two arguments."""
 _NORMALIZED_MAX_ENTRIES: Final = 1 << 16
 
 
@@ -264,7 +263,7 @@ def _make_fuzzy(
         if not a or not b:
             return 0.0
         s = score_fn(a, b, score_cutoff=cutoff) / scale
-        if s > 1.0:  # not min(s, 1.0): a builtin call costs more than the comparison (~150 ns of ~400)
+        if s > 1.0:  # not min(s, 1.0): a builtin call costs more than the comparison
             s = 1.0
         if s < threshold:
             return 0.0

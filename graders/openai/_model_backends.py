@@ -122,7 +122,7 @@ class LocalModel:
         lm = load_local_model(self.path, self.device)
         try:
             text, finish = lm.generate(messages, params)
-        except Exception as exc:  # the model grader's boundary (DESIGN: error policy): a failing model is a flagged 0
+        except Exception as exc:  # the model grader's boundary (the error policy): a failing model is a flagged 0
             return ServerFailure(f"generation failed: {type(exc).__name__}: {exc}")
         return Reply(text, finish)
 

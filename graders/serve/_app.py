@@ -377,9 +377,8 @@ async def _not_allowed(send: Send, method: str, path: str, allowed: str) -> None
 class _Dispatch:
     """ASGI middleware that answers rftkit's paths itself and hands every other request to the FastAPI app.
 
-    Skipping FastAPI's routing, exception and exit-stack layers on the hot
-    path cut the server's CPU per one-sample ``/get_reward`` request from about
-    140-155 to 115 us in ``benchmarks/server_load.py``. Routes a user adds to
+    It skips FastAPI's routing, exception and exit-stack layers on the hot
+    path (what that saves: ``benchmarks/server_load.py``). Routes a user adds to
     the returned app, and the 404s, still go through FastAPI.
     """
 

@@ -140,7 +140,7 @@ def _served(app: FastAPI) -> ASGIApp:
 
     ``app`` answers the same requests the same way (its :class:`_Dispatch`
     middleware does); in front of it, a request to ``/get_reward`` also skips
-    FastAPI's and Starlette's entry layers (about 20 us of CPU per request).
+    FastAPI's and Starlette's entry layers (measured by ``benchmarks/server_load.py``).
     """
     server = app.state.rftkit
     assert isinstance(server, _Server)
