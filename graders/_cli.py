@@ -1,7 +1,7 @@
 """The ``rftkit`` command line: ``rftkit grade`` here, the other commands wired in.
 
 Each subcommand's code lives in the package it belongs to; this module only
-wires them together. ``validate`` comes from ``schemas`` (:func:`register_schema_commands`);
+wires them together. ``validate`` comes from :mod:`graders.datasets`, ``schema`` from ``schemas`` (:func:`register_schema_commands`);
 ``train`` and ``demo`` from ``rl``, and ``serve`` from ``graders.serve`` (it needs the
 serve extra), through the ``rftkit.commands`` entry points (:func:`load_plugins`): each is
 imported only when its command runs, and graders never imports rl.
@@ -32,6 +32,7 @@ from ._gold import GoldCheck
 from ._result import Grade
 from ._run import run_response
 from .batch import RowResult, grade_rows
+from .datasets._command import register as register_validate
 from .openai._common import SampleGrader
 from .structured._grader import StructuredGrader
 
@@ -250,7 +251,8 @@ def _gold_grader(path: Path, *, gold_calls: bool = False) -> AnyGrader | GoldChe
     return GoldCheck(cast(SampleGrader, grader), call_models=gold_calls)  # a grader that reads its item is a SampleGrader
 
 
-register_schema_commands(app, _gold_grader)
+register_validate(app, _gold_grader)
+register_schema_commands(app)
 
 
 PLUGIN_GROUP = "rftkit.commands"

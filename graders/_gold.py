@@ -3,7 +3,7 @@
 ``rftkit validate --grader G --reference COL`` grades every row's reference as
 if the model had written it. A ``structured`` grader compares
 ``(response, reference)``, so the reference is graded against itself
-(``schemas.validate_dataset`` does that directly). Every other type grades a
+(``graders.datasets.validate_dataset`` does that directly). Every other type grades a
 sample and an item; :class:`GoldCheck` gives ``validate_dataset`` the same check
 for them: the sample is the reference (``output_json`` = the reference,
 ``output_text`` = its JSON; a string reference is the output text itself, and its
@@ -41,9 +41,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from schemas import GoldVerdict
-
 from ._result import Grade
+from .datasets._records import GoldVerdict
 from .openai._common import SampleGrader, render_pair
 from .openai._multi import MultiGrader
 from .openai._similarity import TextSimilarityGrader
@@ -103,7 +102,7 @@ def _types(grader: SampleGrader) -> list[tuple[str, str]]:
 
 
 class GoldCheck:
-    """An OpenAI-type grader wrapped for the gold self-check of ``schemas.validate_dataset`` (a ``GoldCheckLike``).
+    """An OpenAI-type grader wrapped for the gold self-check of :func:`graders.datasets.validate_dataset`.
 
     >>> from graders import from_config
     >>> check = GoldCheck(from_config({"type": "string_check", "name": "city", "operation": "eq",

@@ -308,9 +308,8 @@ def load_dataset(path: Path, pointer: str, *, grader_path: Path, structured: boo
     """
     from graders._cli import _gold_grader  # what `rftkit validate --grader` self-checks with
     from graders._config import load_config
-    from schemas import validate_dataset
-    from schemas._cli import render_text
-    from schemas._dataset import DatasetIssue
+    from graders.datasets import DatasetIssue, validate_dataset
+    from graders.datasets._command import render_text
     from schemas._reader import read_dataset
 
     report = validate_dataset(path, grader=_gold_grader(grader_path), grader_config=dict(load_config(grader_path)),

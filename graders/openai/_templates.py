@@ -223,6 +223,15 @@ class Template:
         """The variables in order of appearance, as written (without braces and spaces)."""
         return tuple(p.text for p in self._parts if isinstance(p, _Variable))
 
+    @property
+    def item_variables(self) -> tuple[tuple[str, tuple[str | int, ...]], ...]:
+        """The ``item`` variables: each one's path as written (after ``item.``) and its steps (keys and indexes).
+
+        >>> Template("{{ item.first-name }}, {{ item.a[0].b }} {{ sample.output_text }}").item_variables
+        (('first-name', ('first-name',)), ('a[0].b', ('a', 0, 'b')))
+        """
+        return tuple((p.text[len("item."):], p.steps) for p in self._parts if isinstance(p, _Variable) and p.root == "item")
+
     def render(self, sample: Sample, item: Mapping[str, Any] | None) -> str | MissingVariable:
         """The text with every variable replaced, or the first variable that did not resolve."""
         out: list[str] = []

@@ -1,6 +1,6 @@
 """validate_dataset: every defect in the fixture directory is reported once, at the right line, with the right code.
 
-The fixtures (tests/schemas/fixtures/) hold one defect per file, in the OpenAI RFT
+The fixtures (tests/schemas/fixtures/, shared with the reader's tests) hold one defect per file, in the OpenAI RFT
 layout unless the file name says otherwise; good rows around the defect must not
 be reported. Larger files (10,000 rows, a 50 MB line, Parquet) are generated into
 tmp_path at test time rather than committed.
@@ -20,11 +20,12 @@ from typer.testing import CliRunner
 
 from graders import from_config
 from graders._cli import app
-from schemas import DatasetIssue, Report, SchemaError, UserError, validate_dataset
-from schemas._cli import register
-from schemas._dedupe import PromptIndex
+from graders.datasets import DatasetIssue, Report, template_variables, validate_dataset
+from graders.datasets._command import register
+from schemas import SchemaError, UserError
+from schemas.reading import PromptIndex
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "schemas" / "fixtures"
 SCHEMA = FIXTURES / "schema.json"
 CITIES = ["Paris", "Lima", "Oslo", "Kyoto", "Quito", "Perth", "Cork", "Turin"]
 
@@ -306,6 +307,7 @@ def test_cli_strict_makes_warnings_fail() -> None:
 def test_cli_grader_option_runs_gold_and_template_checks(tmp_path: Path) -> None:
     """register() wires any grader loader in; the config file's {{ item.x }} variables are checked in every row."""
     own = typer.Typer()
+    own.callback()(lambda: None)  # a command group, as the rftkit app is, so the command is named
     register(own, lambda path: AsciiOnlyGrader())
     path = tmp_path / "grader.json"
     path.write_text(json.dumps({"type": "python", "source": "...", "input": "{{ item.meta.source }} {{ item.reference.city }}"}))
@@ -352,3 +354,14 @@ def test_issue_records_are_json_ready() -> None:
     assert data["issues"][0] == {"line": 2, "severity": "error", "code": "reference_invalid", "pointer": "/reference/year",
                                  "message": "the reference violates the schema (type): '2001' is not of type 'integer'",
                                  "input": "2001"}
+
+
+def test_template_variables_use_the_graders_grammar(tmp_path: Path) -> None:
+    """A key with a hyphen is a variable for graders.Template, so validation checks it too (it once did not)."""
+    config = {"type": "string_check", "name": "n", "operation": "eq",
+              "input": "{{ item.first-name }} and {{ item.a.b }}", "reference": "{{ sample.output_text }}"}
+    assert [path for path, _ in template_variables(config)] == ["first-name", "a.b"]
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}], "a": {"b": 1}}) + "\n", encoding="utf-8")
+    report = validate_dataset(path, grader_config=config)
+    assert [(i.code, i.pointer) for i in report.issues if i.code == "unresolved_variable"] == [("unresolved_variable", "/first-name")]
