@@ -111,6 +111,18 @@ def label_item(label: Any, base: Mapping[str, Any]) -> dict[str, Any]:
     return item
 
 
+def row_item(grader: AnyGrader, label: Any, base: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The item ``grader.grade_row`` reads for a row whose trainer passes only its label: the label as the
+    ``reference`` alone for a grader that reads nothing else (the label is not decoded: the grader caches its
+    references), else :func:`label_item`.
+
+    >>> from graders import StructuredGrader
+    >>> row_item(StructuredGrader(), '{"a": 1}', {"prompt": "p"})
+    {'reference': '{"a": 1}'}
+    """
+    return {"reference": label} if grader.needs_reference else label_item(label, base)
+
+
 def _field_scores(grade: Grade, declared: list[str]) -> dict[str, float]:
     """One score per field; with declared fields every row has the same keys (a failed parse scores them 0)."""
     if declared:

@@ -8,7 +8,7 @@ from typing import Any
 from schemas import UserError
 
 from .._config import AnyGrader
-from ._common import _field_scores, field_names, label_item
+from ._common import _field_scores, field_names, row_item
 from ._verl import _from_env
 
 # --------------------------------------------------------------------------- OpenRLHF
@@ -102,7 +102,7 @@ def openrlhf_rewards(grader: AnyGrader, queries: Sequence[str], prompts: Sequenc
     for i, (q, p, label) in enumerate(zip(queries, prompts, labels)):
         try:
             text = response_from_query(q, p)
-            grades.append(grader.grade_row(text, label_item(label, {"prompt": p})))
+            grades.append(grader.grade_row(text, row_item(grader, label, {"prompt": p})))
         except UserError as exc:
             raise type(exc)(exc.message, code=exc.code, pointer=f"/labels/{i}{exc.pointer}", hint=exc.hint) from None
     scores = [x.score for x in grades]

@@ -10,7 +10,7 @@ from typing import Any
 
 from .._config import AnyGrader
 from .._errors import GraderConfigError
-from ._common import GRADER_ENV, GraderSource, _field_scores, build_grader, field_names, label_item
+from ._common import GRADER_ENV, GraderSource, _field_scores, build_grader, field_names, row_item
 
 # --------------------------------------------------------------------------- verl
 
@@ -25,7 +25,7 @@ def _verl_result(grader: AnyGrader, declared: list[str], solution_str: str, grou
         raise GraderConfigError("ground_truth is None: every verl row needs reward_model.ground_truth",
                                 code="missing_reference", hint="store the reference in each row's reward_model.ground_truth")
     base = {"data_source": data_source, "extra_info": dict(extra_info or {})}
-    grade = grader.grade_row(solution_str, label_item(ground_truth, base))
+    grade = grader.grade_row(solution_str, row_item(grader, ground_truth, base))
     out = {"score": grade.score}
     out.update({_verl_key(f): v for f, v in _field_scores(grade, declared).items()})
     return out
