@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import linecache
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +99,10 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 StopIteration or JSONDecodeError); called directly it saves the wrapper's call on the hot path."""
 
 _FlatFunctions = tuple[Callable[[Any, Any], "Grade | None"], Callable[[str, Any], Any], str]
+
+
+_GENERATED = itertools.count()
+"""Numbers the generated sources, so each has its own name in :mod:`linecache`."""
 
 
 def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
@@ -226,8 +233,13 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
         lines += ["    if not VALID(pred):", "        return NOT_BARE"]
     lines += [line.replace("DECLINE", "pred") for line in body]
     source = "\n".join(lines) + "\n"
-    exec(compile(source, "<rftkit flat grader>", "exec"), namespace)  # our own source; values live in the namespace
-    return namespace["compare_flat"], namespace["grade_text"], source
+    filename = f"<rftkit flat grader {next(_GENERATED)}>"
+    exec(compile(source, filename, "exec"), namespace)  # our own source; values live in the namespace
+    compare, grade_text = namespace["compare_flat"], namespace["grade_text"]
+    # Tracebacks and debuggers show the generated lines (as attrs does); the entry goes with the functions.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    weakref.finalize(compare, linecache.cache.pop, filename, None)
+    return compare, grade_text, source
 
 
 

@@ -467,3 +467,20 @@ def test_list_core_equals_the_reference(which: int, pred: list[str], ref: list[s
     assert (score, matched) == (want_score, want_matched)
     assert type(matched) is type(want_matched)  # an int stays an int: the same float sums downstream
     assert _list_detail(args) == FieldDetail(*want_args)
+
+
+def test_generated_source_is_in_linecache_while_its_grader_lives() -> None:
+    import gc
+    import linecache
+
+    grader = StructuredGrader(schema=RESUME, fields={"programming_languages": {"comparator": "normalized"}})
+    assert grader._flat is not None
+    filename = grader._flat.__code__.co_filename
+    other = StructuredGrader(schema=RESUME)
+    assert other._flat is not None and other._flat.__code__.co_filename != filename  # each source its own name
+    first = grader._flat.__code__.co_firstlineno
+    assert linecache.getline(filename, first).startswith("def compare_flat")  # tracebacks show the generated code
+    assert linecache.getline(filename, first) == grader._flat_source.splitlines(True)[first - 1]
+    del grader
+    gc.collect()
+    assert filename not in linecache.cache  # the entry goes with the grader
