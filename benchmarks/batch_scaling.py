@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grader_throughput import Profile, make_pairs
 from invoice_corpus import Invoice, make_invoices
 
-import graders._batch
+import graders.batch._engine
 from graders import StructuredGrader, grade_batch
-from graders._batch import fork_is_safe
+from graders.batch._forked import fork_is_safe
 
 
 def children_cpu() -> float:
@@ -72,13 +72,13 @@ def main() -> None:
     grader = (StructuredGrader(schema=Profile, fields={"programming_languages": {"comparator": "normalized"}})
               if args.corpus == "profiles" else StructuredGrader(schema=Invoice))
     chosen: list[int] = []
-    choose = graders._batch.choose_workers
+    choose = graders.batch._engine.choose_workers
 
     def recorded(*a: Any, **k: Any) -> int:
         chosen.append(choose(*a, **k))
         return chosen[-1]
 
-    graders._batch.choose_workers = recorded  # type: ignore[assignment]  # to print the count the adaptive run chose
+    graders.batch._engine.choose_workers = recorded  # type: ignore[assignment]  # to print the count the adaptive run chose
     sample = sorted({0, args.n - 1, *random.Random(1).sample(range(args.n), min(args.n, 2000))})
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; workers forked: {fork_is_safe()}", flush=True)
     timings: dict[Any, float] = {}

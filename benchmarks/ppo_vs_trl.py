@@ -10,7 +10,7 @@ In execution order:
 
    * ``rftkit-gae``: ``rl.PPOTrainer``, ``advantage="gae"`` (a value head);
    * ``rftkit-grpo``: ``rl.PPOTrainer``, ``advantage="grpo"`` (critic-free);
-   * ``trl-grpo``: TRL's ``GRPOTrainer`` (CPU, no vLLM), rewarded by ``graders.trl_reward`` of
+   * ``trl-grpo``: TRL's ``GRPOTrainer`` (CPU, no vLLM), rewarded by ``graders.adapters.trl_reward`` of
      the same résumé grader config;
 
    A process each, so each peak RSS is its own. They take turns of :data:`TURN_S` training
@@ -319,7 +319,7 @@ def run_trl(name: str, args: argparse.Namespace, *, loss_type: str = "bnpo", bet
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from graders import trl_reward
+    from graders.adapters import trl_reward
 
     model, tokenizer, grader, rows, heldout = load_base(args.output / "base")
     rss_after_load = peak_rss_mib()

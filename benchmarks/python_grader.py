@@ -67,7 +67,7 @@ def supervisor(grader: Any) -> int:
 
 def cpu_s(root: int) -> float:
     """CPU seconds of this process and of every process under ``root`` (with their reaped children)."""
-    from graders._python_grader import _process_tree
+    from graders.openai.python._sandbox import _process_tree
 
     tick = os.sysconf("SC_CLK_TCK")
     total = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--old-rev", default="9f9bcde", help="a commit from before the redesign")
     args = parser.parse_args()
 
-    from graders._python_grader import PythonGrader
+    from graders.openai.python._grader import PythonGrader
 
     old = old_module(args.old_rev)
     contenders: dict[str, Any] = {

@@ -251,8 +251,8 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from graders import from_config
-    from graders._adapters import field_names
-    from graders._serve import _openrlhf
+    from graders.integrations._common import field_names
+    from graders.serve._pool import _openrlhf
 
     data = rows()
     grader = from_config(GRADER)

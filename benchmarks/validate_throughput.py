@@ -1,4 +1,4 @@
-"""Dataset validation throughput: ``schemas.validate_dataset`` vs a plain ``jsonschema`` loop.
+"""Dataset validation throughput: ``graders.datasets.validate_dataset`` vs a plain ``jsonschema`` loop.
 
 One generated OpenAI-RFT JSONL file (the résumé shape: messages plus a reference
 with university, programming_languages, city, state) is read by:
@@ -69,7 +69,7 @@ def worker(kind: str, path: Path) -> dict[str, Any]:
     """Run one side in this (fresh) process; return rows, seconds and peak memory growth."""
     if kind == "rftkit":
         from graders import StructuredGrader
-        from schemas import validate_dataset
+        from graders.datasets import validate_dataset
 
         grader = StructuredGrader(schema=Profile)
         base = _maxrss_mb()

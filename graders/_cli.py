@@ -1,8 +1,8 @@
 """The ``rftkit`` command line: ``rftkit grade`` here, the other commands wired in.
 
 Each subcommand's code lives in the package it belongs to; this module only
-wires them together. ``validate`` comes from ``schemas`` (:func:`register_schema_commands`);
-``train`` and ``demo`` from ``rl``, and ``serve`` from ``graders._serve`` (it needs the
+wires them together. ``validate`` comes from :mod:`graders.datasets`, ``schema`` from ``schemas`` (:func:`register_schema_commands`);
+``train`` and ``demo`` from ``rl``, and ``serve`` from ``graders.serve`` (it needs the
 serve extra), through the ``rftkit.commands`` entry points (:func:`load_plugins`): each is
 imported only when its command runs, and graders never imports rl.
 """
@@ -16,7 +16,7 @@ import weakref
 from importlib import resources
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -27,12 +27,14 @@ from rich.table import Table
 from schemas import UserError, load_jsonl
 from schemas._cli import register as register_schema_commands
 
-from ._config import from_config
+from ._config import AnyGrader, from_config
 from ._gold import GoldCheck
 from ._result import Grade
 from ._run import run_response
-from ._scale import RowResult, grade_rows
-from ._structured import StructuredGrader
+from .batch import RowResult, grade_rows
+from .datasets._command import register as register_validate
+from .openai._common import SampleGrader
+from .structured._grader import StructuredGrader
 
 app = typer.Typer(
     name="rftkit",
@@ -159,7 +161,7 @@ def grade(
                             code="missing_column", hint="choose the column with --sample-key")
         samples = [r[key] for r in rows]
         joined = _join_items(rows, items, join_key) if items is not None else [r.get(item_key, r) for r in rows]
-        if isinstance(g, StructuredGrader):
+        if g.needs_reference:
             lacking = [n for n, (r, it) in enumerate(zip(rows, joined), 1) if reference_key not in r and reference_key not in it]
             if lacking:
                 raise UserError(f"{len(lacking)} row(s) have no {reference_key!r} column (first: line {lacking[0]})",
@@ -235,7 +237,7 @@ def grading_demo(console: Console) -> None:
     console.print(field_report(grades, "mean per field"))
 
 
-def _gold_grader(path: Path, *, gold_calls: bool = False) -> StructuredGrader | GoldCheck:
+def _gold_grader(path: Path, *, gold_calls: bool = False) -> AnyGrader | GoldCheck:
     """The grader ``rftkit validate --grader`` runs the gold self-check with.
 
     A structured grader grades a (response, reference) pair, so a reference is graded
@@ -244,10 +246,13 @@ def _gold_grader(path: Path, *, gold_calls: bool = False) -> StructuredGrader | 
     row as the item (graders that call a model or a server only with ``--gold-calls``).
     """
     grader = from_config(path)
-    return grader if isinstance(grader, StructuredGrader) else GoldCheck(grader, call_models=gold_calls)
+    if grader.needs_reference:
+        return grader
+    return GoldCheck(cast(SampleGrader, grader), call_models=gold_calls)  # a grader that reads its item is a SampleGrader
 
 
-register_schema_commands(app, _gold_grader)
+register_validate(app, _gold_grader)
+register_schema_commands(app)
 
 
 PLUGIN_GROUP = "rftkit.commands"

@@ -18,14 +18,17 @@ past Python's stack on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ._errors import GraderConfigError
-from ._openai import NOT_YET, MultiGrader, SampleGrader, StringCheckGrader, lazy_builder, unknown_type_error
-from ._similarity import TextSimilarityGrader
-from ._structured import StructuredGrader, _from_structured_config
+from ._registry import build
+from .openai._common import SampleGrader
+from .openai._multi import MultiGrader
+from .openai._similarity import TextSimilarityGrader
+from .openai._string_check import StringCheckGrader
+from .structured._grader import StructuredGrader
 
 AnyGrader = StructuredGrader | StringCheckGrader | TextSimilarityGrader | MultiGrader | SampleGrader
 """What :func:`from_config` returns: one of the grader classes (the python, model and endpoint
@@ -33,14 +36,6 @@ graders are :class:`SampleGrader` s whose modules load on first use)."""
 
 MAX_CONFIG_DEPTH = 64
 """The deepest nesting of objects and arrays a grader config may have (the config itself is depth 1)."""
-
-_BUILDERS: dict[str, Callable[[Mapping[str, Any]], AnyGrader]] = {
-    "structured": _from_structured_config,
-    "string_check": StringCheckGrader.from_config,
-    "text_similarity": TextSimilarityGrader.from_config,
-    "multi": MultiGrader.from_config,
-}
-
 
 def load_config(config: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
     """The config dict itself, or the JSON object read from a file; raises :class:`GraderConfigError` otherwise."""
@@ -97,8 +92,5 @@ def from_config(config: Mapping[str, Any] | str | Path) -> AnyGrader:
     1.0
     """
     config = load_config(config)
-    kind = config.get("type")
-    builder = (_BUILDERS.get(kind) or lazy_builder(kind)) if isinstance(kind, str) else None
-    if builder is None:
-        raise unknown_type_error(kind, [*_BUILDERS, *(k for k in NOT_YET if lazy_builder(k))])
-    return builder(config)
+    grader: AnyGrader = build(config)
+    return grader

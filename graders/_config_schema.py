@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ._structured import structured_config_schema
+from .structured._grader import structured_config_schema
 
 _NAME = {"type": "string", "minLength": 1, "description": "The grader's name (sub_rewards and log keys use it)."}
 _THRESHOLD = {"type": "number", "description": "A score at or above it passes (the reason says so)."}

@@ -13,3 +13,12 @@ class GraderConfigError(UserError):
     cannot be one (code ``bad_reference``: None, text that is not JSON, a
     scalar): references are the user's data, not the model's output.
     """
+
+
+def pointer_token(key: str) -> str:
+    """``key`` as one reference token of a JSON pointer (RFC 6901: ``~`` -> ``~0``, ``/`` -> ``~1``).
+
+    >>> "/fields/" + pointer_token("a/b")
+    '/fields/a~1b'
+    """
+    return key.replace("~", "~0").replace("/", "~1")

@@ -3,7 +3,7 @@
 ``rftkit validate --grader G --reference COL`` grades every row's reference as
 if the model had written it. A ``structured`` grader compares
 ``(response, reference)``, so the reference is graded against itself
-(``schemas.validate_dataset`` does that directly). Every other type grades a
+(``graders.datasets.validate_dataset`` does that directly). Every other type grades a
 sample and an item; :class:`GoldCheck` gives ``validate_dataset`` the same check
 for them: the sample is the reference (``output_json`` = the reference,
 ``output_text`` = its JSON; a string reference is the output text itself, and its
@@ -41,12 +41,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from schemas import GoldVerdict
-
-from ._openai import MultiGrader, SampleGrader, _render_pair
 from ._result import Grade
-from ._similarity import TextSimilarityGrader
-from ._templates import Sample
+from .datasets._records import GoldVerdict
+from .openai._common import SampleGrader, render_pair
+from .openai._multi import MultiGrader
+from .openai._similarity import TextSimilarityGrader
+from .openai._templates import Sample
 
 CALLING_TYPES = frozenset({"score_model", "label_model", "endpoint"})
 """Grader types whose grade calls a model or a server: the gold check skips them unless asked."""
@@ -87,7 +87,7 @@ def maximum(grader: SampleGrader, sample: Sample, item: Mapping[str, Any]) -> fl
     if threshold is not None:
         return float(threshold)
     if isinstance(grader, TextSimilarityGrader):
-        rendered = _render_pair(grader.reference, grader.reference, sample, item)
+        rendered = render_pair(grader.reference, grader.reference, sample, item)
         return 1.0 if isinstance(rendered, Grade) else grader.similarity(rendered[1], rendered[1])
     if grader.type == "score_model":
         return float(getattr(grader, "high", 1.0))
@@ -102,7 +102,7 @@ def _types(grader: SampleGrader) -> list[tuple[str, str]]:
 
 
 class GoldCheck:
-    """An OpenAI-type grader wrapped for the gold self-check of ``schemas.validate_dataset`` (a ``GoldCheckLike``).
+    """An OpenAI-type grader wrapped for the gold self-check of :func:`graders.datasets.validate_dataset`.
 
     >>> from graders import from_config
     >>> check = GoldCheck(from_config({"type": "string_check", "name": "city", "operation": "eq",

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from ._config import load_config
-from ._openai import SampleGrader, SampleInput, build_sample_grader
 from ._result import ERROR_FLAGS, Grade
+from .openai._common import SampleGrader, SampleInput
+from .openai._multi import build_sample_grader
 
 _DETAILS = {
     "python_grader_server_error": "python_grader_server_error_type",

@@ -1,4 +1,4 @@
-"""Graders as trainers' reward functions: TRL, verl and OpenRLHF (in ``graders._adapters``), and verifiers environments (in ``graders._verifiers``).
+"""Graders as trainers' reward functions: TRL, verl and OpenRLHF, and verifiers environments (the adapters are in ``graders.integrations``).
 
 This file can also be handed to the trainers as it is, since it imports by
 absolute names (verl and OpenRLHF load reward files outside any package):
@@ -11,31 +11,20 @@ absolute names (verl and OpenRLHF load reward files outside any package):
 
 Its path: ``python -c "import graders.adapters as a; print(a.__file__)"``.
 
-The verifiers adapter (``graders._verifiers``) needs the ``rftkit[verifiers]`` extra; its
+The verifiers adapter (``graders.integrations._verifiers``) needs the ``rftkit[verifiers]`` extra; its
 names are imported when first used, so this file loads without verifiers installed.
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from graders._adapters import (
-    GRADER_ENV,
-    TrlReward,
-    VerlComputeScore,
-    completion_text,
-    compute_score,
-    compute_score_async,
-    field_names,
-    label_item,
-    openrlhf_reward_func,
-    openrlhf_rewards,
-    response_from_query,
-    trl_reward,
-    verl_compute_score,
-)
+from graders.integrations._common import GRADER_ENV, completion_text, field_names, label_item
+from graders.integrations._openrlhf import openrlhf_reward_func, openrlhf_rewards, response_from_query
+from graders.integrations._trl import TrlReward, trl_reward
+from graders.integrations._verl import VerlComputeScore, compute_score, compute_score_async, verl_compute_score
 
 if _TYPE_CHECKING:
-    from graders._verifiers import (
+    from graders.integrations._verifiers import (
         SingleTurnEnv,
         SingleTurnEnvConfig,
         SingleTurnHarness,
@@ -59,7 +48,7 @@ def __getattr__(name: str) -> _Any:
     """The verifiers adapter's names, imported when first used (they need the ``rftkit[verifiers]`` extra)."""
     if name in _VERIFIERS:
         try:
-            import graders._verifiers as module
+            import graders.integrations._verifiers as module
         except ModuleNotFoundError as exc:
             if exc.name is None or not exc.name.startswith("verifiers"):
                 raise

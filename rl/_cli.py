@@ -320,9 +320,8 @@ def load_dataset(path: Path, pointer: str, *, grader_path: Path, structured: boo
     """
     from graders._cli import _gold_grader  # what `rftkit validate --grader` self-checks with
     from graders._config import load_config
-    from schemas import validate_dataset
-    from schemas._cli import render_text
-    from schemas._dataset import DatasetIssue
+    from graders.datasets import DatasetIssue, validate_dataset
+    from graders.datasets._command import render_text
     from schemas._reader import read_dataset
 
     report = validate_dataset(path, grader=_gold_grader(grader_path), grader_config=dict(load_config(grader_path)),
@@ -527,7 +526,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
     """
     import torch
 
-    from graders import StructuredGrader, from_config
+    from graders import from_config
 
     from ._checkpoint import checkpoint_name, model_step, resolve_checkpoint, write_final
     from ._model import load_pretrained
@@ -545,7 +544,7 @@ def run_training(spec: TrainSpec, *, resume: bool, console: Console, overwrite: 
                             hint="run without --resume first, or point --output at the earlier run")
     device = resolve_device(spec.device)
     grader: Any = from_config(spec.grader_path)
-    structured = isinstance(grader, StructuredGrader)
+    structured = grader.needs_reference
     if not structured:
         grader = ItemGrader(grader)
     quiet = Console(quiet=True)  # the report is printed by rank 0 alone

@@ -1,24 +1,17 @@
 """rftkit.schemas: load schemas from pydantic models, JSON Schema or OpenAI
-``response_format`` blocks, and validate objects -- or whole dataset files, before anything trains
-(:func:`validate_dataset`) -- against them.
+``response_format`` blocks, validate one object against them, and read dataset files
+(:mod:`schemas.reading`; whole datasets are validated by :mod:`graders.datasets`).
 
 Problems in data come back as :class:`Issue` records; misuse raises
 :class:`UserError` subclasses (the tree is drawn in ``schemas._errors``).
 """
 
-from ._dataset import DatasetFormat, DatasetIssue, GoldCheckLike, GoldVerdict, GraderLike, Report, validate_dataset
 from ._errors import Issue, RftkitError, SchemaError, UserError, json_pointer
 from ._loading import Schema, SchemaSource, load_schema, validate
 from ._reader import load_jsonl
 
 __all__ = [
-    "DatasetFormat",
-    "DatasetIssue",
-    "GoldCheckLike",
-    "GoldVerdict",
-    "GraderLike",
     "Issue",
-    "Report",
     "RftkitError",
     "Schema",
     "SchemaError",
@@ -28,5 +21,4 @@ __all__ = [
     "load_jsonl",
     "load_schema",
     "validate",
-    "validate_dataset",
 ]

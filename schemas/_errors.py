@@ -1,6 +1,6 @@
 """rftkit's exceptions, and the one record type for bad data.
 
-Two kinds of failure are never mixed (see ``shared/STYLE.md`` point 5):
+Two kinds of failure are never mixed:
 
 * **Misuse** -- a bad schema, grader config, option or weight -- raises at once,
   with a stable ``code``, the JSON ``pointer`` of the offending part and a

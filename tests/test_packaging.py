@@ -13,7 +13,10 @@ from typer.testing import CliRunner
 import graders
 import graders.adapters
 import graders.eval
+import graders.openai
+import graders.openai.python
 import graders.serve
+import graders.structured
 import rl
 import schemas
 from graders._cli import app, load_plugins
@@ -21,7 +24,8 @@ from graders._cli import app, load_plugins
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("module", [schemas, graders, rl, graders.comparators, graders.adapters, graders.serve, graders.eval],
+@pytest.mark.parametrize("module", [schemas, graders, rl, graders.comparators, graders.adapters, graders.serve, graders.structured,
+                                     graders.openai, graders.openai.python, graders.eval],
                          ids=lambda m: m.__name__)
 def test_all_lists_exactly_the_public_names(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]  # every public module defines __all__
@@ -72,7 +76,7 @@ def test_the_installed_entry_points_name_every_plugin_command() -> None:
     from importlib.metadata import entry_points
 
     commands = {ep.name: ep.value for ep in entry_points(group="rftkit.commands")}
-    assert commands == {"train": "rl._cli:register", "demo": "rl._demo:register", "serve": "graders._serve:register",
+    assert commands == {"train": "rl._cli:register", "demo": "rl._demo:register", "serve": "graders.serve._command:register",
                         "eval": "graders.eval._cli:register"}
     samplers = {ep.name: ep.value for ep in entry_points(group="rftkit.samplers")}
     assert samplers == {"local": "rl._eval_model:LocalSampler"}

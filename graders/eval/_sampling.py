@@ -5,10 +5,10 @@ objects, yielding each pair as soon as it is done, in any order. Two exist:
 
 * :class:`ServerSampler` (here): any OpenAI-compatible ``/chat/completions`` or ``/completions``
   server (vLLM, llama.cpp, Ollama, SGLang, OpenAI). Up to ``concurrency`` requests are in flight
-  (threads sharing one httpx client); each goes through :func:`graders._endpoint_grader.post_json`,
+  (threads sharing one httpx client); each goes through :func:`graders.openai._endpoint.post_json`,
   the endpoint grader's client: a per-attempt timeout, retries with exponential backoff on
   timeouts, connection failures, 408, 429 and 5xx, a server's ``Retry-After`` honoured, and an
-  optional rate limit (requests per second, :class:`~graders._endpoint_grader.RateLimiter`).
+  optional rate limit (requests per second, :class:`~graders.openai._endpoint.RateLimiter`).
 * ``rl``'s local sampler (a Hugging Face model directory or hub id, batched ``generate``), found
   through the ``rftkit.samplers`` entry point so that ``graders`` never imports torch.
 
@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from .._endpoint_grader import HttpFailure, RateLimiter, check_url, excerpt, post_json
+from ..openai._endpoint import HttpFailure, RateLimiter, check_url, excerpt, post_json
 from ._spec import SamplingParams
 
 

@@ -17,6 +17,7 @@ import pytest
 import graders.adapters as adapters
 from graders import GraderConfigError, StructuredGrader, from_config
 from graders.adapters import compute_score, compute_score_async, openrlhf_reward_func, trl_reward, verl_compute_score
+from graders.openai import OpenAIGrader
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "year": {"type": "integer"}}}
@@ -236,7 +237,7 @@ def test_openrlhf_label_object_keys_are_the_item_keys(label: Any) -> None:
 def test_openrlhf_item_keeps_prompt_and_reference_and_the_labels_own_keys_win() -> None:
     seen: list[Any] = []
 
-    class Spy:
+    class Spy(OpenAIGrader):
         name, type = "spy", "spy"
 
         def grade(self, sample: Any, item: Any = None) -> Any:
@@ -257,7 +258,7 @@ def test_get_reward_passes_label_objects_as_items() -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from graders._serve import create_app
+    from graders.serve._app import create_app
 
     with TestClient(create_app(MIGRATED)) as client:
         r = client.post("/get_reward", json={"query": [PROMPT + ANSWER], "prompts": [PROMPT], "labels": [ROW_FIELDS]})

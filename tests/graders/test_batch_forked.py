@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 
-import graders._batch
+import graders.batch._engine
 from graders import StructuredGrader, grade_batch
-from graders._batch import Costs, GradeList, _grade_forked, _grade_pooled, choose_workers, fork_is_safe
 from graders._errors import GraderConfigError
 from graders._result import Grade
+from graders.batch._engine import Costs, choose_workers
+from graders.batch._forked import _grade_forked, fork_is_safe
+from graders.batch._local import GradeList
+from graders.batch._pool import _grade_pooled
 
 FLAT = {"type": "object", "properties": {"city": {"type": "string"}, "langs": {"type": "array", "items": {"type": "string"}},
                                          "year": {"type": "integer"}}, "required": ["city", "langs"]}
@@ -102,7 +105,7 @@ def test_adaptive_batches_read_as_in_this_process_whichever_count_is_chosen(kind
         asked.append((costs, rows, workers))
         return chosen  # the decision pinned: the test does not depend on how fast this machine is
 
-    monkeypatch.setattr(graders._batch, "choose_workers", choose)
+    monkeypatch.setattr(graders.batch._engine, "choose_workers", choose)
     got = grade_batch(grader, responses, references, workers=3)
     [(costs, rows, workers)] = asked
     assert workers == 3 and 0 < rows < len(responses) and costs.grade_s > 0 and costs.send_s >= 0

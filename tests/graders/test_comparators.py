@@ -1,4 +1,4 @@
-"""Tests for graders._comparators: per-comparator tables, and the properties every comparator keeps.
+"""Tests for graders.comparators: per-comparator tables, and the properties every comparator keeps.
 
 The properties: a value scores 1.0 against itself; no JSON value makes a
 comparator raise or leave [0, 1]; the number tolerance is symmetric; a date is
@@ -18,24 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graders import _comparators as comparators
-from graders._comparators import (
-    Comparator,
-    ComparatorName,
-    boolean,
-    date,
-    enum,
-    exact,
-    fuzzy,
-    make_comparator,
-    normalize_text,
-    normalized,
-    number,
-    parse_date,
-    parse_number,
-)
-from graders._comparators import math as math_cmp
+from graders import comparators
 from graders._errors import GraderConfigError
+from graders.comparators._base import Comparator, ComparatorName, exact
+from graders.comparators._math import math as math_cmp
+from graders.comparators._numbers import boolean, date, enum, number, parse_date, parse_number
+from graders.comparators._registry import make_comparator
+from graders.comparators._text import fuzzy, normalize_text, normalized
 
 # One build of every comparator and of the option variants worth covering.
 CONFIGS: dict[str, dict[str, Any]] = {

@@ -11,7 +11,7 @@ import pytest
 
 from graders import GraderConfigError, from_config
 from graders._config_schema import grader_config_schema
-from graders._structured import structured_config_schema
+from graders.structured._grader import structured_config_schema
 from schemas import SchemaError, load_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ SHIPPED = resources.files("schemas") / "formats" / "structured_grader.json"
 
 def test_shipped_schema_is_generated_from_the_code() -> None:
     # After changing the options, regenerate the file with:
-    # .venv/bin/python -c "import json; from graders._structured import structured_config_schema as s; \
+    # .venv/bin/python -c "import json; from graders.structured._grader import structured_config_schema as s; \
     #   open('schemas/formats/structured_grader.json', 'w').write(json.dumps(s(), indent=2, ensure_ascii=False) + '\n')"
     assert json.loads(SHIPPED.read_text(encoding="utf-8")) == structured_config_schema()
 

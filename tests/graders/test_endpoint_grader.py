@@ -14,7 +14,7 @@ import pytest
 from fake_http import HANG, Answer, FakeServer, Respond
 
 from graders import GraderConfigError, from_config, run_grader, validate_grader
-from graders._endpoint_grader import EndpointGrader, HttpFailure, RateLimiter, post_json
+from graders.openai._endpoint import EndpointGrader, HttpFailure, RateLimiter, post_json
 
 
 class EndpointServer(FakeServer):
@@ -126,7 +126,7 @@ def test_a_json_config_on_another_scale_builds_with_its_range(server_factory: An
 
 
 def test_an_output_over_the_bound_is_sent_cut_and_flagged(server_factory: Any) -> None:
-    from graders import _parsing
+    from graders import structured as _parsing
 
     server = server_factory(always(200, {"score": 1}))
     _parsing.set_max_output_chars(100)

@@ -27,10 +27,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graders import FieldDetail, Grade, GraderConfigError, StructuredGrader, assign, from_config
-from graders._adapters import _END_MARKERS, _strip_end, response_from_query
+from graders import FieldDetail, Grade, GraderConfigError, StructuredGrader, from_config
 from graders._result import no_errors
-from graders._structured import _flat_plan, _List, _list_detail
+from graders.integrations._openrlhf import _END_MARKERS, _strip_end, response_from_query
+from graders.structured import assign
+from graders.structured._fastpath import _flat_plan
+from graders.structured._nodes import _List, _list_detail
 
 WORDS = ["Python", "python", " PYTHON ", "c++", "C++", "C#", "c", "Los Angeles", "los  angeles", "LA", "Berkeley",
          "Berkley", "University of California Berkeley", "Berkeley University of California", "", " ", "café",
@@ -352,7 +354,7 @@ def test_the_benchmark_rows_take_the_shortcuts_and_grade_like_the_full_stages() 
     for row in BENCHMARK_ROWS:
         label = json.dumps(row["reference"])
         want = full(generic, row["output"], label)
-        with patch("graders._structured.parse_response", side_effect=AssertionError("the full stages ran")):
+        with patch("graders.structured._grader.parse_response", side_effect=AssertionError("the full stages ran")):
             got = fast.grade(row["output"], label)
             assert (got.score, got.sub_scores) == (want.score, want.sub_scores)
         assert_same_grade(got, want)  # the reason and issues of a failed grade: the full stages, now
@@ -377,7 +379,7 @@ def test_a_failed_grade_is_explained_once_on_first_read() -> None:
 def test_a_reference_given_as_json_text_is_decoded_once() -> None:
     grader = StructuredGrader(schema=RESUME)
     label = json.dumps({"university": "MIT", "programming_languages": ["go"], "city": "Boston", "state": "MA"})
-    with patch("graders._structured.json.loads", wraps=json.loads) as loads:
+    with patch("graders.structured._references.json.loads", wraps=json.loads) as loads:
         scores = {grader.grade(f'{{"university": "MIT", "programming_languages": ["go"], "city": "Boston", "state": "{s}"}}',
                                label).score for s in ("MA", "NY", "MA")}
     assert scores == {1.0, 0.75} and loads.call_count <= 1
@@ -386,7 +388,7 @@ def test_a_reference_given_as_json_text_is_decoded_once() -> None:
     with pytest.raises(GraderConfigError, match="reference is not valid JSON"):
         grader.grade("{}", "{not json")  # an error is not cached
     long = json.dumps({"university": "MIT " * 20000, "programming_languages": ["go"], "city": "Boston", "state": "MA"})
-    with patch("graders._structured.json.loads", wraps=json.loads) as loads:
+    with patch("graders.structured._references.json.loads", wraps=json.loads) as loads:
         grader.grade("{}", long)
         grader.grade("{}", long)
     assert loads.call_count == 2  # a long reference is not kept
@@ -465,3 +467,20 @@ def test_list_core_equals_the_reference(which: int, pred: list[str], ref: list[s
     assert (score, matched) == (want_score, want_matched)
     assert type(matched) is type(want_matched)  # an int stays an int: the same float sums downstream
     assert _list_detail(args) == FieldDetail(*want_args)
+
+
+def test_generated_source_is_in_linecache_while_its_grader_lives() -> None:
+    import gc
+    import linecache
+
+    grader = StructuredGrader(schema=RESUME, fields={"programming_languages": {"comparator": "normalized"}})
+    assert grader._flat is not None
+    filename = grader._flat.__code__.co_filename
+    other = StructuredGrader(schema=RESUME)
+    assert other._flat is not None and other._flat.__code__.co_filename != filename  # each source its own name
+    first = grader._flat.__code__.co_firstlineno
+    assert linecache.getline(filename, first).startswith("def compare_flat")  # tracebacks show the generated code
+    assert linecache.getline(filename, first) == grader._flat_source.splitlines(True)[first - 1]
+    del grader
+    gc.collect()
+    assert filename not in linecache.cache  # the entry goes with the grader

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from graders import from_config
 from graders._cli import app
 from graders._gold import GoldCheck, maximum
-from schemas import validate_dataset
+from graders.datasets import validate_dataset
 
 runner = CliRunner()
 

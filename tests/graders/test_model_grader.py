@@ -16,7 +16,8 @@ import pytest
 from fake_http import HANG, FakeServer, Respond
 
 from graders import GraderConfigError, from_config, run_grader, validate_grader
-from graders._model_grader import BASE_URL_ENV, LabelModelGrader, ScoreModelGrader
+from graders.openai._model_grader import LabelModelGrader, ScoreModelGrader
+from graders.openai._model_io import BASE_URL_ENV
 
 
 class FakeChatServer(FakeServer):
@@ -118,7 +119,7 @@ def test_a_lone_surrogate_or_a_huge_integer_in_the_output_is_graded_as_data(serv
 
 
 def test_an_output_over_the_bound_is_asked_about_cut_and_flagged(serve: Any) -> None:
-    from graders import _parsing
+    from graders import structured as _parsing
 
     server = serve(replies('{"result": 0.5}', '{"result": "correct"}'))
     _parsing.set_max_output_chars(100)
@@ -434,7 +435,7 @@ def test_a_local_model_directory_grades_without_a_server(local_models: dict[str,
 
 
 def test_the_prompt_is_the_chat_template_or_plain_role_lines(local_models: dict[str, Path]) -> None:
-    from graders._model_grader import load_local_model
+    from graders.openai._model_backends import load_local_model
 
     messages = [{"role": "system", "content": "Be fair."}, {"role": "user", "content": "Grade: x"}]
     plain, templated = load_local_model(local_models["label"]).prompt(messages)

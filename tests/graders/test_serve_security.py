@@ -19,7 +19,8 @@ import pytest
 from test_serve import GRADER, ROWS, STRING_CHECK, error, serving, still_serving
 from typer.testing import CliRunner
 
-from graders._serve import RUN_PATH, VALIDATE_PATH, _dumps, create_app
+from graders.serve._app import create_app
+from graders.serve._wire import RUN_PATH, VALIDATE_PATH, _dumps
 from schemas import UserError
 
 LEAK = "def grade(sample, item):\n    raise Exception(open('/etc/passwd').read())\n"

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from graders import ERROR_FLAGS, GraderConfigError, TextSimilarityGrader, from_config, run_grader, validate_grader
-from graders._similarity import EMBEDDING_MODEL_ENV, bundled_embedding_model
-from graders._wordnet import load_wordnet
+from graders.openai._similarity import EMBEDDING_MODEL_ENV, bundled_embedding_model
+from graders.openai._wordnet import load_wordnet
 
 LEXICAL = ["fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
 SENTENCE = "the quick brown fox jumps over the lazy dog"
@@ -99,7 +99,7 @@ def test_matches_the_library_called_directly(metric: str) -> None:
 
 # METEOR, against the values in nltk's own tests (nltk/test/meteor.doctest and meteor_score's docstring),
 # which nltk computes with its downloaded WordNet 3.0 corpus: the same scores here show that the
-# offline copy (graders/_wordnet.py) finds the same stems and synonyms.
+# offline copy (graders/openai/_wordnet.py) finds the same stems and synonyms.
 @pytest.mark.parametrize(("text", "reference", "expected"), [
     ("creates or updates a virtual machine scale set", "create or update a vm set", 0.7806),  # stems: creates~create
     ("The cat was sat on the mat", "The cat sat on the mat", 0.9654),
@@ -121,7 +121,7 @@ def test_meteor_uses_wordnet_synonyms() -> None:
 
 def test_packaged_wordnet_is_wordnet_3_0() -> None:
     """With LF line endings, every synset starts at the byte offset its line names, and the counts are WordNet 3.0's."""
-    from graders._wordnet import packaged_wordnet_dir
+    from graders.openai._wordnet import packaged_wordnet_dir
 
     root = packaged_wordnet_dir()
     assert root is not None, "pip install 'rftkit[meteor]'"
@@ -140,7 +140,7 @@ def test_packaged_wordnet_is_wordnet_3_0() -> None:
 
 
 def test_cosine_matches_the_embeddings_and_ranks_paraphrases(cosine: TextSimilarityGrader) -> None:
-    from graders._similarity import load_embedder
+    from graders.openai._similarity import load_embedder
 
     assert cosine.embedding_model is not None
     a, b = load_embedder(cosine.embedding_model).embed([PARAPHRASE, SENTENCE])
@@ -220,7 +220,7 @@ def test_bad_metric_points_at_evaluation_metric(metric: object, code: str) -> No
 
 
 def test_meteor_without_wordnet_points_into_the_multi(monkeypatch: pytest.MonkeyPatch) -> None:
-    import graders._wordnet as wordnet
+    import graders.openai._wordnet as wordnet
 
     monkeypatch.setattr(wordnet, "packaged_wordnet_dir", lambda: None)
     monkeypatch.setattr(wordnet, "nltk_wordnet_installed", lambda: False)
@@ -296,7 +296,7 @@ def test_config_round_trips_and_works_inside_multi() -> None:
 
 @pytest.mark.parametrize("metric", [*LEXICAL, "cosine"])
 def test_each_metric_reads_at_most_its_bound(metric: str, cosine: TextSimilarityGrader) -> None:
-    from graders._similarity import METRIC_MAX_CHARS
+    from graders.openai._similarity import METRIC_MAX_CHARS
 
     g = cosine if metric == "cosine" else grader(metric)
     seen: list[tuple[str, str]] = []

@@ -10,8 +10,9 @@ import random
 import pytest
 from pydantic import BaseModel
 
-from graders import FieldSpec, GraderConfigError, StructuredGrader, assign, from_config
+from graders import FieldSpec, GraderConfigError, StructuredGrader, from_config
 from graders.comparators import fuzzy, number
+from graders.structured import assign
 
 SEED_REFERENCE = {
     "university": "University of California Berkeley",
@@ -385,7 +386,7 @@ def test_to_dict_is_json_serialisable() -> None:
 from hypothesis import given, settings  # noqa: E402 -- kept next to the tests that use it
 from hypothesis import strategies as st  # noqa: E402
 
-from graders import make_comparator, normalize_text  # noqa: E402
+from graders.comparators import make_comparator, normalize_text  # noqa: E402
 
 words = st.lists(st.sampled_from(["python", "Python ", "java", "javascript", "c", "c++", "c#", "", "  ", "rust", "go"]) | st.text(max_size=6),
                  max_size=5)
@@ -438,7 +439,7 @@ def test_grade_batch_restores_the_garbage_collector() -> None:
        st.lists(st.sampled_from(["python", "Java", "c++", "C#", "go", "rust", "rust"]), max_size=7),
        st.sampled_from(["set", "multiset"]))
 def test_pairing_by_key_equals_the_assignment(pred: list[str], ref: list[str], mode: str) -> None:
-    import graders._structured as structured
+    import graders.structured._nodes as structured
 
     keyed = StructuredGrader(fields={"xs": {"comparator": "normalized", "mode": mode}})
     real_assign = structured.assign

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from graders import GraderConfigError, MissingVariable, Sample, Template
+from graders import GraderConfigError
+from graders.openai import MissingVariable, Sample, Template
 
 ITEM: dict[str, Any] = {
     "name": "Ada",

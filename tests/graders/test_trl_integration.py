@@ -1,6 +1,6 @@
 """TRL's real ``GRPOTrainer`` trains two steps with an rftkit grader as its reward, on a tiny model built here.
 
-The per-field means that :class:`graders.TrlReward` reports through TRL's
+The per-field means that :class:`graders.adapters.TrlReward` reports through TRL's
 ``log_metric`` hook must show up in the trainer's own log history, next to TRL's
 ``rewards/<name>/mean``.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from graders import trl_reward
+from graders.adapters import trl_reward
 
 pytest.importorskip("trl")
 torch = pytest.importorskip("torch")

@@ -25,7 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from graders._cli import app
-from schemas import Report, UserError, load_jsonl, validate_dataset
+from graders.datasets import Report, validate_dataset
+from schemas import UserError, load_jsonl
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "total": {"type": "number"}}}
 runner = CliRunner()

@@ -1,0 +1,144 @@
+"""What every OpenAI-type grader shares: the sample protocol, config key and name checks, thresholds, error helpers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Protocol
+
+from schemas import SchemaError
+
+from .._errors import GraderConfigError
+from .._result import Grade, no_errors
+from ._templates import MissingVariable, Sample, Template
+
+Operation = Literal["eq", "ne", "like", "ilike"]
+"""``eq``/``ne``: case-sensitive equality/inequality; ``like``: the input contains
+the reference (case-sensitive); ``ilike``: contains, ignoring case."""
+
+SampleInput = Sample | str | Mapping[str, Any]
+"""What a grader accepts as the model's output."""
+
+
+class OpenAIGrader:
+    """The base of OpenAI's grader types: they read a model sample and the dataset item.
+
+    :meth:`grade_row` is the row-level call every grader has (adapters, the server,
+    the CLI and the trainer make it); for these types it is :meth:`grade` itself.
+    """
+
+    __slots__ = ()
+
+    needs_reference: ClassVar[bool] = False
+    """Whether a row must carry a ``reference`` (no: these graders read what they need from the item)."""
+    bounded_cost: ClassVar[bool] = False
+    """Whether grading a row does bounded CPU work and no I/O (no: templates, sandboxes, models and URLs)."""
+
+    def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
+        raise NotImplementedError
+
+    def grade_row(self, sample: SampleInput, item: Mapping[str, Any]) -> Grade:
+        """Grade one row: the model's sample and the dataset item (its ``reference``, if any, inside)."""
+        return self.grade(sample, item)
+
+    def field_names(self) -> list[str]:
+        """The fields this grader reports on every row (none declared here; ``multi`` names its sub-graders)."""
+        return []
+
+
+class SampleGrader(Protocol):
+    """A grader that reads a model sample and a dataset item (every OpenAI grader type)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def needs_reference(self) -> bool: ...
+
+    @property
+    def bounded_cost(self) -> bool: ...
+
+    def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade: ...
+
+    def grade_row(self, sample: SampleInput, item: Mapping[str, Any]) -> Grade: ...
+
+    def field_names(self) -> list[str]: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+# -- config checks -------------------------------------------------------------------------
+
+
+def check_keys(config: Mapping[str, Any], kind: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """Raise on a missing or unknown key (pointers are relative to this grader's config)."""
+    known = ("type", *required, *optional)
+    for key in config:
+        if key not in known:
+            raise GraderConfigError(f"unknown key {key!r} in a {kind} grader config", code="unknown_key", pointer=f"/{key}",
+                                    hint=f"known keys: {sorted(known)}")
+    for key in required:
+        if key not in config:
+            raise GraderConfigError(f"a {kind} grader config needs {key!r}", code="missing_key", pointer=f"/{key}")
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise GraderConfigError(f"name must be a non-empty string, got {name!r}", code="wrong_type", pointer="/name")
+    return name
+
+
+def check_threshold(value: object) -> float | None:
+    """A config's optional ``pass_threshold``: None, or a finite number (the score at or above which a grade passes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type",
+                                pointer="/pass_threshold", hint="a score in [0, 1], e.g. 0.8")
+    return float(value)
+
+
+def under_pointer(prefix: str, exc: GraderConfigError | SchemaError) -> GraderConfigError | SchemaError:
+    """The same error, pointing into the enclosing config."""
+    return type(exc)(exc.message, code=exc.code, pointer=prefix + exc.pointer, hint=exc.hint)
+
+
+def noting_cut(grade: Grade, sample: Sample) -> Grade:
+    """``grade``, with ``truncated_output_error`` raised and said in its reason when ``sample``'s output was cut
+    to the per-sample bound (see :attr:`Sample.cut`)."""
+    if sample.cut is None:
+        return grade
+    errors = dict(grade.errors)
+    errors["truncated_output_error"] = True
+    return Grade(grade.score, grade.sub_scores, grade.details, errors, grade.reason + sample.cut_note(), grade.repairs,
+                 grade.issues, grade.counts, grade.how)
+
+
+def missing_variable_grade(variable: MissingVariable, key: str) -> Grade:
+    """The flagged 0 grade (``invalid_variable_error``) for a template variable of ``key`` that did not resolve."""
+    errors = no_errors()
+    errors["invalid_variable_error"] = True
+    return Grade(0.0, {}, {}, errors, f"{key}: template variable {{{{ {variable.variable} }}}} did not resolve "
+                 f"({variable.message}); scored 0")
+
+
+def render_pair(input_template: Template, reference_template: Template, sample: SampleInput,
+                 item: Mapping[str, Any] | None) -> tuple[str, str] | Grade:
+    """Render a grader's ``input`` and ``reference`` templates; a missing variable gives the flagged 0 grade."""
+    s = Sample.of(sample)
+    text = input_template.render(s, item)
+    if isinstance(text, MissingVariable):
+        return missing_variable_grade(text, "input")
+    reference = reference_template.render(s, item)
+    if isinstance(reference, MissingVariable):
+        return missing_variable_grade(reference, "reference")
+    return text, reference
+
+
+
+
+
+
