@@ -50,23 +50,14 @@ import verifiers.v1 as vf
 from verifiers.v1.dialects.chat import message_to_wire
 from verifiers.v1.errors import MODEL_TRANSPORT_ERROR_EXIT_CODE
 
-from graders import AnyGrader, Grade, GraderConfigError, StructuredGrader, from_config
+from graders import Grade, GraderConfigError, StructuredGrader
 from graders.adapters import GRADER_ENV, field_names
+from graders.integrations._common import GraderSource, build_grader
 from schemas import UserError, load_jsonl
 
-GraderSource = AnyGrader | Mapping[str, Any] | str | Path
 """A grader, a config dict, or the path of a JSON config file."""
 
 _FLAG_METRICS = frozenset({"parse_error", "error"})
-
-
-def _build(source: GraderSource) -> AnyGrader:
-    if isinstance(source, (Mapping, str, Path)):
-        return from_config(source)
-    if not hasattr(source, "grade") or not hasattr(source, "config"):
-        raise GraderConfigError(f"expected a grader, a config dict or a config path, got {type(source).__name__}",
-                                code="wrong_type", hint="pass StructuredGrader(...), a dict with a 'type', or a JSON file path")
-    return source
 
 
 def reply_of(trace: Any) -> tuple[str, str | None]:
@@ -105,7 +96,7 @@ class VerifiersGrader:
     """
 
     def __init__(self, grader: GraderSource, *, reference_key: str = "reference", name: str | None = None) -> None:
-        self.grader = _build(grader)
+        self.grader = build_grader(grader)
         self.reference_key = reference_key
         self.name = name or self.grader.name
         """The reward's name, and the metrics' prefix."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..._errors import GraderConfigError
+from ._worker import process_tree
 
 Isolation = Literal["auto", "namespaces", "basic"]
 """How the sandbox is isolated: ``namespaces`` (user, mount, network and PID namespaces,
@@ -566,36 +567,11 @@ def _parse_reply(frame: object) -> _Reply | None:
     return None
 
 
-def _process_tree(root: int) -> set[int]:
-    """``root`` and its descendants, from the parent pids in ``/proc`` (just ``root`` where there is no ``/proc``)."""
-    children: dict[int, list[int]] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return {root}
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    tree, todo = {root}, [root]
-    while todo:
-        for pid in children.get(todo.pop(), ()):
-            if pid not in tree:
-                tree.add(pid)
-                todo.append(pid)
-    return tree
-
-
 def _kill_tree(root: int) -> None:
     """Stop ``root`` and every descendant (so none can fork any more), then kill them all."""
     stopped: set[int] = set()
     for _ in range(20):
-        fresh = _process_tree(root) - stopped
+        fresh = process_tree(root) - stopped
         if not fresh:
             break
         for pid in fresh:
