@@ -35,8 +35,11 @@ seed = 0
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with a saved tiny model + tokenizer, a 6-row dataset and a structured grader config."""
-    root = tmp_path_factory.mktemp("train_cli")
+    return write_assets(tmp_path_factory.mktemp("train_cli"))
+
+
+def write_assets(root: Path) -> Path:
+    """``root`` with a saved tiny model + tokenizer, a 6-row dataset and a structured grader config."""
     tok = tiny_tokenizer()
     tok.save_pretrained(root / "model")
     tiny_model(tok).save_pretrained(root / "model")

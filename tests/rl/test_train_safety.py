@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_cli import PPO, ROWS, invoke
+from test_train_cli import PPO, ROWS, invoke, write_assets
 from test_trainer import tiny_model, tiny_tokenizer
 
 from rl import read_metrics
@@ -29,14 +29,7 @@ from rl._checkpoint import checkpoint_name, list_checkpoints
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny model + tokenizer, a 6-row dataset and a structured grader config."""
-    root = tmp_path_factory.mktemp("train_safety")
-    tok = tiny_tokenizer()
-    tok.save_pretrained(root / "model")
-    tiny_model(tok).save_pretrained(root / "model")
-    (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
-    grader = {"type": "structured", "name": "city", "fields": {"city": {"comparator": "normalized"}}}
-    (root / "grader.json").write_text(json.dumps(grader), encoding="utf-8")
-    return root
+    return write_assets(tmp_path_factory.mktemp("train_safety"))
 
 
 def write_config(where: Path, assets: Path, *, steps: int = 1, data: Path | None = None, device: str = "cpu",
