@@ -1,6 +1,6 @@
 """Advantage estimators: how a scalar reward becomes a per-token learning signal.
 
-Each estimator is its own pure function (``shared/STYLE.md`` point 2) and has a
+Each estimator is its own pure function, chosen by name, and has a
 test against a plain Python loop. Shapes: ``B`` sequences, ``T`` completion
 tokens, ``G`` samples per prompt (sequences of one prompt are contiguous, so
 ``B = P * G``).
