@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -155,24 +156,16 @@ class ServerSampler:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="rftkit-eval") as pool:
             pending: dict[Future[Completion], Request] = {}
             it = iter(requests)
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < self.concurrency:
-                    nxt = next(it, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    pending[pool.submit(self.one, nxt, params)] = nxt
-                if not pending:
-                    return
+
+            def refill() -> None:
+                for request in islice(it, self.concurrency - len(pending)):
+                    pending[pool.submit(self.one, request, params)] = request
+
+            refill()
+            while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 finished = [(pending.pop(f), f.result()) for f in done]
-                while not exhausted and len(pending) < self.concurrency:
-                    nxt = next(it, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    pending[pool.submit(self.one, nxt, params)] = nxt
+                refill()
                 yield from finished
 
 

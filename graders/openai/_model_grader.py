@@ -141,6 +141,14 @@ class _ModelGrader(OpenAIGrader):
     def _answer_format(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
+        """Ask the grader model and read its answer (see each subclass); a failure is a flagged 0."""
+        s = Sample.of(sample)
+        return noting_cut(self._graded(s, item), s)
+
+    def _graded(self, sample: Sample, item: Mapping[str, Any] | None) -> Grade:
+        raise NotImplementedError
+
     def ask(self, sample: SampleInput, item: Mapping[str, Any] | None) -> Reply | Grade:
         """Render the messages and ask the grader model; its reply, or the flagged 0 grade of a failure."""
         messages = self.render(sample, item)
@@ -229,11 +237,6 @@ class ScoreModelGrader(_ModelGrader):
     def _answer_format(self) -> dict[str, Any]:
         return response_format({"type": "number"}, "score_model_result")
 
-    def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
-        """Ask the grader model; its ``result`` clamped to ``range``, or a flagged 0."""
-        s = Sample.of(sample)
-        return noting_cut(self._graded(s, item), s)
-
     def _graded(self, sample: Sample, item: Mapping[str, Any] | None) -> Grade:
         reply = self.ask(sample, item)
         if isinstance(reply, Grade):
@@ -297,11 +300,6 @@ class LabelModelGrader(_ModelGrader):
 
     def _answer_format(self) -> dict[str, Any]:
         return response_format({"type": "string", "enum": list(self.labels)}, "label_model_result")
-
-    def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
-        """Ask the grader model for a label; 1.0 when it passes, else 0.0 (flagged when there is no known label)."""
-        s = Sample.of(sample)
-        return noting_cut(self._graded(s, item), s)
 
     def _graded(self, sample: Sample, item: Mapping[str, Any] | None) -> Grade:
         reply = self.ask(sample, item)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..._errors import GraderConfigError
-from ._worker import process_tree
+from ._worker import kill_tree
 
 Isolation = Literal["auto", "namespaces", "basic"]
 """How the sandbox is isolated: ``namespaces`` (user, mount, network and PID namespaces,
@@ -568,23 +568,8 @@ def _parse_reply(frame: object) -> _Reply | None:
 
 
 def _kill_tree(root: int) -> None:
-    """Stop ``root`` and every descendant (so none can fork any more), then kill them all."""
-    stopped: set[int] = set()
-    for _ in range(20):
-        fresh = process_tree(root) - stopped
-        if not fresh:
-            break
-        for pid in fresh:
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except OSError:
-                pass
-        stopped |= fresh
-    for pid in stopped:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    """Stop ``root`` and every descendant (so none can fork any more), kill them all, and wait until they are dead."""
+    stopped = kill_tree(root)
     deadline = time.monotonic() + 2.0  # SIGKILL is asynchronous: wait until they are dead (or zombies)
     while stopped and time.monotonic() < deadline:
         stopped = {pid for pid in stopped if _running(pid)}

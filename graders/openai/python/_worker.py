@@ -400,8 +400,11 @@ def process_tree(root: int) -> set[int]:
     return tree
 
 
-def kill_tree(root: int, spare_root: bool = False, spare: frozenset[int] = frozenset()) -> None:
-    """Freeze ``root``'s descendants (so none can fork any more), then kill them all; ``spare`` and their trees live."""
+def kill_tree(root: int, spare_root: bool = False, spare: frozenset[int] = frozenset()) -> set[int]:
+    """Freeze ``root``'s descendants (so none can fork any more), then kill them all; ``spare`` and their trees live.
+
+    Returns the pids signalled (SIGKILL is asynchronous: they may still be dying).
+    """
     stopped: set[int] = set()
     keep = {root} if spare_root else set()
     for _ in range(20):
@@ -421,6 +424,7 @@ def kill_tree(root: int, spare_root: bool = False, spare: frozenset[int] = froze
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+    return stopped
 
 
 # -- the template ----------------------------------------------------------------------------
