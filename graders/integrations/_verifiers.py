@@ -50,7 +50,7 @@ import verifiers.v1 as vf
 from verifiers.v1.dialects.chat import message_to_wire
 from verifiers.v1.errors import MODEL_TRANSPORT_ERROR_EXIT_CODE
 
-from graders import Grade, GraderConfigError, StructuredGrader
+from graders import Grade, GraderConfigError
 from graders.adapters import GRADER_ENV, field_names
 from graders.integrations._common import GraderSource, build_grader
 from schemas import UserError, load_jsonl
@@ -101,20 +101,22 @@ class VerifiersGrader:
         self.name = name or self.grader.name
         """The reward's name, and the metrics' prefix."""
         self._declared = field_names(self.grader)
-        self._inline = isinstance(self.grader, StructuredGrader)
+        self._inline = self.grader.bounded_cost
+        """Grade on the event loop (bounded CPU work, no I/O) rather than on a thread."""
 
     # ----------------------------------------------------------------- grading
 
     def grade_text(self, text: str, reference: Any, item: Mapping[str, Any] | None = None, *,
                    finish_reason: str | None = None) -> Grade:
-        """Grade one reply as :func:`graders.grade_batch` does: a structured grader against the reference, others against the item."""
-        if isinstance(self.grader, StructuredGrader):
-            return self.grader.grade(text, reference, finish_reason=finish_reason)
-        return self.grader.grade(text, {**(item or {}), "reference": reference})
+        """Grade one reply as :func:`graders.grade_batch` does: the row-level call, the reference inside the item.
+
+        ``finish_reason`` travels in the sample, where a structured grader reads it (a cut reply is flagged truncated)."""
+        sample: str | dict[str, Any] = text if finish_reason is None else {"output_text": text, "finish_reason": finish_reason}
+        return self.grader.grade_row(sample, {**(item or {}), "reference": reference})
 
     def _grade_args(self, task: Any, trace: Any) -> tuple[str, Any, dict[str, Any], str | None]:
         found, reference = _task_value(task, self.reference_key)
-        if not found and self._inline:
+        if not found and self.grader.needs_reference:
             raise GraderConfigError(f"the task has no {self.reference_key!r} field to grade against", code="missing_reference",
                                     pointer=f"/{self.reference_key}",
                                     hint="give each row a reference, or verifiers_grader(reference_key=...) naming its field")
@@ -285,8 +287,8 @@ class VerifiersTasksetConfig(vf.TasksetConfig):  # type: ignore[misc]  # verifie
     """The grader and the reference key, given to every task."""
 
 
-def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, structured: bool) -> VerifiersTaskData:
-    """The task of one row; an OpenAI-type grader's item is the row (a structured grader reads only the reference)."""
+def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, needs_reference: bool) -> VerifiersTaskData:
+    """The task of one row; a grader that reads the item gets the row (one that needs a reference reads only that)."""
     where = f"{path}: row {line}"
     prompt = row.get("prompt", row.get("messages"))
     if isinstance(prompt, str):
@@ -296,12 +298,12 @@ def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, s
     else:
         raise UserError(f"{where}: needs 'prompt' (a string) or 'messages' (a list of chat messages with roles)",
                         code="bad_row", pointer=f"/{line}", hint="rftkit validate lists every bad row of a dataset")
-    if structured and reference_key not in row:
+    if needs_reference and reference_key not in row:
         raise UserError(f"{where}: no {reference_key!r} to grade against", code="missing_reference",
                         pointer=f"/{line}/{reference_key}", hint="give every row its reference, or set reference_key")
     rid = row.get("id")
     return VerifiersTaskData(prompt=prompt, id=None if rid is None else str(rid), reference=row.get(reference_key),
-                             item={} if structured else row)
+                             item={} if needs_reference else row)
 
 
 class VerifiersTaskset(vf.Taskset[VerifiersTask, VerifiersTasksetConfig]):  # type: ignore[misc]  # verifiers is untyped
@@ -320,9 +322,9 @@ class VerifiersTaskset(vf.Taskset[VerifiersTask, VerifiersTasksetConfig]):  # ty
 
     def load(self) -> Iterable[VerifiersTask]:
         path = Path(self.config.dataset)
-        structured = isinstance(self.grader.grader, StructuredGrader)
+        needs_reference = self.grader.grader.needs_reference
         for line, row in enumerate(load_jsonl(path, pointer="/taskset/dataset"), 1):
-            data = _task_data(row, line, path, self.config.task.reference_key, structured)
+            data = _task_data(row, line, path, self.config.task.reference_key, needs_reference)
             yield VerifiersTask(data, self.config.task)
 
 

@@ -126,9 +126,17 @@ class NanGrader:
     """A grader whose score and one field come out NaN (what a buggy custom grader or metric can produce)."""
 
     name = "nan"
+    needs_reference = True
+    bounded_cost = True
 
     def grade(self, response: Any, reference: Any) -> Grade:
         return Grade(float("nan"), {"a": float("nan"), "b": 1.0})
+
+    def grade_row(self, sample: Any, item: Any) -> Grade:
+        return self.grade(sample, item["reference"])
+
+    def field_names(self) -> list[str]:
+        return []
 
     def config(self) -> dict[str, Any]:
         return {}
