@@ -1,7 +1,8 @@
 """The error codes are closed sets: every code raised anywhere is listed, every listed code is raised, docs/errors.md has each.
 
 The sets are :data:`schemas.MisuseCode` (``UserError.code``), :data:`schemas.IssueCode`
-(``Issue.code``) and ``graders._errors.ErrorFlag`` (the keys of ``Grade.errors``).
+(``Issue.code``), ``graders._errors.ErrorFlag`` (the keys of ``Grade.errors``) and
+``graders.serve._wire.RequestErrorCode`` (the reward server's own ``error.code``).
 mypy rejects a literal code outside them where the ``code`` parameters are typed;
 this test finds the codes the way a reader would, in the source, and also covers
 the codes built at run time (the JSON Schema keywords a validation reports).
@@ -13,21 +14,24 @@ import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import pytest
 
 from graders._errors import ErrorFlag
 from graders._result import ERROR_FLAGS
+from graders.serve._wire import RequestErrorCode
 from schemas import IssueCode, MisuseCode, load_schema
 from schemas._errors import DatasetIssueCode, ParseIssueCode, SchemaIssueCode
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("schemas", "graders", "rl")
 
-CODE_TYPES = {"MisuseCode", "IssueCode", "DatasetIssueCode", "ParseIssueCode", "SchemaIssueCode",
+CODE_TYPES = {"MisuseCode", "IssueCode", "DatasetIssueCode", "ParseIssueCode", "SchemaIssueCode", "RequestErrorCode",
               "_Failure"}  # _Failure: the failed parse statuses (graders/structured/_decode.py), each an issue code
 ISSUE_RECORDS = {"Issue", "DatasetIssue", "RawProblem"}  # records whose first field is the code
+REFUSAL = "Rejected"  # the server's refusal: Rejected(status, code, ...)
+Kind = Literal["misuse", "issue", "request"]
 FLAG_HOMES = {"graders/_errors.py", "graders/_result.py", "graders/_run.py"}  # define or translate flags, set none
 
 
@@ -56,35 +60,42 @@ def callee(call: ast.Call) -> str:
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
-def is_issue_type(annotation: ast.AST) -> bool:
+def kind_of(annotation: ast.AST) -> Kind:
+    """Which set a code-typed annotation names (a server refusal may also carry a misuse code it passes on)."""
     text = ast.unparse(annotation)
-    return "Issue" in text or "_Failure" in text
+    return "request" if "RequestErrorCode" in text else "issue" if "Issue" in text or "_Failure" in text else "misuse"
 
 
-def code_parameters(trees: list[tuple[str, ast.Module]]) -> dict[str, list[tuple[int, str, bool]]]:
-    """function name -> (position or -1, name, is an issue code) of each parameter typed with a code set."""
-    found: dict[str, list[tuple[int, str, bool]]] = {}
-    for _, tree in trees:
+def code_parameters(trees: list[tuple[str, ast.Module]]) -> tuple[dict[str, list[tuple[int, str, Kind]]], dict[str, set[str]]]:
+    """(function name -> (position or -1, name, kind) of each parameter typed with a code set; file -> functions it defines)."""
+    found: dict[str, list[tuple[int, str, Kind]]] = {}
+    defined: dict[str, set[str]] = {}
+    for where, tree in trees:
         for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "__init__":
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defined.setdefault(where, set()).add(node.name)
+                if node.name == "__init__":
+                    continue
                 params = [*node.args.posonlyargs, *node.args.args]
                 offset = 1 if params and params[0].arg in ("self", "cls") else 0
-                typed = [(i - offset, p.arg, is_issue_type(p.annotation)) for i, p in enumerate(params)
+                typed = [(i - offset, p.arg, kind_of(p.annotation)) for i, p in enumerate(params)
                          if p.annotation is not None and names_code_type(p.annotation)]
-                typed += [(-1, p.arg, is_issue_type(p.annotation)) for p in node.args.kwonlyargs
+                typed += [(-1, p.arg, kind_of(p.annotation)) for p in node.args.kwonlyargs
                           if p.annotation is not None and names_code_type(p.annotation)]
                 if typed:
                     found[node.name] = typed
-    return found
+    return found, defined
 
 
-def raised_codes() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, set[str]]]:
-    """(misuse, issue, flag) code -> the files that raise or set it, read from the source."""
+def raised_codes() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, set[str]], dict[str, set[str]]]:
+    """(misuse, issue, flag, request) code -> the files that raise or set it, read from the source."""
     trees = list(sources())
-    typed_params = code_parameters(trees)
+    typed_params, defined = code_parameters(trees)
     misuse: dict[str, set[str]] = {}
     issue: dict[str, set[str]] = {}
     flags: dict[str, set[str]] = {}
+    request: dict[str, set[str]] = {}
+    sets: dict[Kind, dict[str, set[str]]] = {"misuse": misuse, "issue": issue, "request": request}
     flag_names = set(get_args(ErrorFlag))
 
     def add(into: dict[str, set[str]], codes: set[str], where: str) -> None:
@@ -101,20 +112,23 @@ def raised_codes() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, 
                         add(into, strings(keyword.value), where)
                 if name in ISSUE_RECORDS and node.args:  # DatasetIssue("x", pointer, ...)
                     add(issue, strings(node.args[0]), where)
-                for position, param, of_issues in typed_params.get(name, []):  # a helper's code: _issue(out, line, "x")
-                    args = [node.args[position]] if 0 <= position < len(node.args) else []
+                if name == REFUSAL and len(node.args) > 1:  # Rejected(503, "overloaded", ...)
+                    add(request, strings(node.args[1]), where)
+                own = name in defined.get(where, set())  # a module's own helper of that name wins over another's
+                for position, param, kind in [] if own and name not in _typed_in(where, trees) else typed_params.get(name, []):
+                    args = [node.args[position]] if 0 <= position < len(node.args) else []  # _issue(out, line, "x", ...)
                     args += [k.value for k in node.keywords if k.arg == param]
                     for arg in args:
-                        add(issue if of_issues else misuse, strings(arg), where)
+                        add(sets[kind], strings(arg), where)
                 if where not in FLAG_HOMES:  # flagged("other_error", ...)
                     add(flags, {s for a in node.args for s in strings(a)} & flag_names, where)
             elif isinstance(node, ast.AnnAssign) and names_code_type(node.annotation):  # codes: dict[str, MisuseCode] = {...}
-                add(issue if is_issue_type(node.annotation) else misuse, strings(node.value), where)
+                add(sets[kind_of(node.annotation)], strings(node.value), where)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and names_code_type(node.returns):
                 for ret in ast.walk(node):  # (code, pointer, message, hint) tuples, or a code
                     if isinstance(ret, ast.Return) and ret.value is not None:
                         value = ret.value.elts[0] if isinstance(ret.value, ast.Tuple) else ret.value
-                        add(issue if is_issue_type(node.returns) else misuse, strings(value), where)
+                        add(sets[kind_of(node.returns)], strings(value), where)
             elif isinstance(node, (ast.Assign, ast.AugAssign)) and where not in FLAG_HOMES:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for target in targets:  # errors["x"] = True, errors["a" if c else "b"] = True, flag = {...}.get(...)
@@ -122,10 +136,18 @@ def raised_codes() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, 
                         add(flags, strings(target.slice) & flag_names, where)
                     elif isinstance(target, ast.Name) and "flag" in target.id:
                         add(flags, strings(node.value) & flag_names, where)
-    return misuse, issue, flags
+    return misuse, issue, flags, request
 
 
-MISUSE, ISSUES, FLAGS = raised_codes()
+def _typed_in(where: str, trees: list[tuple[str, ast.Module]]) -> set[str]:
+    """The functions of the file ``where`` that have a code-typed parameter."""
+    tree = dict(trees)[where]
+    return {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and any(a.annotation is not None and names_code_type(a.annotation)
+                    for a in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs])}
+
+
+MISUSE, ISSUES, FLAGS, REQUESTS = raised_codes()
 
 
 def test_every_misuse_code_raised_is_listed_and_every_listed_one_is_raised() -> None:
@@ -147,6 +169,12 @@ def test_every_error_flag_is_listed_in_order_and_every_one_but_openais_observati
     assert set(get_args(ErrorFlag)) - set(FLAGS) == {"truncated_observation_error"}
 
 
+def test_every_request_error_code_raised_is_listed_and_every_listed_one_is_raised() -> None:
+    listed = set(get_args(RequestErrorCode))
+    assert set(REQUESTS) - listed == set(), "refused with but not in RequestErrorCode"
+    assert listed - set(REQUESTS) == set(), "listed in RequestErrorCode but refused with nowhere"
+
+
 def test_the_scan_sees_each_kind_of_site() -> None:
     """The scan is not vacuous: a keyword, a positional record, a typed helper, a typed dict and a typed return."""
     assert "graders/structured/_planner.py" in MISUSE["unknown_field"]  # GraderConfigError(..., code="unknown_field")
@@ -156,6 +184,10 @@ def test_the_scan_sees_each_kind_of_site() -> None:
     assert "graders/structured/_options.py" in MISUSE["bad_aggregation"]  # codes: dict[str, MisuseCode]
     assert "rl/_cli.py" in ISSUES["prompt_and_messages"]  # row_problem(...) -> tuple[DatasetIssueCode, ...]
     assert "graders/openai/_endpoint.py" in FLAGS["unresponsive_reward_error"]  # flag = "..." if ... else "..."
+    assert "graders/serve/_pool.py" in REQUESTS["overloaded"]  # Rejected(503, "overloaded", ...)
+    assert "graders/serve/_wire.py" in REQUESTS["malformed_json"]  # _bad("malformed_json", ...)
+    assert "graders/serve/_app.py" in REQUESTS["not_found"]  # codes: dict[int, RequestErrorCode]
+    assert "/model" not in REQUESTS  # rl/_cli.py's own _bad(pointer, ...) is not the server's _bad(code, ...)
 
 
 DRAFT7 = "http://json-schema.org/draft-07/schema#"
@@ -209,7 +241,7 @@ def documented_codes() -> dict[str, list[str]]:
     """code -> the kinds its rows in docs/errors.md give (a code may be both a misuse and an issue code)."""
     rows: dict[str, list[str]] = {}
     for line in (ROOT / "docs" / "errors.md").read_text(encoding="utf-8").splitlines():
-        match = re.match(r"\|\s*`([A-Za-z0-9_]+)`\s*\|\s*(misuse|data|flag)\s*\|", line)
+        match = re.match(r"\|\s*`([A-Za-z0-9_]+)`\s*\|\s*(misuse|data|flag|request)\s*\|", line)
         if match:
             rows.setdefault(match.group(1), []).append(match.group(2))
     return rows
@@ -218,7 +250,7 @@ def documented_codes() -> dict[str, list[str]]:
 def test_docs_errors_md_has_one_row_per_code_and_kind() -> None:
     rows = documented_codes()
     expected = {(c, "misuse") for c in get_args(MisuseCode)} | {(c, "data") for c in get_args(IssueCode)} | \
-        {(c, "flag") for c in get_args(ErrorFlag)}
+        {(c, "flag") for c in get_args(ErrorFlag)} | {(c, "request") for c in get_args(RequestErrorCode)}
     found = [(code, kind) for code, kinds in rows.items() for kind in kinds]
     assert len(found) == len(set(found)), "a code is documented twice for the same kind"
     assert set(found) == expected
