@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from schemas import UserError
+
+ErrorFlag = Literal[
+    # OpenAI's graders/run metadata.errors flags, in their order.
+    "formula_parse_error", "sample_parse_error", "truncated_observation_error", "unresponsive_reward_error",
+    "invalid_variable_error", "other_error", "python_grader_server_error", "python_grader_runtime_error",
+    "model_grader_server_error", "model_grader_refusal_error", "model_grader_parse_error",
+    # rftkit's own.
+    "schema_validation_error", "truncated_output_error",
+]
+"""Every error flag a ``Grade`` carries in ``errors`` (``graders._result.ERROR_FLAGS`` lists them in this order; see
+docs/errors.md). ``truncated_observation_error`` is OpenAI's: no rftkit grader sets it (it keeps the errors dict OpenAI's shape)."""
 
 
 class GraderConfigError(UserError):

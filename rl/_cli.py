@@ -52,6 +52,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from schemas import UserError, load_jsonl
+from schemas._errors import DatasetIssueCode
 
 from ._config import LoRAConfig, ModelConfig, PPOConfig
 from ._distributed import is_main_process, leave_process_group, rank_device
@@ -111,7 +112,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             try:
                 import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
             except ImportError:
-                raise UserError("reading TOML on Python 3.10 needs the tomli package", code="missing_dependency",
+                raise UserError("reading TOML on Python 3.10 needs the tomli package", code="missing_extra",
                                 hint="pip install tomli, or write the config as YAML") from None
         try:
             data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -267,7 +268,7 @@ def _eval_report(value: Any, has_eval_rows: bool) -> bool:
     return value
 
 
-def row_problem(row: Mapping[str, Any], *, needs_reference: bool) -> tuple[str, str, str, str] | None:
+def row_problem(row: Mapping[str, Any], *, needs_reference: bool) -> tuple[DatasetIssueCode, str, str, str] | None:
     """What keeps ``rftkit train`` from using a row, as (code, pointer, message, hint); None when it can.
 
     ``rftkit validate`` accepts more than the trainer renders (a chat under ``prompt``, content

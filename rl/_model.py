@@ -128,7 +128,7 @@ def _add_adapters(model: Any, lora: LoRAConfig, *, float32_adapters: bool) -> An
     except ImportError:
         from schemas import UserError
 
-        raise UserError("LoRA needs the peft package", code="missing_dependency", pointer="/lora",
+        raise UserError("LoRA needs the peft package", code="missing_extra", pointer="/lora",
                         hint="pip install 'rftkit[lora]'") from None
     modules = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     peft_config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=modules,

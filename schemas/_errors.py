@@ -9,6 +9,10 @@ Two kinds of failure are never mixed:
   schema -- never raises. It becomes an :class:`Issue` record (code, pointer,
   message, input) inside a result.
 
+Both kinds carry a code from a closed set: :data:`MisuseCode` for a
+:class:`UserError`, :data:`IssueCode` for an :class:`Issue` (docs/errors.md has
+one row per code, with what it means and how to fix it).
+
 The exception tree (callers catch these names; they are never renamed)::
 
     RftkitError                      base of everything rftkit raises on purpose
@@ -22,7 +26,66 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+# -- the closed sets of codes (every one is listed, with its meaning and hint, in docs/errors.md) -----------------
+
+MisuseCode = Literal[
+    "bad_adapter", "bad_aggregation", "bad_comparator_option", "bad_config",
+    "bad_config_file", "bad_dataset", "bad_field_option", "bad_grade_signature",
+    "bad_jsonl_row", "bad_messages", "bad_model", "bad_model_spec",
+    "bad_option", "bad_output", "bad_reference", "bad_resume",
+    "bad_rows", "bad_sample", "bad_schedule", "bad_schema",
+    "bad_setting", "bad_template", "bad_tokenizer", "bad_value",
+    "config_not_found", "config_not_json", "config_not_object", "config_too_deep",
+    "dataset_not_a_file", "dataset_not_found", "dataset_unreadable", "duplicate_name",
+    "embedding_model_missing", "empty_dataset", "formula_parse_error", "formula_too_complex",
+    "formula_unknown_name", "invalid_parquet", "invalid_schema", "invalid_variable",
+    "length_mismatch", "missing_column", "missing_extra", "missing_grade_function",
+    "missing_key", "missing_model", "missing_prompt", "missing_reference",
+    "missing_setting", "model_load_failed", "model_not_found", "nested_multi",
+    "no_grader", "no_reference_field", "not_a_run", "not_json",
+    "not_jsonl", "nothing_shared", "out_of_memory", "output_not_empty",
+    "payload_not_json", "resume_mismatch", "schema_missing", "schema_not_found",
+    "schema_not_json", "schema_not_loaded", "schema_not_object", "schema_source",
+    "source_syntax_error", "source_too_large", "tracker_failed", "unknown_comparator",
+    "unknown_field", "unknown_format", "unknown_grader_type", "unknown_key",
+    "unmatched_row", "unresolvable_ref", "unsupported", "unsupported_compression",
+    "unsupported_content", "wordnet_missing", "write_failed", "wrong_type",
+]
+"""Every :attr:`UserError.code`: what a caller got wrong (a test checks each is raised somewhere, and nothing else is)."""
+
+SchemaIssueCode = Literal[
+    "additionalItems", "additionalProperties", "anyOf", "const", "contains",
+    "dependencies", "dependentRequired", "enum", "exclusiveMaximum",
+    "exclusiveMinimum", "format", "items", "maximum", "maxItems",
+    "maxLength", "maxProperties", "minimum", "minItems", "minLength",
+    "minProperties", "multipleOf", "not", "oneOf", "pattern",
+    "required", "type", "unevaluatedItems", "unevaluatedProperties", "uniqueItems",
+    "false_schema", "invalid",
+]
+"""An :class:`Issue` from validating an object against a JSON Schema: the keyword it violates (``false_schema``: a
+``false`` subschema allows nothing; ``invalid``: a keyword this list lacks)."""
+
+ParseIssueCode = Literal["empty", "no_json", "invalid_json", "truncated", "max_depth"]
+"""An :class:`Issue` from reading a model's output (the failed statuses of ``graders``' ``parse_response``): no text, no
+JSON found, JSON that does not decode, output cut off, or nesting too deep to validate. (An output that violates the
+schema carries the schema's own issues, :data:`SchemaIssueCode`.)"""
+
+DatasetIssueCode = Literal[
+    "blank_line", "duplicate_prompt", "empty_content", "empty_dataset",
+    "empty_prompt", "gold_below_max", "gold_error", "invalid_compression",
+    "invalid_json", "invalid_role", "invalid_utf8", "last_message_not_user",
+    "leaked_prompt", "line_too_long", "messages_not_text", "missing_field",
+    "missing_reference", "not_an_object", "number_out_of_range", "prompt_and_messages",
+    "prompt_not_text", "reference_invalid", "reference_not_json", "truncated_line",
+    "unresolved_variable", "wrong_type",
+]
+"""An :class:`Issue` found in a dataset file: a line that cannot be read, a row that does not fit its layout, a
+reference the grader cannot grade or that does not reach the maximum, a duplicate or leaked prompt."""
+
+IssueCode = Literal[SchemaIssueCode, ParseIssueCode, DatasetIssueCode]
+"""Every :attr:`Issue.code`."""
 
 
 class RftkitError(Exception):
@@ -37,7 +100,7 @@ class UserError(RftkitError, ValueError):
     'weight must be >= 0 [bad_weight at /fields/city/weight] (hint: use 0 to ignore a field)'
     """
 
-    def __init__(self, message: str, *, code: str, pointer: str = "", hint: str = "") -> None:
+    def __init__(self, message: str, *, code: MisuseCode, pointer: str = "", hint: str = "") -> None:
         self.message = message
         self.code = code
         self.pointer = pointer
@@ -51,7 +114,7 @@ class UserError(RftkitError, ValueError):
         return (_rebuild_user_error, (type(self), self.message, self.code, self.pointer, self.hint))
 
 
-def _rebuild_user_error(cls: type[UserError], message: str, code: str, pointer: str, hint: str) -> UserError:
+def _rebuild_user_error(cls: type[UserError], message: str, code: MisuseCode, pointer: str, hint: str) -> UserError:
     return cls(message, code=code, pointer=pointer, hint=hint)
 
 
@@ -68,8 +131,8 @@ class Issue:
     when it is long.
     """
 
-    code: str
-    """Stable, machine-readable name of the problem (``type``, ``required``, ``invalid_json`` ...)."""
+    code: IssueCode
+    """Stable, machine-readable name of the problem (``type``, ``required``, ``invalid_json`` ...; see :data:`IssueCode`)."""
     pointer: str
     """JSON pointer to the offending part; ``""`` for the whole object."""
     message: str

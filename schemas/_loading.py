@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import fastjsonschema
 import jsonschema
@@ -43,7 +43,7 @@ import referencing
 import referencing.exceptions
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
 
-from ._errors import Issue, SchemaError, json_pointer, shorten
+from ._errors import Issue, SchemaError, SchemaIssueCode, json_pointer, shorten
 
 # Keywords whose meaning fastjsonschema (drafts 4/6/7) does not implement.
 _NEWER_KEYWORDS = frozenset(
@@ -354,6 +354,21 @@ def _unwrap_response_format(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str
     return dict(obj), None
 
 
+_SCHEMA_ISSUE_CODES = frozenset(get_args(SchemaIssueCode))
+
+
+def schema_issue_code(keyword: object) -> SchemaIssueCode:
+    """The :class:`Issue` code of a violated JSON Schema keyword, as jsonschema or fastjsonschema names it.
+
+    >>> schema_issue_code("minimum"), schema_issue_code(None), schema_issue_code("x-custom")
+    ('minimum', 'false_schema', 'invalid')
+    """
+    if keyword is None:  # jsonschema's error for a ``false`` subschema names no keyword
+        return "false_schema"
+    name = str(keyword)
+    return cast(SchemaIssueCode, name) if name in _SCHEMA_ISSUE_CODES else "invalid"
+
+
 class Schema:
     """One loaded JSON Schema with a fast validator.
 
@@ -486,7 +501,7 @@ class Schema:
             except fastjsonschema.JsonSchemaValueException as exc:
                 fast_error = exc
         issues = [
-            Issue(code=str(err.validator), pointer=json_pointer(list(err.absolute_path)),
+            Issue(code=schema_issue_code(err.validator), pointer=json_pointer(list(err.absolute_path)),
                   message=err.message if len(err.message) <= 300 else err.message[:300] + "...",
                   input=shorten(err.instance))
             for err in self._full.iter_errors(obj)
@@ -494,7 +509,7 @@ class Schema:
         issues.sort(key=lambda i: i.pointer)
         if not issues and fast_error is not None:
             path = list(fast_error.path or [])[1:]  # fastjsonschema's path starts with "data"
-            issues.append(Issue(code=str(fast_error.rule or "invalid"), pointer=json_pointer(path),
+            issues.append(Issue(code=schema_issue_code(fast_error.rule or "invalid"), pointer=json_pointer(path),
                                 message=fast_error.message, input=shorten(fast_error.value)))
         return issues
 

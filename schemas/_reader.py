@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ._errors import UserError, json_pointer, shorten
+from ._errors import DatasetIssueCode, UserError, json_pointer, shorten
 
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 """Lines longer than this (64 MiB) are reported as ``line_too_long`` and skipped unread."""
@@ -151,7 +151,7 @@ def _out_of_range_message(text: str, number: str) -> tuple[str, str]:
 class RawProblem:
     """A row that could not be read as a JSON object (code, message, offending text)."""
 
-    code: str
+    code: DatasetIssueCode
     message: str
     input: Any
     severity: str = "error"

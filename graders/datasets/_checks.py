@@ -4,6 +4,7 @@
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from schemas._errors import DatasetIssueCode
 from schemas.reading import (
     shorten,
 )
@@ -83,7 +84,7 @@ def template_variables(config: Any) -> list[tuple[str, tuple[str | int, ...]]]:
 _Out = list[DatasetIssue]
 
 
-def _issue(out: _Out, line: int, code: str, pointer: str, message: str, value: Any = None) -> None:
+def _issue(out: _Out, line: int, code: DatasetIssueCode, pointer: str, message: str, value: Any = None) -> None:
     out.append(DatasetIssue(code, pointer, message, shorten(value), line, "warning" if code in WARNING_CODES else "error"))
 
 

@@ -297,7 +297,7 @@ def _task_data(row: dict[str, Any], line: int, path: Path, reference_key: str, n
         pass
     else:
         raise UserError(f"{where}: needs 'prompt' (a string) or 'messages' (a list of chat messages with roles)",
-                        code="bad_row", pointer=f"/{line}", hint="rftkit validate lists every bad row of a dataset")
+                        code="missing_prompt", pointer=f"/{line}", hint="rftkit validate lists every bad row of a dataset")
     if needs_reference and reference_key not in row:
         raise UserError(f"{where}: no {reference_key!r} to grade against", code="missing_reference",
                         pointer=f"/{line}/{reference_key}", hint="give every row its reference, or set reference_key")
@@ -348,7 +348,7 @@ def verifiers_taskset(dataset: str | Path, grader: str | Path | Mapping[str, Any
     """
     path = Path(dataset)
     if not path.is_file():
-        raise UserError(f"no dataset file at {path}", code="no_dataset", pointer="/dataset", hint="pass the path of a JSONL file")
+        raise UserError(f"no dataset file at {path}", code="dataset_not_found", pointer="/dataset", hint="pass the path of a JSONL file")
     source: str | dict[str, Any] = str(Path(grader).resolve()) if isinstance(grader, (str, Path)) else dict(grader)
     grader_of(VerifiersTaskConfig(grader=source, reference_key=reference_key))  # a bad config raises here, not in a rollout
     default_dataset, default_grader, default_key = path.resolve(), source, reference_key

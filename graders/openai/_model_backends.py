@@ -220,7 +220,7 @@ def resolve_backend(model: object, *, base_url: str | None = None, api_key: str 
                                     pointer="/model", hint="a local transformers causal LM directory, or a model name "
                                     f"served at ${BASE_URL_ENV}")
         if find_spec("torch") is None or find_spec("transformers") is None:
-            raise GraderConfigError("a local grader model needs torch and transformers", code="model_backend_missing",
+            raise GraderConfigError("a local grader model needs torch and transformers", code="missing_extra",
                                     pointer="/model", hint="pip install 'rftkit[rl]', or serve the model with vLLM or "
                                     f"llama.cpp and set ${BASE_URL_ENV}")
         return LocalModel(path, device)

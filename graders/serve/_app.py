@@ -103,6 +103,7 @@ from ._wire import (
     RUN_PATH,
     VALIDATE_PATH,
     Rejected,
+    RequestErrorCode,
     _array,
     _bad,
     _data_error,
@@ -446,7 +447,8 @@ def create_app(grader_config: GraderSource, *, token: str | None = None, max_bod
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        codes: dict[int, RequestErrorCode] = {404: "not_found", 405: "method_not_allowed"}
+        code: RequestErrorCode = codes.get(status, "http_error")
         message = f"no endpoint at {request.url.path}" if status == 404 else str(getattr(exc, "detail", exc))
         return Rejected(status, code, message, "", f"endpoints: {_ENDPOINT_LIST}", getattr(exc, "headers", None)).response()
 

@@ -7,13 +7,13 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Send
 
-from schemas import UserError
+from schemas import MisuseCode, UserError
 
 T = TypeVar("T")
 
@@ -53,10 +53,20 @@ log = logging.getLogger("rftkit.serve")
 # --------------------------------------------------------------------------- errors
 
 
+RequestErrorCode = Literal[
+    "bad_content_length", "body_timeout", "body_too_large", "config_too_deep", "grader_error",
+    "grader_type_not_allowed", "grading_timeout", "http_error", "invalid_token", "length_mismatch",
+    "local_model_refused", "malformed_json", "method_not_allowed", "missing_field", "missing_token",
+    "not_found", "overloaded", "server_path_refused", "too_many_connections", "wrong_type",
+]
+"""The server's own ``error.code`` for a refused request (docs/errors.md, docs/serve.md); a bad grader config in a
+request is refused with the grader's own :data:`schemas.MisuseCode`."""
+
+
 class Rejected(Exception):
     """A request the server refuses: becomes ``{"error": {...}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, pointer: str = "", hint: str = "",
+    def __init__(self, status: int, code: RequestErrorCode | MisuseCode, message: str, pointer: str = "", hint: str = "",
                  headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.pointer, self.hint = status, code, message, pointer, hint
@@ -132,7 +142,7 @@ def _loads(raw: bytes) -> Any:
                    "", "send one JSON object (UTF-8), with Content-Type: application/json") from None
 
 
-def _bad(code: str, message: str, pointer: str, hint: str = "") -> Rejected:
+def _bad(code: RequestErrorCode | MisuseCode, message: str, pointer: str, hint: str = "") -> Rejected:
     return Rejected(400, code, message, pointer, hint)
 
 

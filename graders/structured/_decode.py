@@ -6,12 +6,12 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from schemas import Issue, Schema, UserError
 from schemas._errors import shorten
 
-from ._extract import REPAIRS, Decoded, Parsed, ParseStatus, _bare, _Candidate, _candidates, _each_candidate
+from ._extract import REPAIRS, Decoded, Parsed, _bare, _Candidate, _candidates, _each_candidate
 
 # --------------------------------------------------------------------------------------
 # Decode
@@ -252,7 +252,11 @@ def _read_output(output: object) -> tuple[str | None, Any, str | None, str | Non
     return None, _MISSING, finish, f"a sample needs output_json, output_text or choices[0].message.content (keys: {keys})"
 
 
-def _failure(status: ParseStatus, reason: str, method: str, text: Any) -> Parsed:
+_Failure = Literal["empty", "no_json", "invalid_json", "truncated"]
+"""The statuses :func:`_failure` reports; each is also its issue's code (a ``schemas.ParseIssueCode``)."""
+
+
+def _failure(status: _Failure, reason: str, method: str, text: Any) -> Parsed:
     issue = Issue(code=status, pointer="", message=reason, input=shorten(text))
     return Parsed(status, None, (), (issue,), method, reason)
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas import json_pointer
+from schemas import MisuseCode, json_pointer
 
 from .._errors import GraderConfigError, pointer_token
 from ..comparators._registry import comparator_options, comparators_taking, make_comparator
@@ -104,7 +104,8 @@ def _options(values: Mapping[str, Any]) -> StructuredOptions:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         head = str(loc[0]) if loc else ""
-        code = {"fields": "bad_field_option", "aggregation": "bad_aggregation"}.get(head, "bad_option")
+        codes: dict[str, MisuseCode] = {"fields": "bad_field_option", "aggregation": "bad_aggregation"}
+        code = codes.get(head, "bad_option")
         hint = ("known field keys: comparator, threshold, weight, required, mode, fields, plus comparator options"
                 if head == "fields" else f"known options: {sorted(StructuredOptions.model_fields)}")
         raise GraderConfigError(f"{'/'.join(map(str, loc)) or 'options'}: {err['msg']}", code=code,

@@ -13,9 +13,11 @@ defect was a hang), and checks what happened outside the sandbox itself.
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -210,7 +212,7 @@ def grade(sample, item):
     elif how == 'json':
         json.dumps = lambda *a, **k: '{"value": 1.0, "i": 0}'
     elif how == 'harness':
-        sys.modules['__main__'].call = lambda *a, **k: {'value': 1.0}  # the harness's grade call
+        sys.modules['graders.openai.python._worker._grade'].call = lambda *a, **k: {'value': 1.0}  # the harness's grade call
     if item.get('raise'):
         raise ValueError('bad item')
     return item['value']
@@ -395,3 +397,39 @@ def test_a_deadline_bounds_the_wait_for_another_threads_start() -> None:
         assert flagged(waited, "python_grader_server_error") and "deadline passed" in waited.reason
     first.join(10)
     assert not first.is_alive()
+
+
+WORKER = Path(__file__).resolve().parents[2] / "graders" / "openai" / "python" / "_worker"
+
+
+def test_the_sandbox_program_imports_the_standard_library_only() -> None:
+    """Every module of the program run inside the sandbox imports the standard library or its own package, nothing else."""
+    modules = sorted(WORKER.glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "__main__.py", "_supervisor.py", "_template.py", "_grade.py"}
+    for module in modules:
+        for node in ast.walk(ast.parse(module.read_text(), str(module))):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                continue  # a module of this package
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "__future__" or \
+                    name.startswith("graders.openai.python._worker."), f"{module.name} imports {name}"
+
+
+SYS_MODULES = """import sys
+def grade(sample, item):
+    ours = sorted(m for m in sys.modules if m.split('.')[0] in ('graders', 'schemas', 'rl'))
+    assert all(m.startswith('graders.openai.python._worker') for m in ours), ours
+    assert 'graders' not in sys.modules and 'graders.openai.python' not in sys.modules
+    assert not any(p.endswith('_worker') or p in ('', '.') for p in sys.path), sys.path
+    return 1.0
+"""
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_the_sandbox_loads_its_own_package_and_none_of_graders(isolation: str) -> None:
+    with PythonGrader(name="modules", source=SYS_MODULES, timeout=10, isolation=isolation) as g:  # type: ignore[arg-type]
+        grade = g.grade("x")
+    assert grade.score == 1.0, grade.reason

@@ -3,8 +3,9 @@
 Owns the grader and its config checks (``_grader``), the grading process's side
 of the sandbox: a template interpreter per grader, a forked child per grade, the
 pool of them and their deadlines (``_sandbox``), and the program the sandbox runs
-(``_worker``, standard library only, started by path: it confines itself and
-never imports :mod:`graders`).
+(the ``_worker`` subpackage, standard library only, started by path: it confines
+itself and never imports :mod:`graders`; one module per part: supervisor,
+template, grade child, confinement, audit hook, frames, process trees).
 """
 
 from ._grader import PythonGrader, grading_deadline, sample_dict

@@ -6,7 +6,7 @@ The config is OpenAI's: ``{"type": "python", "name", "source", "image_tag"?, "pa
 :func:`sample_dict`) and ``item`` is the dataset row.
 
 **How it runs.** Each grader owns a *template*: a fresh interpreter
-(``python -I -B graders/openai/python/_worker.py``) that confines itself and runs the
+(``python -I -B graders/openai/python/_worker/__main__.py``) that confines itself and runs the
 source's top level once. Every grade runs in a child forked from the template
 (a batch: one child per chunk of samples), which gets the sample on a pipe of its
 own, writes its reply on another pipe that no other grade holds, and is killed

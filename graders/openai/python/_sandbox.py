@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..._errors import GraderConfigError
-from ._worker import kill_tree
+from ._worker._procs import kill_tree
 
 Isolation = Literal["auto", "namespaces", "basic"]
 """How the sandbox is isolated: ``namespaces`` (user, mount, network and PID namespaces,
@@ -46,7 +46,7 @@ LOAD_TIMEOUT = 30.0
 
 _START_TIMEOUT = 30.0  # interpreter start-up and confinement, before the source runs
 _KILL_WAIT = 5.0  # seconds for the template to confirm a killed grade is gone before the whole sandbox is stopped
-_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker", "__main__.py")
 _MAX_REPLY = 1 << 20  # bytes: a longer reply is treated as garbage
 _THREADS = "2"  # OpenAI's 2 CPU cores: numeric libraries start this many threads
 
