@@ -39,8 +39,10 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
+import jsonschema_specifications
 import referencing
 import referencing.exceptions
+import referencing.jsonschema
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
 
 from ._errors import Issue, SchemaError, json_pointer, shorten
@@ -364,7 +366,7 @@ class Schema:
     [('type', '/n')]
     """
 
-    __slots__ = ("json_schema", "name", "model", "_fast", "_full", "_quick")
+    __slots__ = ("json_schema", "name", "model", "_fast", "_full", "_quick", "_resolver")
 
     def __init__(self, json_schema: Mapping[str, Any], *, name: str | None = None, model: type | None = None) -> None:
         self.json_schema: dict[str, Any] = dict(json_schema)
@@ -383,6 +385,9 @@ class Schema:
                 hint="check the keyword against the JSON Schema specification (draft 2020-12)",
             ) from None
         self._full = cls(self.json_schema, format_checker=cls.FORMAT_CHECKER, registry=_NO_RETRIEVAL)
+        root = referencing.Resource.from_contents(self.json_schema, default_specification=referencing.jsonschema.DRAFT202012)
+        self._resolver = _WITH_META_SCHEMAS.resolver_with_root(root)
+        """Resolves this schema's ``$ref`` as its validator does (the same registries, which fetch nothing)."""
         self._check_refs()
         self._fast: Callable[[Any], Any] | None = None
         if not _NEWER_KEYWORDS.intersection(_walk_keys(self.json_schema)):
@@ -423,7 +428,7 @@ class Schema:
         )
 
     def _check_refs(self) -> None:
-        resolver = self._full._resolver  # the referencing.Resolver of this validator
+        resolver = self._resolver
         for pointer, ref in _iter_refs(self.json_schema, ()):
             try:
                 resolver.lookup(ref)
@@ -503,7 +508,7 @@ class Schema:
         seen = 0
         current: Mapping[str, Any] = node
         while "$ref" in current and seen < 64:
-            current = self._full._resolver.lookup(current["$ref"]).contents
+            current = self._resolver.lookup(current["$ref"]).contents
             seen += 1
         return dict(current)
 
@@ -522,6 +527,8 @@ def _never_retrieve(uri: str) -> referencing.Resource[Any]:
 
 
 _NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]  # an attrs field the stubs miss
+_WITH_META_SCHEMAS: referencing.Registry[Any] = jsonschema_specifications.REGISTRY.combine(_NO_RETRIEVAL)
+"""The registry a validator resolves with: the JSON Schema meta-schemas, and nothing fetched."""
 
 
 def _iter_refs(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
