@@ -6,7 +6,7 @@ import itertools
 import linecache
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas import Schema
 from schemas._loading import FieldTypes
@@ -16,6 +16,45 @@ from ..comparators._base import Comparator
 from ._decode import _DECODER, _NOT_BARE
 from ._nodes import _cut_note, _identity_pairs, _Leaf, _List, _list_detail, _Node, _Object
 from ._options import Counts
+
+# --------------------------------------------------------------------------- the one entry point
+
+
+class FastPath(NamedTuple):
+    """A flat schema's generated grading functions (see :func:`compile_fast_path`)."""
+
+    compare: Callable[[Any, Any], Grade | None]
+    """``compare(prediction, reference)``: the Grade of two decoded objects, or None (the generic walk grades them)."""
+    grade_text: Callable[[str, Any], Any]
+    """``grade_text(response, reference)``: the same from a bare JSON object's text (see :func:`_compile_flat`)."""
+    build: DetailsBuilder
+    """Builds a fast-path grade's :class:`FieldDetail` objects from its recorded values."""
+    validates: bool
+    """True when the generated type checks are the schema's validation (:func:`_validating_types`)."""
+    source: str
+    """The generated source, registered in :mod:`linecache` while the functions live."""
+    plan: tuple[_FlatField, ...]
+    """The fields, in order: (name, weight, label, leaf comparator or None, list node or None)."""
+
+
+def compile_fast_path(root: _Node, schema: Schema | None, *, penalize: bool,
+                      finish: Callable[[float, dict[str, float], tuple[Any, ...], Counts], Grade | None],
+                      weighted_mean: float | None) -> FastPath | None:
+    """The fast path of a grader whose compiled schema is ``root``, or None when its shape has none.
+
+    Flat shapes only (:func:`_flat_plan`: an object of leaves and of set or
+    multiset lists of leaves). ``penalize`` is ``extra_fields="penalize"``;
+    ``finish`` combines the field scores (the grader's aggregation) unless
+    ``weighted_mean`` (the sum of the weights) lets the generated code do it.
+    """
+    plan = _flat_plan(root)
+    if plan is None:
+        return None
+    validating = _validating_types(plan, schema)
+    build = _flat_details(plan)
+    compare, grade_text, source = _compile_flat(plan, penalize, finish, weighted_mean, validating, schema, build)
+    return FastPath(compare, grade_text, build, validating is not None, source, plan)
+
 
 # --------------------------------------------------------------------------- the fast path
 
@@ -108,7 +147,7 @@ _GENERATED = itertools.count()
 def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
                   finish: Callable[[float, dict[str, float], tuple[Any, ...], Counts], Grade | None],
                   weighted_mean: float | None, validating: tuple[FieldTypes, bool] | None,
-                  schema: Schema | None) -> _FlatFunctions:
+                  schema: Schema | None, build: DetailsBuilder) -> _FlatFunctions:
     """The fast path for a flat object: two Python functions generated for ``plan``, and their source.
 
     ``compare_flat(pred, ref)`` answers a Grade when both sides are dicts with
@@ -214,7 +253,7 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
     if weighted_mean is None:
         body.append("    return FINISH(total, sub_scores, values, (tp, fp, fn))")
     else:  # the weighted mean, inline (as _finish_flat computes it)
-        namespace.update(WEIGHTS=weighted_mean, GRADE=Grade._recorded, BUILD=_flat_details(plan))
+        namespace.update(WEIGHTS=weighted_mean, GRADE=Grade._recorded, BUILD=build)
         body += ["    score = total / WEIGHTS", "    if score > 1.0:", "        score = 1.0", "    elif score < 0.0:",
                  "        score = 0.0", "    return GRADE(score, sub_scores, BUILD, values, tp, fp, fn, 'weighted_mean')"]
     lines = ["def compare_flat(pred, ref):",
@@ -240,6 +279,3 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     weakref.finalize(compare, linecache.cache.pop, filename, None)
     return compare, grade_text, source
-
-
-
