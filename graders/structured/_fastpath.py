@@ -133,10 +133,6 @@ def _validating_types(plan: tuple[_FlatField, ...], schema: Schema | None) -> tu
     return types, closed
 
 
-_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]  # not in typeshed
-"""The strict decoder's C scanner, what ``JSONDecoder.raw_decode`` runs (it answers (value, end) or raises
-StopIteration or JSONDecodeError); called directly it saves the wrapper's call on the hot path."""
-
 _FlatFunctions = tuple[Callable[[Any, Any], "Grade | None"], Callable[[str, Any], Any], str]
 
 
@@ -185,7 +181,7 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
     weights, labels) is bound in the functions' namespace, never written into
     the source.
     """
-    namespace: dict[str, Any] = {"SCALARS": _SCALARS, "FINISH": finish, "NOT_BARE": _NOT_BARE, "SCAN": _SCAN}
+    namespace: dict[str, Any] = {"SCALARS": _SCALARS, "FINISH": finish, "NOT_BARE": _NOT_BARE, "DECODE": _DECODER.raw_decode}
     size = len(plan)
     closed = penalize or (validating is not None and validating[1])
     keys_check = f"len(ref) != {size}" + (f" or len(pred) != {size}" if closed else "")
@@ -264,8 +260,8 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
              "    stripped = text.strip()",
              "    if type(ref) is not dict or stripped[:1] != '{' or stripped[-1:] != '}':", "        return NOT_BARE",
              "    try:",
-             "        pred, end = SCAN(stripped, 0)",
-             "    except (StopIteration, ValueError, RecursionError):", "        return NOT_BARE",
+             "        pred, end = DECODE(stripped)",
+             "    except (ValueError, RecursionError):", "        return NOT_BARE",
              "    if end != len(stripped):", "        return NOT_BARE"]
     if validating is None and schema is not None:
         namespace["VALID"] = schema.is_valid
