@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 
-def run_once(tree: Path, command: list[str], figures: dict[str, re.Pattern[str]]) -> dict[str, float]:
+def run_once(name: str, tree: Path, command: list[str], figures: dict[str, re.Pattern[str]]) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     started = time.perf_counter()
     done = subprocess.run([sys.executable, *command], cwd=tree, env=env, capture_output=True, text=True, check=False)
@@ -45,9 +45,9 @@ def run_once(tree: Path, command: list[str], figures: dict[str, re.Pattern[str]]
     for name, pattern in figures.items():
         match = pattern.search(out)
         if match is None or done.returncode != 0:
-            raise SystemExit(f"{tree}: no figure {name!r} (exit {done.returncode}) in:\n{out[-4000:]}")
+            raise SystemExit(f"{name} ({tree}): no figure {name!r} (exit {done.returncode}) in:\n{out[-4000:]}")
         found[name] = float(match.group(1).replace(",", ""))
-    print(f"  {tree.name or tree}: " + ", ".join(f"{k} {v:g}" for k, v in found.items()) + f"  ({took:.0f} s)", flush=True)
+    print(f"  {name}: " + ", ".join(f"{k} {v:g}" for k, v in found.items()) + f"  ({took:.0f} s)", flush=True)
     return found
 
 
@@ -68,7 +68,7 @@ def main() -> None:
         order = names[r % len(names):] + names[:r % len(names)]
         print(f"round {r + 1}: {', '.join(order)}", flush=True)
         for name in order:
-            results[name].append(run_once(paths[name], args.command, figures))
+            results[name].append(run_once(name, paths[name], args.command, figures))
     print(f"load average {os.getloadavg()[0]:.2f}")
     reference = names[0]
     width = max(len(n) for n in names)
