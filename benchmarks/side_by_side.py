@@ -42,11 +42,11 @@ def run_once(name: str, tree: Path, command: list[str], figures: dict[str, re.Pa
     took = time.perf_counter() - started
     out = done.stdout + done.stderr
     found: dict[str, float] = {}
-    for name, pattern in figures.items():
+    for figure, pattern in figures.items():
         match = pattern.search(out)
         if match is None or done.returncode != 0:
-            raise SystemExit(f"{name} ({tree}): no figure {name!r} (exit {done.returncode}) in:\n{out[-4000:]}")
-        found[name] = float(match.group(1).replace(",", ""))
+            raise SystemExit(f"{name} ({tree}): no figure {figure!r} (exit {done.returncode}) in:\n{out[-4000:]}")
+        found[figure] = float(match.group(1).replace(",", ""))
     print(f"  {name}: " + ", ".join(f"{k} {v:g}" for k, v in found.items()) + f"  ({took:.0f} s)", flush=True)
     return found
 
