@@ -108,7 +108,18 @@ class Grade:
     The structured grader's fast path likewise records every field's detail as
     values in one tuple (all the numbers computed while grading), and the
     :class:`FieldDetail` objects are built from it when ``details`` is first read:
-    a batch keeps far fewer objects alive for the garbage collector to scan.
+    a batch keeps far fewer objects alive for the garbage collector to scan. A
+    grade the structured grader knows cheaply to fail (:meth:`_failed`) gets its
+    reason, flags and issues from the full stages when one of them is first read.
+
+    Why this laziness is kept (``benchmarks/side_by_side.py``, 2026-12-05, shared
+    2-core machine, medians of 3 alternated rounds; ``benchmarks/NOTES.md``):
+    building details, errors and reason at once made ``grader_throughput.py``'s
+    ``grade_batch`` 1.8x slower (the reason and errors alone 1.33x),
+    ``batch_scaling.py``'s ``workers=1`` 2.3x slower, and the reward server's
+    CPU per 256-row batch 1.66x; explaining failed grades at once cost that
+    server 1.13x CPU per batch (the demo rows hold cut-off, non-JSON and
+    schema-invalid outputs).
 
     >>> g = Grade(0.5, {"city": 1.0, "state": 0.0})
     >>> g.ok, g.reason, g.to_dict()["errors"]["sample_parse_error"]

@@ -18,16 +18,6 @@ lets ``"abc\n"`` match ``^abc$``); the fast verdict is final, and when
 issue. Schemas that use keywords fastjsonschema does not implement (draft
 2019-09/2020-12 additions such as ``prefixItems`` or ``unevaluatedProperties``)
 are validated by ``jsonschema`` alone.
-
-Before either, a *quick check* runs when the schema only uses the keywords most
-structured outputs need (``type``, ``properties``, ``required``,
-``additionalProperties``, ``items``, ``enum``/``const`` of strings, ``anyOf``,
-local ``$ref``, and annotations such as ``title``). It compares exact Python
-types (``type(v) is str``), so it is stricter than both validators: when it says
-yes, the value is valid for both, and when it says no (or meets anything it does
-not cover, such as a tuple or a ``float`` given for an integer), fastjsonschema
-decides as before. It never turns a valid value into an invalid one, it only
-answers the common case sooner.
 """
 
 from __future__ import annotations
@@ -39,8 +29,10 @@ from typing import Any, cast, get_args
 
 import fastjsonschema
 import jsonschema
+import jsonschema_specifications
 import referencing
 import referencing.exceptions
+import referencing.jsonschema
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
 
 from ._errors import Issue, SchemaError, SchemaIssueCode, json_pointer, shorten
@@ -51,271 +43,79 @@ _NEWER_KEYWORDS = frozenset(
      "dependentRequired", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "minContains", "maxContains"}
 )
 
-_Check = Callable[[Any], bool]
-"""A quick check: True only when the value is certainly valid."""
-
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
                           "writeOnly", "$defs", "definitions", "$schema"})
 """Keywords that do not constrain a value (``$defs`` only holds schemas reached by ``$ref``)."""
-_QUICK_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "enum", "const",
-                             "anyOf", "$ref"})
-_QUICK_DRAFTS = ("draft-04", "draft-06", "draft-07", "2019-09", "2020-12")
+_DRAFTS = ("draft-04", "draft-06", "draft-07", "2019-09", "2020-12")
+"""The drafts in which ``type``, ``properties``, ``required``, ``items`` and ``anyOf`` read as :meth:`Schema.field_types` reads them."""
 _EXACT_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),),
     "array": (list,), "object": (dict,),
 }
-"""The exact Python types the quick check accepts per JSON type (bool is not a number; no subclasses, no tuples)."""
-
-
-class _Uncovered(Exception):
-    """The schema uses something the quick check does not cover: no quick check for it."""
-
-
-def _anything(value: Any) -> bool:
-    return True
-
-
-def _uncertain(value: Any) -> bool:
-    return False
-
-
-class _QuickBuilder:
-    """Compiles a JSON Schema into a quick check (closures), or raises :class:`_Uncovered`.
-
-    Each node becomes a function that answers True only if the value certainly
-    satisfies that node. Nodes that only restrict the type (``{"type":
-    "string"}``, an array of such, an ``anyOf`` of such) are kept as tuples of
-    exact types and checked inline by the enclosing object or array.
-    """
-
-    def __init__(self, root: Mapping[str, Any]) -> None:
-        self.root = root
-        self.refs: dict[str, _Check] = {}
-
-    def build(self) -> _Check:
-        draft = self.root.get("$schema")
-        if draft is not None and not (isinstance(draft, str) and any(d in draft for d in _QUICK_DRAFTS)):
-            raise _Uncovered
-        return self.node(self.root)
-
-    def simple(self, node: Any) -> tuple[tuple[type, ...], tuple[type, ...] | None] | None:
-        """(types, item types or None) when ``node`` only restricts the type, else None."""
-        if not isinstance(node, dict):
-            return None
-        keys = node.keys() - _ANNOTATIONS
-        if keys == {"anyOf"}:
-            branches = node["anyOf"]
-            if not isinstance(branches, list) or not branches:
-                return None
-            union: list[type] = []
-            for branch in branches:
-                found = self.simple(branch)
-                if found is None or found[1] is not None:
-                    return None
-                union.extend(t for t in found[0] if t not in union)
-            return tuple(union), None
-        if "type" not in keys or not keys <= {"type", "items"}:
-            return None
-        types = self.types(node["type"])
-        if "items" not in keys:
-            return types, None
-        item = self.simple(node["items"])
-        if types != (list,) or item is None or item[1] is not None:
-            return None
-        return types, item[0]
-
-    @staticmethod
-    def types(kind: Any) -> tuple[type, ...]:
-        names = [kind] if isinstance(kind, str) else kind
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n in _EXACT_TYPES for n in names):
-            raise _Uncovered
-        found: list[type] = []
-        for name in names:
-            found.extend(t for t in _EXACT_TYPES[name] if t not in found)
-        return tuple(found)
-
-    def node(self, node: Any) -> _Check:
-        if node is True:
-            return _anything
-        if node is False:
-            return _uncertain
-        if not isinstance(node, dict):
-            raise _Uncovered
-        keys = node.keys() - _ANNOTATIONS
-        if not keys <= _QUICK_KEYWORDS:
-            raise _Uncovered
-        simple = self.simple(node)
-        if simple is not None:
-            return _typed(*simple)
-        checks: list[_Check] = []
-        if "$ref" in keys:  # checked together with its siblings: right under every draft's reading
-            checks.append(self.ref(node["$ref"]))
-        types = self.types(node["type"]) if "type" in keys else None
-        is_object = bool(keys & {"properties", "required", "additionalProperties"})
-        if types is not None and not (types == (dict,) and is_object) and not (types == (list,) and "items" in keys):
-            checks.append(_typed(types, None))  # else the object or array check tests the type itself
-        if "const" in keys or "enum" in keys:  # string labels only (JSON equality is not Python's: true != 1)
-            if "const" in keys and "enum" in keys:
-                raise _Uncovered
-            labels = [node["const"]] if "const" in keys else node["enum"]
-            if not isinstance(labels, list) or not all(type(v) is str for v in labels):
-                raise _Uncovered
-            allowed = frozenset(labels)
-            checks.append(lambda value: type(value) is str and value in allowed)
-        if "anyOf" in keys:
-            branches = node["anyOf"]
-            if not isinstance(branches, list) or not branches:
-                raise _Uncovered
-            options = [self.node(b) for b in branches]
-            checks.append(lambda value: any(check(value) for check in options))
-        if is_object:
-            checks.append(self.object(node, strict=types == (dict,)))
-        if "items" in keys:
-            checks.append(self.array(node["items"], strict=types == (list,)))
-        if not checks:
-            return _anything
-        if len(checks) == 1:
-            return checks[0]
-        if len(checks) == 2:
-            first, second = checks
-            return lambda value: first(value) and second(value)
-        return lambda value: all(check(value) for check in checks)
-
-    def object(self, node: Mapping[str, Any], strict: bool) -> _Check:
-        """The object keywords; with ``strict``, a value that is not a dict fails (``type: object``)."""
-        props = node.get("properties", {})
-        required = node.get("required", [])
-        extra = node.get("additionalProperties", True)
-        if not isinstance(props, dict) or not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-            raise _Uncovered
-        fields: list[tuple[str, tuple[type, ...] | None, tuple[type, ...] | None, _Check]] = []
-        for name, sub in props.items():
-            simple = self.simple(sub)
-            if simple is not None:
-                fields.append((name, simple[0], simple[1], _anything))
-            else:
-                fields.append((name, None, None, self.node(sub)))
-        names = frozenset(props)
-        needed = frozenset(required)
-        closed = extra is False
-        other = None if extra is True or extra is False else self.node(extra)
-
-        def check_object(value: Any) -> bool:
-            if type(value) is not dict:
-                return not strict and not isinstance(value, Mapping)  # the keywords apply to objects only
-            if needed and not value.keys() >= needed:
-                return False
-            for name, types, items, sub in fields:
-                if name in value:
-                    v = value[name]
-                    if types is not None:
-                        if type(v) not in types:
-                            return False
-                        if items is not None and type(v) is list:
-                            for item in v:
-                                if type(item) not in items:
-                                    return False
-                    elif not sub(v):
-                        return False
-            if closed:
-                return value.keys() <= names
-            if other is not None:
-                return all(other(v) for k, v in value.items() if k not in names)
-            return True
-
-        return check_object
-
-    def array(self, items: Any, strict: bool) -> _Check:
-        """The ``items`` keyword; with ``strict``, a value that is not a list fails (``type: array``)."""
-        if not (isinstance(items, dict) or isinstance(items, bool)):
-            raise _Uncovered  # a list of schemas (tuple validation) reads differently per draft
-        each = self.node(items)
-
-        def check_array(value: Any) -> bool:
-            if type(value) is not list:
-                return not strict and not isinstance(value, (list, tuple))  # the keyword applies to arrays only
-            for item in value:
-                if not each(item):
-                    return False
-            return True
-
-        return check_array
-
-    def ref(self, ref: Any) -> _Check:
-        if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
-            raise _Uncovered
-        known = self.refs.get(ref)
-        if known is not None:
-            return known
-        target: Any = self.root
-        for token in ref[2:].split("/") if ref != "#" else []:
-            token = token.replace("~1", "/").replace("~0", "~")
-            if isinstance(target, dict) and token in target:
-                target = target[token]
-            elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
-                target = target[int(token)]
-            else:
-                raise _Uncovered
-        cell: list[_Check] = [_uncertain]
-        self.refs[ref] = lambda value: cell[0](value)  # a recursive schema reaches itself through this
-        cell[0] = self.node(target)
-        self.refs[ref] = cell[0]
-        return cell[0]
-
-
-def _typed(types: tuple[type, ...], items: tuple[type, ...] | None) -> _Check:
-    if items is None:
-        if len(types) == 1:
-            only = types[0]
-            return lambda value: type(value) is only
-        return lambda value: type(value) in types
-
-    def check_typed_list(value: Any) -> bool:
-        if type(value) not in types:
-            return False
-        if type(value) is list:
-            for item in value:
-                if type(item) not in items:
-                    return False
-        return True
-
-    return check_typed_list
-
+"""The exact Python types a value of each JSON type may have here (bool is not a number; no subclasses, no tuples)."""
 
 FieldTypes = dict[str, tuple[tuple[type, ...], "tuple[type, ...] | None"]]
 """Per field: the exact Python types a valid value may have, and for arrays their items' types (None: any)."""
 
 
+def _exact_types(kind: Any) -> tuple[type, ...] | None:
+    names = [kind] if isinstance(kind, str) else kind
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n in _EXACT_TYPES for n in names):
+        return None
+    found: list[type] = []
+    for name in names:
+        found.extend(t for t in _EXACT_TYPES[name] if t not in found)
+    return tuple(found)
+
+
+def _plain_type(node: Any, items_allowed: bool = True) -> tuple[tuple[type, ...], tuple[type, ...] | None] | None:
+    """(types, item types or None) when ``node`` only restricts the type (``{"type": ...}``, an array of
+    such, an ``anyOf`` of such), else None."""
+    if not isinstance(node, dict):
+        return None
+    keys = node.keys() - _ANNOTATIONS
+    if keys == {"anyOf"}:
+        branches = node["anyOf"]
+        if not isinstance(branches, list) or not branches:
+            return None
+        union: list[type] = []
+        for branch in branches:
+            found = _plain_type(branch, items_allowed=False)
+            if found is None:
+                return None
+            union.extend(t for t in found[0] if t not in union)
+        return tuple(union), None
+    if "type" not in keys or not keys <= ({"type", "items"} if items_allowed else {"type"}):
+        return None
+    types = _exact_types(node["type"])
+    if types is None or "items" not in keys:
+        return None if types is None else (types, None)
+    item = _plain_type(node["items"], items_allowed=False)
+    if types != (list,) or item is None:
+        return None
+    return types, item[0]
+
+
 def _field_types(json_schema: Mapping[str, Any]) -> tuple[FieldTypes, bool] | None:
-    builder = _QuickBuilder(json_schema)
-    try:
-        builder.build()
-    except (_Uncovered, RecursionError):
+    draft = json_schema.get("$schema")
+    if draft is not None and not (isinstance(draft, str) and any(d in draft for d in _DRAFTS)):
         return None
     keys = json_schema.keys() - _ANNOTATIONS
     props = json_schema.get("properties")
     required = json_schema.get("required", [])
     extra = json_schema.get("additionalProperties", True)
     if (not keys <= {"type", "properties", "required", "additionalProperties"} or json_schema.get("type", "object") != "object"
-            or not isinstance(props, dict) or not props or not isinstance(required, list) or not set(required) <= props.keys()
+            or not isinstance(props, dict) or not props or not isinstance(required, list)
+            or not all(isinstance(r, str) for r in required) or not set(required) <= props.keys()
             or not isinstance(extra, bool)):
         return None
     fields: FieldTypes = {}
     for name, sub in props.items():
-        simple = builder.simple(sub)
-        if simple is None:
+        found = _plain_type(sub)
+        if found is None:
             return None
-        fields[name] = simple
+        fields[name] = found
     return fields, extra is False
-
-
-def quick_check(json_schema: Mapping[str, Any]) -> _Check | None:
-    """A quick check for ``json_schema`` (True only for values certainly valid), or None when it uses
-    keywords the quick check does not cover."""
-    try:
-        return _QuickBuilder(json_schema).build()
-    except (_Uncovered, RecursionError):
-        return None
 
 
 SchemaSource = Any
@@ -379,7 +179,7 @@ class Schema:
     [('type', '/n')]
     """
 
-    __slots__ = ("json_schema", "name", "model", "_fast", "_full", "_quick")
+    __slots__ = ("json_schema", "name", "model", "_fast", "_full", "_resolver")
 
     def __init__(self, json_schema: Mapping[str, Any], *, name: str | None = None, model: type | None = None) -> None:
         self.json_schema: dict[str, Any] = dict(json_schema)
@@ -398,6 +198,9 @@ class Schema:
                 hint="check the keyword against the JSON Schema specification (draft 2020-12)",
             ) from None
         self._full = cls(self.json_schema, format_checker=cls.FORMAT_CHECKER, registry=_NO_RETRIEVAL)
+        root = referencing.Resource.from_contents(self.json_schema, default_specification=referencing.jsonschema.DRAFT202012)
+        self._resolver = _WITH_META_SCHEMAS.resolver_with_root(root)
+        """Resolves this schema's ``$ref`` as its validator does (the same registries, which fetch nothing)."""
         self._check_refs()
         self._fast: Callable[[Any], Any] | None = None
         if not _NEWER_KEYWORDS.intersection(_walk_keys(self.json_schema)):
@@ -405,7 +208,6 @@ class Schema:
                 self._fast = fastjsonschema.compile(self.json_schema, use_formats=True)
             except Exception:
                 self._fast = None
-        self._quick = quick_check(self.json_schema) if self._fast is not None else None
 
     # -- construction -----------------------------------------------------------------
 
@@ -438,7 +240,7 @@ class Schema:
         )
 
     def _check_refs(self) -> None:
-        resolver = self._full._resolver  # the referencing.Resolver of this validator
+        resolver = self._resolver
         for pointer, ref in _iter_refs(self.json_schema, ()):
             try:
                 resolver.lookup(ref)
@@ -457,25 +259,17 @@ class Schema:
         type, an array of one, or an ``anyOf`` of such), ``required`` (of declared
         fields) and a boolean ``additionalProperties``; None for any other schema.
         A dict that holds every declared field, each of one of its types (and,
-        when forbidden, no other key) is then valid: the quick check's rule, which
-        the structured grader's generated fast path applies as it reads the fields.
+        when forbidden, no other key) is then valid for both validators, which the
+        structured grader's generated fast path uses: its checks as it reads the
+        fields are then the schema's validation.
 
         >>> Schema.load({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}}).field_types()
         ({'tags': ((<class 'list'>,), (<class 'str'>,))}, False)
         """
-        if self._quick is None:
-            return None
         return _field_types(self.json_schema)
 
     def is_valid(self, obj: Any) -> bool:
-        """True iff ``obj`` satisfies the schema (fast path)."""
-        quick = self._quick
-        if quick is not None:
-            try:
-                if quick(obj):
-                    return True
-            except RecursionError:  # nested too deeply for the quick check: the validators decide
-                pass
+        """True iff ``obj`` satisfies the schema (fastjsonschema's verdict where it applies)."""
         if self._fast is not None:
             try:
                 self._fast(obj)
@@ -487,13 +281,6 @@ class Schema:
     def validate(self, obj: Any) -> list[Issue]:
         """Every way ``obj`` violates the schema, as records; ``[]`` when valid."""
         fast_error: fastjsonschema.JsonSchemaValueException | None = None
-        quick = self._quick
-        if quick is not None:
-            try:
-                if quick(obj):
-                    return []
-            except RecursionError:  # nested too deeply for the quick check: the validators decide
-                pass
         if self._fast is not None:
             try:
                 self._fast(obj)
@@ -518,7 +305,7 @@ class Schema:
         seen = 0
         current: Mapping[str, Any] = node
         while "$ref" in current and seen < 64:
-            current = self._full._resolver.lookup(current["$ref"]).contents
+            current = self._resolver.lookup(current["$ref"]).contents
             seen += 1
         return dict(current)
 
@@ -537,6 +324,8 @@ def _never_retrieve(uri: str) -> referencing.Resource[Any]:
 
 
 _NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]  # an attrs field the stubs miss
+_WITH_META_SCHEMAS: referencing.Registry[Any] = jsonschema_specifications.REGISTRY.combine(_NO_RETRIEVAL)
+"""The registry a validator resolves with: the JSON Schema meta-schemas, and nothing fetched."""
 
 
 def _iter_refs(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:

@@ -8,15 +8,16 @@ flagged zero (``flag``). :func:`grade_rows` is the same engine answering with a
 which ``rftkit grade`` writes out.
 
 The package owns the engine (``_engine``: argument checks, the adaptive worker
-count), grading here (``_local``: the collector paused; :class:`GradeList`), the
-pickled-chunk worker pool (``_pool``), the rows path with Ray and error flagging
-(``_rows``), and the fenced speed layer (``_forked``: workers forked with the
-batch in memory, scores back as arrays, grades made again here when read).
+count), grading here (``_local``: the collector paused), the pickled-chunk
+worker pool (``_pool``), the rows path with Ray and error flagging (``_rows``),
+and the fenced speed layer (``_forked``: workers forked with the batch in
+memory, scores back as arrays, and :class:`GradeList`, whose grades are made
+here when read).
 """
 
 from ._engine import STARTUP_S, Costs, choose_workers, grade_batch
-from ._forked import fork_is_safe
-from ._local import GradeList, gc_paused
+from ._forked import GradeList, fork_is_safe
+from ._local import gc_paused
 from ._pool import worker_grader, worker_pool
 from ._rows import Backend, ErrorMode, RowResult, grade_rows
 

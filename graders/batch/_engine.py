@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import pickle
 import time
-from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import GraderConfigError
 from .._result import Grade
-from ._forked import _grade_forked, fork_is_safe
-from ._local import GradeList, _grade_all, _Grades, gc_paused
+from ._forked import GradeList, _grade_forked, _joined, fork_is_safe
+from ._local import _grade_all, _Grades, gc_paused
 from ._pool import _grade_pooled
 from ._rows import Backend, ErrorMode, grade_rows
 
@@ -195,17 +194,6 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
     if forked:  # the grades may be made again from the inputs later: keep the lists as they are now
         return _grade_forked(grader, list(responses), list(references), workers, progress, size)
     return _grade_pooled(grader, responses, references, workers, progress, size)
-
-
-def _joined(first: list[Grade], later: GradeList) -> GradeList:
-    """``first`` then ``later``, as one GradeList (still lazy where ``later`` is)."""
-    if later._make is None:
-        return GradeList(first + list(later))
-    make, n = later._make, len(first)
-    scores = array("d", [g.score for g in first])
-    assert later._scores is not None  # a lazy GradeList holds its scores
-    scores.extend(later._scores)
-    return GradeList._lazy(n + len(later), lambda i: first[i] if i < n else make(i - n), scores)
 
 
 def _run_local(grader: _Grades, responses: list[Any], references: list[Any], progress: bool) -> list[Grade]:

@@ -1,4 +1,22 @@
-"""The fenced speed layer of batch grading: workers forked with the batch in memory, taking row numbers from shared memory and sending scores back as arrays."""
+"""The fenced speed layer of batch grading: workers forked with the batch in memory, and the lazy GradeList they return.
+
+Workers take chunks of row numbers from a counter in shared memory and send back
+each chunk's scores as one array; a structured fast-path grade does not travel
+(its details are not built yet, :meth:`graders.Grade._recorded`): it is made
+again here, by grading its pair, when the caller first reads it, which is why
+:class:`GradeList` makes its Grade objects as they are read.
+
+Why it is kept: ``benchmarks/batch_scaling.py --n 200000 --order 1,2,a`` (three
+rounds alternating with the variants, 2026-12-05, shared 2-core machine) took
+0.62 s with ``workers=2`` against 1.32 s with ``workers=1`` (2.14x). The same
+workers sending every grade back pickled (as its packed values, a plain list)
+took 3.81 s; the forkserver pool that serves every other platform, 2.68 s pinned
+to two workers and 1.62 s with ``adaptive=True``. ``benchmarks/NOTES.md`` has the
+table. The price: reading every Grade of a forked batch grades each fast-path row
+again in this process, so the workers pay for callers that use ``scores`` (RL
+rewards) or read some rows; ``rftkit grade``, which writes every grade, uses
+:func:`graders.batch.grade_rows` instead.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +29,14 @@ import threading
 import traceback
 import warnings
 from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from operator import index
+from typing import Any, SupportsIndex, overload
 
 from .._result import Grade
-from ._local import GradeList, _Grades, _progress_bar, gc_paused
-from ._pool import _travels
+from ._local import _Grades, _progress_bar, _travels, gc_paused
 
 # --------------------------------------------------------------------------- forked workers (the batch in memory)
 
@@ -205,5 +224,133 @@ def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], 
     return GradeList._lazy(n, _Rows(grader, responses, references, size, done, scores).grade, scores)
 
 
+# --------------------------------------------------------------------------- the result
 
 
+class GradeList(list[Grade]):
+    """The grades :func:`grade_batch` returns: a ``list[Grade]`` in input order, plus :attr:`scores`.
+
+    From forked workers the Grade objects are made as they are read (a
+    fast-path grade by grading its pair again, as much as the grading saved), so
+    ``len``, indexing, slicing, iteration and :attr:`scores` never make more than
+    they return; reading the same index twice gives the same object. Any other
+    list operation (comparison, ``+``, ``in``, mutation, ``repr``, copying,
+    pickling) first makes every Grade, once, and from then on it is an ordinary
+    list. Code that reads a list's storage without calling its methods (numpy,
+    slice assignment ``a[i:j] = grades``, ``heapq``) must be given ``list(grades)``.
+
+    >>> grades = GradeList([Grade(1.0), Grade(0.5)])
+    >>> grades.scores, len(grades), grades[1].score
+    ([1.0, 0.5], 2, 0.5)
+    """
+
+    __slots__ = ("_n", "_make", "_made", "_scores")
+    _make: Callable[[int], Grade] | None
+    """Makes the Grade of one row, until every row is in the list's own storage (then None)."""
+
+    def __init__(self, grades: Iterable[Grade] = ()) -> None:
+        super().__init__(grades)
+        self._n = 0
+        self._make = None
+        self._made: dict[int, Grade] = {}
+        self._scores: array[float] | None = None
+
+    @classmethod
+    def _lazy(cls, n: int, make: Callable[[int], Grade], scores: array[float]) -> GradeList:
+        """``n`` grades, the i-th made by ``make(i)`` when first read; ``scores`` holds every score."""
+        out = cls()
+        out._n, out._make, out._scores = n, make, scores
+        return out
+
+    @property
+    def scores(self) -> list[float]:
+        """Every grade's score, in input order (a new list; no Grade object is made for it)."""
+        if self._make is not None and self._scores is not None:
+            return self._scores.tolist()
+        return [g.score for g in list.__iter__(self)]
+
+    def _row(self, i: int) -> Grade:
+        if self._make is None:
+            return list.__getitem__(self, i)
+        made = self._made.get(i)
+        if made is None:
+            made = self._made[i] = self._make(i)
+        return made
+
+    def _fill(self) -> None:
+        """Make every Grade and keep them in the list's own storage: an ordinary list from now on."""
+        if self._make is not None:
+            grades = [self._row(i) for i in range(self._n)]
+            self._make, self._made, self._scores = None, {}, None
+            list.extend(self, grades)
+
+    def __len__(self) -> int:
+        return self._n if self._make is not None else list.__len__(self)
+
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> Grade: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Grade]: ...
+
+    def __getitem__(self, i: SupportsIndex | slice) -> Grade | list[Grade]:
+        if self._make is None:
+            return list.__getitem__(self, i)
+        if isinstance(i, slice):
+            return [self._row(k) for k in range(*i.indices(self._n))]
+        k = index(i)
+        if not -self._n <= k < self._n:
+            raise IndexError("list index out of range")
+        return self._row(k + self._n if k < 0 else k)
+
+    def __iter__(self) -> Iterator[Grade]:
+        if self._make is None:
+            return list.__iter__(self)
+        return map(self._row, range(self._n))
+
+    def __reversed__(self) -> Iterator[Grade]:
+        if self._make is None:
+            return list.__reversed__(self)
+        return map(self._row, range(self._n - 1, -1, -1))
+
+    def __radd__(self, other: Any) -> Any:
+        if not isinstance(other, list):
+            return NotImplemented
+        self._fill()
+        return list.__add__(other, self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return (list, (list(self),))  # copies and pickles are plain lists of plain Grades
+
+
+def _filled_first(name: str) -> Callable[..., Any]:
+    base = getattr(list, name)
+
+    def method(self: GradeList, *args: Any, **kwargs: Any) -> Any:
+        self._fill()
+        for arg in args:
+            if isinstance(arg, GradeList):
+                arg._fill()
+        return base(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = base.__doc__
+    return method
+
+
+for _name in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__contains__", "__add__", "__mul__", "__rmul__",
+              "__iadd__", "__imul__", "__setitem__", "__delitem__", "__repr__", "__sizeof__", "append", "extend", "insert",
+              "pop", "remove", "clear", "sort", "reverse", "index", "count", "copy"):
+    setattr(GradeList, _name, _filled_first(_name))
+del _name
+
+
+def _joined(first: list[Grade], later: GradeList) -> GradeList:
+    """``first`` then ``later``, as one GradeList (still lazy where ``later`` is)."""
+    if later._make is None:
+        return GradeList(first + list(later))
+    make, n = later._make, len(first)
+    scores = array("d", [g.score for g in first])
+    assert later._scores is not None  # a lazy GradeList holds its scores
+    scores.extend(later._scores)
+    return GradeList._lazy(n + len(later), lambda i: first[i] if i < n else make(i - n), scores)

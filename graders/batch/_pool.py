@@ -9,7 +9,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from .._result import Grade
-from ._local import GradeList, _grade_all, _Grades, _progress_bar, gc_paused
+from ._forked import GradeList
+from ._local import _grade_all, _Grades, _progress_bar, _travels, gc_paused
 
 _WORKER_GRADER: Any = None
 
@@ -58,15 +59,6 @@ def _pickled(grades: list[Any]) -> bytes:
         return pickle.dumps(grades, pickle.HIGHEST_PROTOCOL)
     except RecursionError:
         return pickle.dumps([g if _travels(g) else None for g in grades], pickle.HIGHEST_PROTOCOL)
-
-
-def _travels(grade: Any) -> bool:
-    """Whether ``grade`` pickles without exceeding the recursion limit (other pickling errors are raised)."""
-    try:
-        pickle.dumps(grade, pickle.HIGHEST_PROTOCOL)
-    except RecursionError:
-        return False
-    return True
 
 
 def _grade_pooled(grader: _Grades, responses: list[Any], references: list[Any], workers: int, progress: bool,

@@ -41,8 +41,7 @@ What it deliberately leaves out, and why:
   than the grading (see :meth:`_Server._respond`).
 
 ``rftkit serve`` itself hands uvicorn :func:`_served` (rftkit's paths answered
-before FastAPI's layers) and a protocol whose response head and body leave in
-one write (:class:`_Coalesced`); ``docs/serve.md`` has what each saved.
+before FastAPI's layers; ``docs/serve.md`` has what that saves).
 
 **What a client may make the server do** (``docs/serve.md``, "Security"). The
 grader a ``graders/run`` or ``graders/validate`` request carries is checked

@@ -1,4 +1,4 @@
-"""The fenced speed layer of the server: uvicorn's httptools protocol with coalesced writes, a read timeout and a connection cap."""
+"""What ``rftkit serve`` hands uvicorn: its httptools protocol with a read timeout and a connection cap, and the app with rftkit's paths in front."""
 
 from __future__ import annotations
 
@@ -12,43 +12,6 @@ from ._app import _Dispatch, _Server
 from ._wire import _TIMED, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT_S, Rejected
 
 # --------------------------------------------------------------------------- the command
-
-
-class _Coalesced:
-    """A transport whose writes in one turn of the event loop leave as one write (one system call, one wake-up of the client).
-
-    uvicorn writes a response's head and its body separately; on a loopback
-    connection each write is a system call that also wakes the client, which
-    reads a head without its body first. Joined, a response costs one of each.
-    Everything else (close, flow control, extra info) is the transport's own;
-    ``close`` sends what is pending first.
-    """
-
-    __slots__ = ("_transport", "_loop", "_pending")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._pending is None:
-            self._pending = [data]
-            self._loop.call_soon(self._flush)
-        else:
-            self._pending.append(data)
-
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 try:  # the serve extra installs httptools; without it uvicorn picks its own protocol
@@ -76,8 +39,7 @@ _OVER_CAPACITY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: a
 
 if HttpToolsProtocol is not None:
     class _Protocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol, its writes joined per turn of the event loop (:class:`_Coalesced`), with a read
-        timeout and a cap on open connections.
+        """uvicorn's httptools protocol with a read timeout and a cap on open connections.
 
         uvicorn times out only idle kept-alive connections: a client that opens a
         connection and sends nothing, half a request head, or a chunked body it
@@ -103,7 +65,7 @@ if HttpToolsProtocol is not None:
                 transport.write(_OVER_CAPACITY_RESPONSE)
                 transport.close()
                 return
-            super().connection_made(_Coalesced(transport, self.loop))  # type: ignore[arg-type]  # a transport in all but name
+            super().connection_made(transport)
             self._read_timer = self.loop.call_later(self._read_timeout, self._read_timed_out)
 
         def on_message_begin(self) -> None:
@@ -139,8 +101,13 @@ def _served(app: FastAPI) -> ASGIApp:
     """What ``rftkit serve`` hands uvicorn: rftkit's paths answered before FastAPI's own layers, the rest by ``app``.
 
     ``app`` answers the same requests the same way (its :class:`_Dispatch`
-    middleware does); in front of it, a request to ``/get_reward`` also skips
-    FastAPI's and Starlette's entry layers (measured by ``benchmarks/server_load.py``).
+    middleware does); in front of it, a request to rftkit's paths also skips
+    FastAPI's and Starlette's entry layers.
+
+    Why it is kept: without it ``benchmarks/server_load.py`` measured 1.14x the
+    server CPU per request with a new connection per request (``--reconnect``,
+    OpenRLHF's pattern; 1.08-1.19x over 4 alternated rounds, 2026-12-05) and
+    1.08x with keep-alive clients (``benchmarks/NOTES.md``).
     """
     server = app.state.rftkit
     assert isinstance(server, _Server)

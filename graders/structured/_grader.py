@@ -11,7 +11,7 @@ Pipeline (each stage a pure function with its own tests)::
 
 **The fast path.** For the common shape (an object of leaves and lists of
 leaves, a bare JSON object, every field filled on both sides) the same stages run
-in one function generated per schema at construction (:func:`_compile_flat`),
+in one function generated per schema at construction (``_fastpath.compile_fast_path``),
 with the same comparators and list pairing, the same counts and the same grade;
 each field's :class:`FieldDetail` is built when ``Grade.details`` is first read.
 Anything else takes the generic walk. ``tests/graders/test_fastpath.py`` checks
@@ -83,7 +83,7 @@ from .._result import DetailsBuilder, FieldDetail, Grade, no_errors
 from ..comparators._math import math as _math_comparator
 from ..openai._formula import Formula
 from ._decode import _NOT_BARE, _UNDECODED, _strict_value, max_output_chars, parse_response, validate_value
-from ._fastpath import _compile_flat, _flat_details, _flat_plan, _validating_types
+from ._fastpath import compile_fast_path
 from ._nodes import _Any, _Ctx, _is_empty, _leaf_count, _List, _Node, _Object
 from ._options import (
     Aggregation,
@@ -240,30 +240,25 @@ class StructuredGrader:
             self.formula = Formula(formula, allowed_names=declared, pointer="/formula")
         self._combine = _AGGREGATIONS.get(self.aggregation)
         self._weights = self._root._weights if isinstance(self._root, _Object) else 0.0
-        self._flat: Callable[[Any, Any], Grade | None] | None = None
-        """The fast path (:func:`_compile_flat`), or None (tests set both to None to compare with the generic walk)."""
-        self._flat_text: Callable[[str, Any], Any] | None = None
-        """The fast path from the response's text (:func:`_compile_flat`), or None."""
-        self._flat_source = ""
-        self._flat_build: DetailsBuilder | None = None
-        self._flat_validates = False
+        inline = self._weights if self.aggregation == "weighted_mean" and self._weights > 0 else None
+        fast = compile_fast_path(self._root, self.schema, penalize=self.extra_fields == "penalize",
+                                 finish=self._finish_flat, weighted_mean=inline)
+        self._flat: Callable[[Any, Any], Grade | None] | None = fast.compare if fast is not None else None
+        """The fast path (:func:`compile_fast_path`), or None (tests set both to None to compare with the generic walk)."""
+        self._flat_text: Callable[[str, Any], Any] | None = fast.grade_text if fast is not None else None
+        """The fast path from the response's text, or None."""
+        self._flat_source = fast.source if fast is not None else ""
+        self._flat_build: DetailsBuilder | None = fast.build if fast is not None else None
+        self._flat_validates = fast is not None and fast.validates
         """True when the fast path checks the schema itself (its checks are the schema's), so grade() skips validation before it."""
-        plan = _flat_plan(self._root)
-        self._bounded = plan is not None and all(
+        self._bounded = fast is not None and all(
             (leaf is None or (leaf is not _math_comparator and not getattr(leaf, "slow_on_long_texts", False)))
             and (lst is None or getattr(lst.element, "key", None) is not None)
-            for _, _, _, leaf, lst in plan)
+            for _, _, _, leaf, lst in fast.plan)
         """True when a grade costs about linear time in the response's size: the flat fast path, no ``math`` leaf
         (sympy can take seconds), no ``partial_ratio``/``WRatio`` fuzzy leaf, and lists matched by key only (no
         pairwise similarity matrix). ``rftkit serve`` grades such small requests on its event loop; any other goes
         to a grading thread under the deadline."""
-        if plan is not None:
-            inline = self._weights if self.aggregation == "weighted_mean" and self._weights > 0 else None
-            validating = _validating_types(plan, self.schema)
-            self._flat_validates = validating is not None
-            self._flat_build = _flat_details(plan)
-            self._flat, self._flat_text, self._flat_source = _compile_flat(
-                plan, self.extra_fields == "penalize", self._finish_flat, inline, validating, self.schema)
 
     # -- grading -----------------------------------------------------------------------
 

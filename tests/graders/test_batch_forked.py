@@ -20,8 +20,7 @@ from graders import StructuredGrader, grade_batch
 from graders._errors import GraderConfigError
 from graders._result import Grade
 from graders.batch._engine import Costs, choose_workers
-from graders.batch._forked import _grade_forked, fork_is_safe
-from graders.batch._local import GradeList
+from graders.batch._forked import GradeList, _grade_forked, fork_is_safe
 from graders.batch._pool import _grade_pooled
 
 FLAT = {"type": "object", "properties": {"city": {"type": "string"}, "langs": {"type": "array", "items": {"type": "string"}},

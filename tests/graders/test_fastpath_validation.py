@@ -1,10 +1,10 @@
-"""The quick schema check never calls an invalid value valid.
+"""The fast path's own type checks never call an invalid value valid.
 
-``schemas.Schema`` answers the common case with a quick check (exact Python
-types, closures) before fastjsonschema; the structured grader's fast path checks
-field types itself when ``Schema.field_types()`` allows it. Both are only
-sufficient conditions: when they say "valid", fastjsonschema and jsonschema must
-agree. Checked here on generated schemas and values.
+The structured grader's fast path checks field types itself, in place of the
+schema's validation, when ``Schema.field_types()`` allows it. That is only a
+sufficient condition: when it says "valid", fastjsonschema and jsonschema must
+agree. Checked here on generated schemas and values, with ``Schema.is_valid``
+and ``Schema.validate`` giving fastjsonschema's verdict.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from schemas import Schema
-from schemas._loading import quick_check
 
 TYPES = ["string", "integer", "number", "boolean", "null", "array", "object"]
 
@@ -31,7 +30,7 @@ leaf_schemas = st.one_of(
     st.just({"const": "a"}),
     st.just({}),
     st.just({"title": "anything", "description": "at all"}),
-    st.just({"type": "string", "minLength": 2}),  # not covered: the quick check steps aside
+    st.just({"type": "string", "minLength": 2}),  # not a type only: no field types
 )
 
 
@@ -81,14 +80,11 @@ def _validators(schema: dict[str, Any]) -> Any:
 
 @settings(max_examples=700, deadline=None)
 @given(schemas_, st.lists(json_values, min_size=1, max_size=6))
-def test_quick_check_is_sufficient(schema: dict[str, Any], values: list[Any]) -> None:
-    check = quick_check(schema)
+def test_the_verdict_is_fastjsonschemas(schema: dict[str, Any], values: list[Any]) -> None:
     loaded = Schema.load(schema)
     verdicts = _validators(schema)
     for value in values:
         fast, full = verdicts(value)
-        if check is not None and check(value):
-            assert (fast, full) == (True, True), (schema, value)
         assert loaded.is_valid(value) == fast  # the final verdict is fastjsonschema's, as before
         assert (loaded.validate(value) == []) == fast
 
@@ -110,19 +106,6 @@ def test_field_types_are_sufficient(schema: dict[str, Any], values: list[Any]) -
             assert verdicts(value) == (True, True), (schema, value)
 
 
-SCALARS: list[Any] = [None, True, False, 0, 1, -2, 0.5, 2.0, "", "a", [], ["a"], [1], {}, {"a": 1}]
-
-
-@pytest.mark.parametrize("schema", [{"type": t} for t in TYPES] + [{"type": ["integer", "null"]}, {"enum": ["a", "1"]},
-                                    {"type": "array", "items": {"type": "integer"}}, {"const": "a"}])
-def test_quick_check_on_each_type(schema: dict[str, Any]) -> None:
-    check = quick_check(schema)
-    assert check is not None
-    for value in SCALARS:
-        if check(value):
-            assert _verdicts(schema, value) == (True, True), (schema, value)
-
-
 class Address(BaseModel):
     street: str
     zip: str | None = None
@@ -140,39 +123,31 @@ class Person(BaseModel):
     {"name": "a", "age": 3, "tags": ["x"], "address": {"street": "s"}},
     {"name": "a", "age": 3, "tags": [], "address": {"street": "s", "zip": None}, "friends": [
         {"name": "b", "age": 1, "tags": ["y"], "address": {"street": "t", "zip": "9"}}]},
-    {"name": "a", "age": 3.0, "tags": [], "address": {"street": "s"}},  # 3.0: the quick check steps aside
+    {"name": "a", "age": 3.0, "tags": [], "address": {"street": "s"}},  # 3.0: a float given for an integer
     {"name": "a", "age": True, "tags": [], "address": {"street": "s"}},
     {"name": "a", "age": 3, "tags": [1], "address": {"street": "s"}},
     {"name": "a", "age": 3, "tags": [], "address": {}},
 ])
-def test_pydantic_schemas_are_covered(value: dict[str, Any]) -> None:
-    schema = Schema.load(Person)
-    check = quick_check(schema.json_schema)
-    assert check is not None  # $ref, $defs, anyOf with null, nested arrays: all covered
+def test_pydantic_schemas_get_fastjsonschemas_verdict(value: dict[str, Any]) -> None:
+    schema = Schema.load(Person)  # $ref, $defs, anyOf with null, nested arrays
     fast, full = _verdicts(schema.json_schema, json.loads(json.dumps(value)))
-    if check(value):
-        assert fast and full
     assert schema.is_valid(value) == fast
 
 
-def test_uncovered_schemas_have_no_quick_check() -> None:
-    assert quick_check({"type": "string", "format": "date"}) is None
-    assert quick_check({"type": "object", "patternProperties": {"^a": {}}}) is None
-    assert quick_check({"$schema": "http://json-schema.org/draft-03/schema#", "type": "string"}) is None
-    assert quick_check({"$ref": "http://example.com/x.json"}) is None
+def test_schemas_beyond_field_types_have_none() -> None:
+    assert Schema.load({"type": "object", "properties": {"a": {"type": "string", "format": "date"}}}).field_types() is None
+    assert Schema.load({"type": "object", "properties": {"a": {"type": "string"}}, "patternProperties": {"^a": {}}}).field_types() is None
+    assert Schema.load({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
+                        "properties": {"a": {"type": "string"}}}).field_types() is not None
     assert Schema.load({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}).field_types() is None
 
 
-def test_deep_values_fall_back_to_the_validators() -> None:
+def test_deep_values_are_validated() -> None:
     schema = Schema.load({"$defs": {"t": {"type": "object", "properties": {"n": {"$ref": "#/$defs/t"}}}},
                           "$ref": "#/$defs/t"})
     deep: dict[str, Any] = {}
     node = deep
-    for _ in range(700):  # too deep for the quick check (two frames a level), not for fastjsonschema (one)
+    for _ in range(700):
         node["n"] = {}
         node = node["n"]
-    check = quick_check(schema.json_schema)
-    assert check is not None
-    with pytest.raises(RecursionError):
-        check(deep)
     assert schema.is_valid(deep) and schema.validate(deep) == []  # the validators decide

@@ -7,7 +7,6 @@ request the server is checked to still answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -29,7 +28,7 @@ from graders import Grade, GraderConfigError, StructuredGrader, from_config, run
 from graders.integrations._openrlhf import response_from_query
 from graders.openai import OpenAIGrader
 from graders.serve._app import create_app
-from graders.serve._protocol import _Coalesced, _http_protocol, _served
+from graders.serve._protocol import _http_protocol, _served
 from graders.serve._wire import _INLINE_BYTES, RUN_PATH, VALIDATE_PATH
 from schemas import UserError
 
@@ -324,41 +323,6 @@ def test_a_slow_structured_grade_times_out_and_the_server_keeps_answering() -> N
         assert time.monotonic() - started < 1.2, body  # answered at the deadline, not when the grade ended
         assert c.get("/health").json()["status"] == "ok"
 
-
-def test_writes_in_one_turn_of_the_loop_leave_as_one() -> None:
-    class Transport:
-        def __init__(self) -> None:
-            self.writes: list[bytes] = []
-            self.closed = False
-
-        def write(self, data: bytes) -> None:
-            self.writes.append(data)
-
-        def is_closing(self) -> bool:
-            return self.closed
-
-        def close(self) -> None:
-            self.closed = True
-
-        def get_extra_info(self, name: str) -> str:
-            return f"info {name}"
-
-    async def exercise() -> Transport:
-        raw = Transport()
-        joined = _Coalesced(raw, asyncio.get_running_loop())  # type: ignore[arg-type]  # a stand-in transport
-        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
-        joined.write(b"{}")
-        assert raw.writes == [] and joined.get_extra_info("peername") == "info peername"
-        await asyncio.sleep(0)
-        assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
-        joined.write(b"last")
-        joined.close()  # sends what is pending first
-        assert raw.writes[-1] == b"last" and raw.closed
-        await asyncio.sleep(0)
-        assert len(raw.writes) == 2
-        return raw
-
-    asyncio.run(exercise())
 
 def test_token(client: httpx.Client) -> None:
     url = str(client.base_url.join("/score"))
