@@ -21,7 +21,7 @@ from .._errors import GraderConfigError
 from .._validation import ConfigModel
 from ..structured._options import StructuredConfig
 from ._formula import Formula
-from ._templates import Template
+from ._templates import compile_template
 
 Operation = Literal["eq", "ne", "like", "ilike"]
 """``eq``/``ne``: case-sensitive equality/inequality; ``like``: the input contains
@@ -39,7 +39,7 @@ DEFAULT_REFERENCE = "{{ item.reference }}"
 
 
 def _template(value: str) -> str:
-    Template(value)  # raises GraderConfigError (bad_template) on a malformed variable
+    compile_template(value)  # raises GraderConfigError (bad_template) on a malformed variable
     return value
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..structured._decode import parse_response
 from ._configs import Message, SamplingParamsConfig
-from ._templates import Template
+from ._templates import Template, compile_template
 
 if TYPE_CHECKING:
     pass
@@ -152,7 +152,7 @@ def compile_input(messages: Sequence[Message]) -> tuple[_Message, ...]:
     for message in messages:
         content = message.content
         parts = content if isinstance(content, list) else [content]
-        out.append(_Message(message.role, tuple(Template(p if isinstance(p, str) else p.text) for p in parts)))
+        out.append(_Message(message.role, tuple(compile_template(p if isinstance(p, str) else p.text) for p in parts)))
     return tuple(out)
 
 

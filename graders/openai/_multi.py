@@ -34,7 +34,7 @@ from .._validation import config_error, validate_config
 from ..structured._grader import StructuredGrader, from_structured_config
 from ._common import OpenAIGrader, SampleGrader, SampleInput, missing_variable_grade, under_pointer
 from ._configs import DEFAULT_REFERENCE, SUB_GRADER_CONFIGS, MultiConfig, StructuredSubConfig
-from ._templates import MissingVariable, Sample, Template
+from ._templates import MissingVariable, Sample, Template, compile_template
 
 # -- structured inside multi ---------------------------------------------------------------
 
@@ -45,7 +45,7 @@ class _StructuredItemGrader(OpenAIGrader):
 
     def __init__(self, grader: StructuredGrader, reference: str = DEFAULT_REFERENCE) -> None:
         self.grader = grader
-        self.reference = Template(reference, pointer="/reference")
+        self.reference = compile_template(reference) if isinstance(reference, str) else Template(reference, pointer="/reference")
 
     @property
     def name(self) -> str:

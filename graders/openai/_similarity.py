@@ -43,7 +43,7 @@ from .._result import FieldDetail, Grade, no_errors
 from .._validation import validate_config
 from ._common import OpenAIGrader, SampleInput, noting_cut, render_pair
 from ._configs import EvaluationMetric, TextSimilarityConfig
-from ._templates import Sample, Template, well_formed
+from ._templates import Sample, compile_template, well_formed
 
 if TYPE_CHECKING:
     import torch
@@ -326,8 +326,8 @@ class TextSimilarityGrader(OpenAIGrader):
 
     def _setup(self, config: TextSimilarityConfig, embedding_model: str | Path | None = None) -> None:
         self._name = config.name
-        self.input = Template(config.input, pointer="/input")
-        self.reference = Template(config.reference, pointer="/reference")
+        self.input = compile_template(config.input)
+        self.reference = compile_template(config.reference)
         self.evaluation_metric: EvaluationMetric = config.evaluation_metric
         """Which similarity to compute (OpenAI's names)."""
         self.pass_threshold = config.pass_threshold

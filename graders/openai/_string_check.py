@@ -9,7 +9,7 @@ from .._result import FieldDetail, Grade
 from .._validation import validate_config
 from ._common import OpenAIGrader, SampleInput, noting_cut, render_pair
 from ._configs import Operation, StringCheckConfig
-from ._templates import Sample, Template
+from ._templates import Sample, compile_template
 
 # -- string_check --------------------------------------------------------------------------
 
@@ -61,8 +61,8 @@ class StringCheckGrader(OpenAIGrader):
 
     def _setup(self, config: StringCheckConfig) -> None:
         self._name = config.name
-        self.input = Template(config.input, pointer="/input")
-        self.reference = Template(config.reference, pointer="/reference")
+        self.input = compile_template(config.input)
+        self.reference = compile_template(config.reference)
         self.operation: Operation = config.operation
         self._test = _OPERATIONS[config.operation]
 
