@@ -27,12 +27,12 @@ class GraderType:
     sub: str | None = None
     """Builds it as a sub-grader of ``multi`` (grading ``(sample, item)``), when that differs from :attr:`top`."""
 
-    def builder(self, *, sub: bool) -> Callable[[Mapping[str, Any]], Any]:
+    def builder(self, *, sub: bool) -> Callable[[Mapping[str, Any] | BaseModel], Any]:
         module, _, attribute = ((self.sub or self.top) if sub else self.top).partition(":")
         value: Any = importlib.import_module(module)
         for part in attribute.split("."):
             value = getattr(value, part)
-        built: Callable[[Mapping[str, Any]], Any] = value
+        built: Callable[[Mapping[str, Any] | BaseModel], Any] = value
         return built
 
 

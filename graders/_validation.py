@@ -102,9 +102,9 @@ def config_error(model: type[BaseModel], data: object, exc: ValidationError) -> 
     if kind == "literal_error":
         hint = f"one of {err.get('ctx', {}).get('expected', '')}"
     inner_first = fields[::-1]
-    code = next((o.error_codes.get(n, o.error_codes.get("*")) for o, n in inner_first
+    code = next((o.error_codes.get(n) or o.error_codes["*"] for o, n in inner_first
                  if n in o.error_codes or "*" in o.error_codes), code)
-    hint = next((o.error_hints.get(n, o.error_hints.get("*")) for o, n in inner_first
+    hint = next((o.error_hints.get(n) or o.error_hints["*"] for o, n in inner_first
                  if n in o.error_hints or "*" in o.error_hints), hint)
     where = "/".join(tokens) or "config"
     return GraderConfigError(f"{where}: {err['msg']}, got {_short(err.get('input'))}", code=code, pointer=pointer, hint=hint)

@@ -13,7 +13,7 @@ are keyword arguments of the grader classes, never config keys.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Discriminator, Field, PrivateAttr, Strict, Tag, model_validator
 
@@ -167,12 +167,11 @@ def _content_kind(value: Any) -> str | None:
     return "string" if isinstance(value, str) else "part" if isinstance(value, dict) else "list" if isinstance(value, list) else None
 
 
-_Part = Annotated[Union[Annotated[TemplateText, Tag("string")], Annotated[TextPart, Tag("part")]],
+_Part = Annotated[Annotated[TemplateText, Tag("string")] | Annotated[TextPart, Tag("part")],
                   Discriminator(_content_kind, custom_error_type="wrong_type",
                                 custom_error_message="a content part is a string or an object")]
 Content = Annotated[
-    Union[Annotated[TemplateText, Tag("string")], Annotated[TextPart, Tag("part")],
-          Annotated[list[_Part], Field(min_length=1), Tag("list")]],
+    Annotated[TemplateText, Tag("string")] | Annotated[TextPart, Tag("part")] | Annotated[list[_Part], Field(min_length=1), Tag("list")],
     Discriminator(_content_kind, custom_error_type="wrong_type",
                   custom_error_message="content must be a string, a text part or a non-empty list of them")]
 """A message's content: a template, a text part, or a non-empty list of them."""
@@ -326,8 +325,7 @@ SUB_GRADER_CONFIGS: dict[str, type[ConfigModel]] = {
 """Each type a ``multi`` sub-grader may have -> its config model."""
 
 SubGraderConfig = Annotated[
-    Union[StringCheckConfig, TextSimilarityConfig, PythonConfig, ScoreModelConfig, LabelModelConfig, EndpointConfig,
-          StructuredSubConfig],
+    StringCheckConfig | TextSimilarityConfig | PythonConfig | ScoreModelConfig | LabelModelConfig | EndpointConfig | StructuredSubConfig,
     Field(discriminator="type")]
 """A sub-grader of ``multi``: any type but ``multi``."""
 
@@ -359,8 +357,7 @@ class MultiConfig(ConfigModel):
 
 
 GraderConfig = Annotated[
-    Union[StringCheckConfig, TextSimilarityConfig, PythonConfig, ScoreModelConfig, LabelModelConfig, EndpointConfig,
-          MultiConfig, StructuredConfig],
+    StringCheckConfig | TextSimilarityConfig | PythonConfig | ScoreModelConfig | LabelModelConfig | EndpointConfig | MultiConfig | StructuredConfig,
     Field(discriminator="type")]
 """Any grader config ``from_config`` reads, told apart by ``type``."""
 

@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 import httpx
 
-from .._errors import GraderConfigError, pointer_token
+from .._errors import GraderConfigError
 from .._result import FieldDetail, Grade, no_errors
 from .._validation import validate_config
 from ._common import OpenAIGrader, SampleInput, noting_cut

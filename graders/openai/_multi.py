@@ -117,7 +117,8 @@ class MultiGrader(OpenAIGrader):
 
     def __init__(self, *, name: str, graders: Mapping[str, Mapping[str, Any] | SampleGrader], calculate_output: str) -> None:
         prebuilt = {k: g for k, g in graders.items() if not isinstance(g, Mapping)} if isinstance(graders, Mapping) else {}
-        configs = {k: g.config() if k in prebuilt else g for k, g in graders.items()} if isinstance(graders, Mapping) else graders
+        configs = ({k: g if isinstance(g, Mapping) else g.config() for k, g in graders.items()}
+                   if isinstance(graders, Mapping) else graders)
         self._setup(_validate({"type": "multi", "name": name, "graders": configs, "calculate_output": calculate_output}),
                     prebuilt)
 

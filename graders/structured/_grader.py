@@ -73,14 +73,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from schemas import Issue, Schema, SchemaError, SchemaSource, UserError
 
 from .._errors import GraderConfigError
-from .._validation import validate_config
 from .._result import DetailsBuilder, FieldDetail, Grade, no_errors
+from .._validation import validate_config
 from ..comparators._math import math as _math_comparator
 from ..openai._formula import Formula
 from ._decode import _NOT_BARE, _UNDECODED, _strict_value, max_output_chars, parse_response, validate_value
