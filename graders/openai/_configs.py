@@ -46,7 +46,8 @@ def _template(value: str) -> str:
 TemplateText = Annotated[str, AfterValidator(_template)]
 """A template: text whose ``{{ item.x }}`` / ``{{ sample.output_json.y }}`` variables are well formed."""
 Name = Annotated[str, Field(min_length=1, description="The grader's name (sub_rewards and log keys use it).")]
-Threshold = Annotated[float, Field(allow_inf_nan=False, description="A score at or above it passes (the reason says so).")]
+Threshold = Annotated[float, Field(allow_inf_nan=False, description=(
+    "A score at or above it makes the reason end with passes, else fails; it never changes the score."))]
 
 
 def _ordered(value: list[float]) -> list[float]:
@@ -134,9 +135,10 @@ class PythonConfig(ConfigModel):
     type: Literal["python"]
     name: Name
     source: Annotated[str, AfterValidator(_source)]
-    """Python source defining grade(sample, item) -> float; under 256 kB."""
+    """Python code that defines grade(sample, item) -> float; under 256 KiB (262,144 bytes of UTF-8)."""
     image_tag: str | None = None
-    """Accepted; rftkit runs the local interpreter whatever it names."""
+    """OpenAI's runtime image ("2025-05-08"): kept in the config, but it selects nothing here (the sandbox uses the
+    interpreter and packages installed next to rftkit)."""
     pass_threshold: Threshold | None = None
 
 
@@ -225,9 +227,11 @@ class ScoreModelConfig(ConfigModel):
     model: str
     """A local model directory, or a model name on the chat-completions server."""
     input: _Messages
+    """Chat messages {role, content, type?}; templates such as {{ item.answer }} and {{ sample.output_text }} fill them in."""
     range: ScoreRange | None = None
     """Where the reward is clamped, [low, high] (default [0, 1])."""
     sampling_params: SamplingParamsConfig | None = None
+    """temperature, top_p, seed, max_completions_tokens (or max_tokens, as in OpenAI's guide), reasoning_effort."""
     pass_threshold: Threshold | None = None
 
     error_codes: ClassVar[dict[str, str]] = {"range": "bad_value"}
@@ -257,11 +261,13 @@ class LabelModelConfig(ConfigModel):
     model: str
     """A local model directory, or a model name on the chat-completions server."""
     input: _Messages
+    """Chat messages, as for score_model."""
     labels: Labels
-    """Every label the grader model may answer."""
+    """Every label the grader model may answer: distinct strings, each with a character that is not a space."""
     passing_labels: Labels
     """The labels that score 1 (a subset of labels)."""
     sampling_params: SamplingParamsConfig | None = None
+    """As for score_model."""
 
     error_codes: ClassVar[dict[str, str]] = {"labels": "wrong_type", "passing_labels": "wrong_type"}
     error_hints: ClassVar[dict[str, str]] = {"input": ScoreModelConfig.error_hints["input"],
@@ -292,12 +298,13 @@ class EndpointConfig(ConfigModel):
 
     type: Literal["endpoint"]
     name: Name = "endpoint"
+    """The grader's name (sub_rewards and log keys use it)."""
     url: Annotated[str, AfterValidator(_url)]
-    """Where {sample, item, trace_id} is POSTed (http or https)."""
+    """Where {sample, item, trace_id} is POSTed: an http:// or https:// URL."""
     headers: dict[Annotated[str, Field(min_length=1)], str] | None = None
     """Sent with every request, e.g. {"Authorization": "Bearer ..."}."""
     rate_limit: Annotated[int, Field(ge=1)] | None = None
-    """Requests per second."""
+    """At most this many requests per second, a positive integer (none: no limit)."""
     pass_threshold: Threshold | None = None
     range: ScoreRange | None = None
     """rftkit's addition: the scores the server may answer, [low, high] (default [0, 1])."""
