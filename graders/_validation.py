@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
@@ -104,10 +104,26 @@ def config_error(model: type[BaseModel], data: object, exc: ValidationError) -> 
     inner_first = fields[::-1]
     code = next((o.error_codes.get(n) or o.error_codes["*"] for o, n in inner_first
                  if n in o.error_codes or "*" in o.error_codes), code)
-    hint = next((o.error_hints.get(n) or o.error_hints["*"] for o, n in inner_first
+    owners = inner_first[:1] if kind == "literal_error" else inner_first  # the choices beat an enclosing field's hint
+    hint = next((o.error_hints.get(n) or o.error_hints["*"] for o, n in owners
                  if n in o.error_hints or "*" in o.error_hints), hint)
     where = "/".join(tokens) or "config"
+    choices = _literal_choices(fields[-1]) if kind == "literal_error" and fields and fields[-1][1] == tokens[-1] else None
+    if choices is not None:
+        return GraderConfigError(f"{where} must be one of {choices}, got {_short(err.get('input'))}", code=code,
+                                 pointer=pointer, hint=hint)
     return GraderConfigError(f"{where}: {err['msg']}, got {_short(err.get('input'))}", code=code, pointer=pointer, hint=hint)
+
+
+def _literal_choices(field: tuple[type[ConfigModel], str]) -> list[Any] | None:
+    """The values of the ``Literal`` a field is (or, optional, may be), else None."""
+    owner, name = field
+    annotation = _strip(owner.model_fields[name].annotation)
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    for member in map(_strip, members):
+        if get_origin(member) is Literal:
+            return list(get_args(member))
+    return None
 
 
 def _rank(err: ErrorDetails) -> int:
