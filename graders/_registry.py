@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from ._errors import GraderConfigError
 
 
@@ -25,12 +27,12 @@ class GraderType:
     sub: str | None = None
     """Builds it as a sub-grader of ``multi`` (grading ``(sample, item)``), when that differs from :attr:`top`."""
 
-    def builder(self, *, sub: bool) -> Callable[[Mapping[str, Any]], Any]:
+    def builder(self, *, sub: bool) -> Callable[[Mapping[str, Any] | BaseModel], Any]:
         module, _, attribute = ((self.sub or self.top) if sub else self.top).partition(":")
         value: Any = importlib.import_module(module)
         for part in attribute.split("."):
             value = getattr(value, part)
-        built: Callable[[Mapping[str, Any]], Any] = value
+        built: Callable[[Mapping[str, Any] | BaseModel], Any] = value
         return built
 
 
@@ -48,11 +50,19 @@ GRADER_TYPES: dict[str, GraderType] = {
 """Every grader type: OpenAI's names keep their meaning; rftkit's own types (``structured``) are new names."""
 
 
-def build(config: Mapping[str, Any], *, sub: bool = False) -> Any:
-    """The grader ``config["type"]`` names, built from ``config`` (as a ``multi`` sub-grader when ``sub``)."""
-    kind = config.get("type")
+def grader_type(config: Mapping[str, Any] | BaseModel) -> GraderType:
+    """The registry entry of the type ``config`` names; :class:`GraderConfigError` (``unknown_grader_type``) if none."""
+    kind = getattr(config, "type", None) if isinstance(config, BaseModel) else config.get("type")
     entry = GRADER_TYPES.get(kind) if isinstance(kind, str) else None
     if entry is None:
         raise GraderConfigError(f"unknown grader type {kind!r}", code="unknown_grader_type", pointer="/type",
                                 hint=f"supported types: {sorted(GRADER_TYPES)}")
-    return entry.builder(sub=sub)(config)
+    return entry
+
+
+def build(config: Mapping[str, Any] | BaseModel, *, sub: bool = False) -> Any:
+    """The grader ``config["type"]`` names, built from ``config`` (as a ``multi`` sub-grader when ``sub``).
+
+    ``config`` is a dict, or the type's config model already validated (``multi`` passes its sub-graders' so).
+    """
+    return grader_type(config).builder(sub=sub)(config)

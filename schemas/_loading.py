@@ -205,7 +205,7 @@ class Schema:
         self._fast: Callable[[Any], Any] | None = None
         if not _NEWER_KEYWORDS.intersection(_walk_keys(self.json_schema)):
             try:
-                self._fast = fastjsonschema.compile(self.json_schema, use_formats=True)
+                self._fast = fastjsonschema.compile(self.json_schema, use_formats=True, use_default=False)  # never fill in the data
             except Exception:
                 self._fast = None
 

@@ -14,9 +14,10 @@ load them on first use.
 """
 
 from ._common import OpenAIGrader, SampleGrader
+from ._configs import EvaluationMetric
 from ._formula import Formula
 from ._multi import MultiGrader, build_sample_grader
-from ._similarity import EvaluationMetric, TextSimilarityGrader
+from ._similarity import TextSimilarityGrader
 from ._string_check import StringCheckGrader
 from ._templates import MissingVariable, Sample, Template
 

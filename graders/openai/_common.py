@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 from schemas import SchemaError
 
 from .._errors import GraderConfigError
 from .._result import Grade, no_errors
 from ._templates import MissingVariable, Sample, Template
-
-Operation = Literal["eq", "ne", "like", "ilike"]
-"""``eq``/``ne``: case-sensitive equality/inequality; ``like``: the input contains
-the reference (case-sensitive); ``ilike``: contains, ignoring case."""
 
 SampleInput = Sample | str | Mapping[str, Any]
 """What a grader accepts as the model's output."""
@@ -68,37 +63,6 @@ class SampleGrader(Protocol):
     def field_names(self) -> list[str]: ...
 
     def config(self) -> dict[str, Any]: ...
-
-
-# -- config checks -------------------------------------------------------------------------
-
-
-def check_keys(config: Mapping[str, Any], kind: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
-    """Raise on a missing or unknown key (pointers are relative to this grader's config)."""
-    known = ("type", *required, *optional)
-    for key in config:
-        if key not in known:
-            raise GraderConfigError(f"unknown key {key!r} in a {kind} grader config", code="unknown_key", pointer=f"/{key}",
-                                    hint=f"known keys: {sorted(known)}")
-    for key in required:
-        if key not in config:
-            raise GraderConfigError(f"a {kind} grader config needs {key!r}", code="missing_key", pointer=f"/{key}")
-
-
-def check_name(name: object) -> str:
-    if not isinstance(name, str) or not name:
-        raise GraderConfigError(f"name must be a non-empty string, got {name!r}", code="wrong_type", pointer="/name")
-    return name
-
-
-def check_threshold(value: object) -> float | None:
-    """A config's optional ``pass_threshold``: None, or a finite number (the score at or above which a grade passes)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type",
-                                pointer="/pass_threshold", hint="a score in [0, 1], e.g. 0.8")
-    return float(value)
 
 
 def under_pointer(prefix: str, exc: GraderConfigError | SchemaError) -> GraderConfigError | SchemaError:

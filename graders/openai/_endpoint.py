@@ -63,9 +63,11 @@ from typing import Any, Literal
 
 import httpx
 
-from .._errors import GraderConfigError, pointer_token
+from .._errors import GraderConfigError
 from .._result import FieldDetail, Grade, no_errors
-from ._common import OpenAIGrader, SampleInput, check_keys, check_name, noting_cut
+from .._validation import validate_config
+from ._common import OpenAIGrader, SampleInput, noting_cut
+from ._configs import EndpointConfig
 from ._templates import Sample
 
 DEFAULT_TIMEOUT = 600.0
@@ -263,16 +265,6 @@ def check_url(url: object, pointer: str) -> str:
     return url
 
 
-def check_threshold(value: object) -> float | None:
-    """``pass_threshold``: None or a finite number."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise GraderConfigError(f"pass_threshold must be a finite number, got {value!r}", code="wrong_type",
-                                pointer="/pass_threshold")
-    return float(value)
-
-
 def verdict(score: float, threshold: float | None) -> str:
     """``" >= 0.5: passes"`` / ``" < 0.5: fails"``, or ``""`` without a threshold."""
     if threshold is None:
@@ -319,20 +311,19 @@ class EndpointGrader(OpenAIGrader):
                  rate_limit: int | None = None, pass_threshold: float | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_retries: int = 3, backoff: float = 0.5, client: httpx.Client | None = None,
                  score_range: tuple[float, float] = (0.0, 1.0)) -> None:
-        self._name = check_name(name)
+        config = validate_config(EndpointConfig, {"type": "endpoint", "url": url, "name": name, "headers": headers,
+                                                  "rate_limit": rate_limit, "pass_threshold": pass_threshold})
+        self._name = config.name
         self.score_range = _check_score_range(score_range)
         """The scores the server may answer, inclusive; another scores 0 with ``other_error``."""
-        self.url = check_url(url, "/url")
+        self.url = config.url
         """Where each grade is POSTed."""
-        self.headers = _check_headers(headers)
+        self.headers = dict(config.headers or {})
         """Sent with every request (after ``Content-Type: application/json``)."""
-        if rate_limit is not None and (isinstance(rate_limit, bool) or not isinstance(rate_limit, int) or rate_limit < 1):
-            raise GraderConfigError(f"rate_limit must be a positive integer (requests per second), got {rate_limit!r}",
-                                    code="bad_value", pointer="/rate_limit", hint="e.g. 50, or leave it out for no limit")
-        self.rate_limit = rate_limit
+        self.rate_limit = config.rate_limit
         """At most this many requests per second from this grader object; None: no limit."""
         self.rate_limiter = RateLimiter(rate_limit) if rate_limit is not None else None
-        self.pass_threshold = check_threshold(pass_threshold)
+        self.pass_threshold = config.pass_threshold
         """The score at or above which a grade passes (only marks the reason); None: no verdict."""
         low, high = self.score_range
         if self.pass_threshold is not None and not low <= self.pass_threshold <= high:
@@ -348,7 +339,7 @@ class EndpointGrader(OpenAIGrader):
         return self._name
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **options: Any) -> EndpointGrader:
+    def from_config(cls, config: Mapping[str, Any] | EndpointConfig, **options: Any) -> EndpointGrader:
         """Build from ``{"type": "endpoint", "url", "name"?, "headers"?, "rate_limit"?, "pass_threshold"?, "range"?}``.
 
         ``range`` (``[low, high]``, as ``score_model``'s) is rftkit's addition to
@@ -357,14 +348,13 @@ class EndpointGrader(OpenAIGrader):
         constructor's keywords (``timeout``, ``max_retries``, ``backoff``, ``client``,
         ``score_range``).
         """
-        check_keys(config, "endpoint", ("url",), ("name", "headers", "rate_limit", "pass_threshold", "range"))
-        if "range" in config:
+        checked = config if isinstance(config, EndpointConfig) else validate_config(EndpointConfig, config)
+        if checked.range is not None:
             if "score_range" in options:
                 raise GraderConfigError("the scale is given twice: the config's range and the score_range keyword",
                                         code="bad_value", pointer="/range", hint="keep one of them")
-            options = {**options, "score_range": _check_score_range(config["range"], "/range")}
-        return cls(url=config["url"], name=config.get("name", "endpoint"), headers=config.get("headers"),
-                   rate_limit=config.get("rate_limit"), pass_threshold=config.get("pass_threshold"), **options)
+            options = {**options, "score_range": tuple(checked.range)}
+        return cls(**checked.model_dump(exclude={"type", "range"}, exclude_unset=True), **options)  # validated again, with the keywords
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """POST the sample and item; the server's score, or a flagged 0 when it gives none."""
@@ -422,19 +412,6 @@ class EndpointGrader(OpenAIGrader):
 
 def _rebuild(config: dict[str, Any], options: dict[str, Any]) -> EndpointGrader:
     return EndpointGrader.from_config(config, **options)
-
-
-def _check_headers(headers: object) -> dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise GraderConfigError(f"headers must be an object of strings, got {type(headers).__name__}", code="wrong_type",
-                                pointer="/headers", hint='{"Authorization": "Bearer ..."}')
-    for key, value in headers.items():
-        if not isinstance(key, str) or not key or not isinstance(value, str):
-            raise GraderConfigError(f"header {key!r} must map a name to a string value, got {value!r}", code="wrong_type",
-                                    pointer=f"/headers/{pointer_token(str(key))}")
-    return dict(headers)
 
 
 def _check_score_range(value: object, pointer: str = "/score_range") -> tuple[float, float]:

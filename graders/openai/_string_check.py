@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from .._errors import GraderConfigError
 from .._result import FieldDetail, Grade
-from ._common import OpenAIGrader, Operation, SampleInput, check_keys, check_name, noting_cut, render_pair
-from ._templates import Sample, Template
+from .._validation import validate_config
+from ._common import OpenAIGrader, SampleInput, noting_cut, render_pair
+from ._configs import Operation, StringCheckConfig
+from ._templates import Sample, compile_template
 
 # -- string_check --------------------------------------------------------------------------
 
@@ -55,14 +56,15 @@ class StringCheckGrader(OpenAIGrader):
     type: Literal["string_check"] = "string_check"
 
     def __init__(self, *, name: str, input: str, reference: str, operation: Operation) -> None:
-        self._name = check_name(name)
-        self.input = Template(input, pointer="/input")
-        self.reference = Template(reference, pointer="/reference")
-        if operation not in _OPERATIONS:
-            raise GraderConfigError(f"operation must be one of {list(_OPERATIONS)}, got {operation!r}", code="bad_value",
-                                    pointer="/operation", hint="eq, ne, like (contains) or ilike (contains, ignoring case)")
-        self.operation: Operation = operation
-        self._test = _OPERATIONS[operation]
+        self._setup(validate_config(StringCheckConfig, {"type": "string_check", "name": name, "input": input,
+                                                        "reference": reference, "operation": operation}))
+
+    def _setup(self, config: StringCheckConfig) -> None:
+        self._name = config.name
+        self.input = compile_template(config.input)
+        self.reference = compile_template(config.reference)
+        self.operation: Operation = config.operation
+        self._test = _OPERATIONS[config.operation]
 
     @property
     def name(self) -> str:
@@ -70,10 +72,11 @@ class StringCheckGrader(OpenAIGrader):
         return self._name
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> StringCheckGrader:
-        """Build from ``{"type": "string_check", "name", "input", "reference", "operation"}``."""
-        check_keys(config, "string_check", ("name", "input", "reference", "operation"))
-        return cls(name=config["name"], input=config["input"], reference=config["reference"], operation=config["operation"])
+    def from_config(cls, config: Mapping[str, Any] | StringCheckConfig) -> StringCheckGrader:
+        """Build from ``{"type": "string_check", "name", "input", "reference", "operation"}`` (:class:`StringCheckConfig`)."""
+        grader = cls.__new__(cls)
+        grader._setup(config if isinstance(config, StringCheckConfig) else validate_config(StringCheckConfig, config))
+        return grader
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """1.0 when the rendered input and reference pass the operation, else 0.0."""

@@ -34,6 +34,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from schemas import UserError
@@ -256,6 +257,12 @@ class Template:
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
+
+
+@lru_cache(maxsize=4096)
+def compile_template(source: str) -> Template:
+    """``Template(source)``, shared: a template holds no state, so the config check and the grader compile it once."""
+    return Template(source)
 
 
 def _compile_variable(inner: str, source: str, pointer: str) -> _Variable:

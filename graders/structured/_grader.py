@@ -73,13 +73,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from schemas import Issue, Schema, SchemaError, SchemaSource, UserError
 
 from .._errors import GraderConfigError
 from .._result import DetailsBuilder, FieldDetail, Grade, no_errors
+from .._validation import validate_config
 from ..comparators._math import math as _math_comparator
 from ..openai._formula import Formula
 from ._decode import _NOT_BARE, _UNDECODED, _strict_value, max_output_chars, parse_response, validate_value
@@ -92,6 +92,7 @@ from ._options import (
     FieldsArg,
     FieldSpec,
     OnSchemaViolation,
+    StructuredConfig,
     StructuredOptions,
     _check_fields,
     _options,
@@ -472,46 +473,19 @@ class StructuredGrader:
         return f"StructuredGrader(schema={self.schema!r}, aggregation={self.aggregation!r}, fields={sorted(self.fields)})"
 
 
-_STRUCTURED_KEYS = frozenset({"type", "name", "schema", "fields", "aggregation", "formula", "on_schema_violation",
-                              "schema_penalty", "partial_credit", "lenient", "repair_penalty", "extra_fields"})
-
-
-def from_structured_config(config: Mapping[str, Any]) -> StructuredGrader:
-    """Build a StructuredGrader from ``{"type": "structured", ...}``; bad keys raise with their pointer."""
-    unknown = set(config) - _STRUCTURED_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise GraderConfigError(f"unknown key {key!r} in a structured grader config", code="unknown_key", pointer=f"/{key}",
-                                hint=f"known keys: {sorted(_STRUCTURED_KEYS)}")
-    schema = config.get("schema")
-    if schema is not None and not isinstance(schema, (str, Mapping)):
-        raise GraderConfigError(f"schema must be a JSON Schema object or a file path, got {type(schema).__name__}",
-                                code="bad_schema", pointer="/schema")
-    if isinstance(schema, str) and not Path(schema).suffix:
-        raise GraderConfigError(f"schema {schema!r} is neither a file path nor an object", code="bad_schema", pointer="/schema")
+def from_structured_config(config: Mapping[str, Any] | StructuredConfig) -> StructuredGrader:
+    """Build a StructuredGrader from ``{"type": "structured", ...}`` (:class:`StructuredConfig`); bad keys raise with their pointer."""
+    model = config if isinstance(config, StructuredConfig) else validate_config(StructuredConfig, config)
     try:
-        loaded = Schema.load(schema) if schema is not None else None
+        loaded = Schema.load(model.schema_) if model.schema_ is not None else None
     except SchemaError as exc:  # point into the config, not into the schema alone
         raise SchemaError(exc.message, code=exc.code, pointer="/schema" + exc.pointer, hint=exc.hint) from None
-    kwargs = {k: v for k, v in config.items() if k not in ("type", "schema")}
-    return StructuredGrader(loaded, **kwargs)
+    return StructuredGrader(loaded, **{name: getattr(model, name) for name in StructuredOptions.model_fields})
 
 
 def structured_config_schema() -> dict[str, Any]:
-    """The JSON Schema of a ``{"type": "structured", ...}`` grader config.
+    """The JSON Schema of a ``{"type": "structured", ...}`` grader config, generated from :class:`StructuredConfig`.
 
-    Generated from :class:`StructuredOptions` (one source of truth) and shipped as
-    ``schemas/formats/structured_grader.json``; a test keeps the two identical.
+    Shipped as ``schemas/formats/structured_grader.json``; a test keeps the two identical.
     """
-    schema = StructuredOptions.model_json_schema()
-    schema["title"] = "StructuredGraderConfig"
-    schema["properties"] = {
-        "type": {"const": "structured", "description": "The grader type."},
-        "schema": {"description": "The response's JSON Schema (an object), or a path to a JSON file holding one.",
-                   "anyOf": [{"type": "object"}, {"type": "string"}]},
-        **schema["properties"],
-    }
-    schema["required"] = ["type"]
-    return schema
-
-
+    return StructuredConfig.model_json_schema()

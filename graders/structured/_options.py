@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas import MisuseCode, json_pointer
 
 from .._errors import GraderConfigError, pointer_token
+from .._validation import ConfigModel, validate_config
 from ..comparators._registry import comparator_options, comparators_taking, make_comparator
 
 Aggregation = Literal["weighted_mean", "micro_f1", "all_or_nothing", "formula"]
@@ -63,14 +65,17 @@ class FieldSpec(BaseModel):
 FieldsArg = Mapping[str, FieldSpec | Mapping[str, Any]]
 
 
-class StructuredOptions(BaseModel):
+class StructuredOptions(ConfigModel):
     """The structured grader's options, type-checked strictly (``"no"`` is not a bool).
 
-    With ``type`` and ``schema`` added, these are the keys of a
+    With ``type`` and ``schema`` added (:class:`StructuredConfig`), these are the keys of a
     ``{"type": "structured", ...}`` config.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+    what = "the structured grader's options"
+    error_codes: ClassVar[dict[str, str]] = {"*": "bad_option", "fields": "bad_field_option", "aggregation": "bad_aggregation"}
+    error_hints: ClassVar[dict[str, str]] = {
+        "fields": "known field keys: comparator, threshold, weight, required, mode, fields, plus comparator options"}
 
     name: str = "structured"
     """The grader's name, used in log keys (``reward/<name>/<field>``)."""
@@ -96,20 +101,29 @@ class StructuredOptions(BaseModel):
     """``penalize`` counts keys that neither the schema nor the reference has as false positives; ``ignore`` drops them."""
 
 
+StructuredOptions.error_hints["*"] = f"known options: {sorted(StructuredOptions.model_fields)}"
+
+
+def _schema_file(value: str) -> str:
+    if not Path(value).suffix:
+        raise GraderConfigError(f"schema {value!r} is neither a file path nor an object", code="bad_schema")
+    return value
+
+
+class StructuredConfig(StructuredOptions):
+    """rftkit's structured grader: the response parsed into a typed object and compared with the reference field by field."""
+
+    what = "a structured grader config"
+    error_codes: ClassVar[dict[str, str]] = {**StructuredOptions.error_codes, "schema_": "bad_schema"}
+
+    type: Literal["structured"]
+    schema_: dict[str, Any] | Annotated[str, AfterValidator(_schema_file)] | None = Field(default=None, alias="schema")
+    """The response's JSON Schema (an object), or a path to a JSON file holding one; none: graded by the reference's shape."""
+
+
 def _options(values: Mapping[str, Any]) -> StructuredOptions:
     """Validate the options; the first problem raises with its JSON pointer."""
-    try:
-        return StructuredOptions.model_validate(dict(values))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        head = str(loc[0]) if loc else ""
-        codes: dict[str, MisuseCode] = {"fields": "bad_field_option", "aggregation": "bad_aggregation"}
-        code = codes.get(head, "bad_option")
-        hint = ("known field keys: comparator, threshold, weight, required, mode, fields, plus comparator options"
-                if head == "fields" else f"known options: {sorted(StructuredOptions.model_fields)}")
-        raise GraderConfigError(f"{'/'.join(map(str, loc)) or 'options'}: {err['msg']}", code=code,
-                                pointer=json_pointer(loc), hint=hint) from None
+    return validate_config(StructuredOptions, dict(values))
 
 
 _FIELD_KEYS = tuple(FieldSpec.model_fields)

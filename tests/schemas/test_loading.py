@@ -106,3 +106,13 @@ def test_a_ref_to_a_file_or_url_is_never_fetched(tmp_path: Path, keyword: str) -
         assert (info.value.code, info.value.pointer) == ("unresolvable_ref", f"/properties/a/{keyword}")
         messages.add(str(info.value).replace(uri, "<uri>"))
     assert len(messages) == 1  # the same answer whether the file exists or not
+
+
+def test_validation_never_fills_in_defaults() -> None:
+    # fastjsonschema writes a property's "default" into the data it checks unless told not to; a oneOf tries
+    # every branch, so a branch that did not match could leave its defaults in the user's config
+    schema = load_schema({"oneOf": [
+        {"type": "object", "properties": {"a": {"default": 1}, "t": {"const": "x"}}, "required": ["t"]},
+        {"type": "object", "properties": {"t": {"const": "y"}}}]})
+    value = {"t": "y"}
+    assert schema.validate(value) == [] and value == {"t": "y"}

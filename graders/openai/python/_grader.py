@@ -51,7 +51,9 @@ from typing import Any, Literal
 
 from ..._errors import GraderConfigError
 from ..._result import FieldDetail, Grade, no_errors
-from .._common import OpenAIGrader, SampleInput, check_keys, check_name, check_threshold
+from ..._validation import validate_config
+from .._common import OpenAIGrader, SampleInput
+from .._configs import PythonConfig
 from .._templates import Sample
 from ._sandbox import (
     BATCH_CHUNK,
@@ -72,32 +74,32 @@ _FILENAME = "<python grader>"
 # -- the config ----------------------------------------------------------------------------
 
 
-def _check_source(source: object) -> str:
-    """The source, or :class:`GraderConfigError` at ``/source`` when it is too big, does not compile or defines no ``grade``."""
-    if not isinstance(source, str):
-        raise GraderConfigError(f"source must be a string of Python code, got {type(source).__name__}", code="wrong_type",
-                                pointer="/source")
+def check_source(source: str) -> str:
+    """The source, or :class:`GraderConfigError` when it is too big, does not compile or defines no ``grade``.
+
+    The check of :class:`~graders.openai._configs.PythonConfig`'s ``source`` (the error points at ``source`` there).
+    """
     size = len(source.encode("utf-8", "surrogatepass"))
     if size >= SOURCE_LIMIT:
         raise GraderConfigError(f"source is {size} bytes; the limit is under {SOURCE_LIMIT} (256 KiB)", code="source_too_large",
-                                pointer="/source", hint="move data into the item, or trim the code")
+                                hint="move data into the item, or trim the code")
     try:
         compile(source, _FILENAME, "exec", dont_inherit=True)  # every compile-time check, not only the parser's
         tree = ast.parse(source, _FILENAME)
     except (SyntaxError, ValueError) as exc:
         line = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
         raise GraderConfigError(f"source does not compile: {line}{exc.msg if isinstance(exc, SyntaxError) else exc}",
-                                code="source_syntax_error", pointer="/source") from None
+                                code="source_syntax_error") from None
     definition = _find_grade(tree.body)
     if definition is None:
-        raise GraderConfigError("source defines no grade function", code="missing_grade_function", pointer="/source",
+        raise GraderConfigError("source defines no grade function", code="missing_grade_function",
                                 hint="def grade(sample: dict, item: dict) -> float: ...")
     if isinstance(definition, ast.AsyncFunctionDef):
         raise GraderConfigError("grade is a coroutine (async def); it must return a float", code="bad_grade_signature",
-                                pointer="/source", hint="def grade(sample, item) -> float")
+                                hint="def grade(sample, item) -> float")
     if isinstance(definition, ast.FunctionDef) and not _takes_two(definition.args):
         raise GraderConfigError("grade must accept exactly two positional arguments, (sample, item)",
-                                code="bad_grade_signature", pointer="/source", hint="def grade(sample, item) -> float")
+                                code="bad_grade_signature", hint="def grade(sample, item) -> float")
     return source
 
 
@@ -230,15 +232,14 @@ class PythonGrader(OpenAIGrader):
     def __init__(self, *, name: str, source: str, image_tag: str | None = None, pass_threshold: float | None = None,
                  timeout: float = DEFAULT_TIMEOUT, memory_limit: int = DEFAULT_MEMORY_LIMIT, allow_subprocess: bool = False,
                  isolation: Isolation = "auto", concurrency: int = DEFAULT_CONCURRENCY) -> None:
-        self._name = check_name(name)
-        self.source = _check_source(source)
+        config = validate_config(PythonConfig, {"type": "python", "name": name, "source": source, "image_tag": image_tag,
+                                                "pass_threshold": pass_threshold})
+        self._name = config.name
+        self.source = config.source
         """The Python code that defines ``grade``."""
-        if image_tag is not None and not isinstance(image_tag, str):
-            raise GraderConfigError(f"image_tag must be a string, got {type(image_tag).__name__}", code="wrong_type",
-                                    pointer="/image_tag")
-        self.image_tag = image_tag
+        self.image_tag = config.image_tag
         """OpenAI's image tag (``"2025-05-08"``), kept for the config; it selects nothing locally."""
-        self.pass_threshold = check_threshold(pass_threshold)
+        self.pass_threshold = config.pass_threshold
         """The score at or above which a grade passes (only marks the reason); None: no verdict."""
         self.timeout = _check_positive(timeout, "timeout")
         """Seconds of wall clock one grade may take."""
@@ -273,11 +274,10 @@ class PythonGrader(OpenAIGrader):
         return sandbox.isolation if sandbox is not None else None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> PythonGrader:
-        """Build from ``{"type": "python", "name", "source", "image_tag"?, "pass_threshold"?}``."""
-        check_keys(config, "python", ("name", "source"), ("image_tag", "pass_threshold"))
-        return cls(name=config["name"], source=config["source"], image_tag=config.get("image_tag"),
-                   pass_threshold=config.get("pass_threshold"))
+    def from_config(cls, config: Mapping[str, Any] | PythonConfig) -> PythonGrader:
+        """Build from ``{"type": "python", "name", "source", "image_tag"?, "pass_threshold"?}`` (:class:`PythonConfig`)."""
+        model = config if isinstance(config, PythonConfig) else validate_config(PythonConfig, config)
+        return cls(name=model.name, source=model.source, image_tag=model.image_tag, pass_threshold=model.pass_threshold)
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """Run ``grade(sample, item)`` in a fresh child of the template; a failure of the user's code is a flagged 0."""

@@ -1,0 +1,144 @@
+"""Each grader config is one pydantic model: the generated JSON Schema and ``from_config`` agree, errors carry pointers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from graders import GraderConfigError, from_config
+from graders._config_schema import grader_config_schema
+from graders.openai._configs import SUB_GRADER_CONFIGS
+from schemas import SchemaError, load_schema
+
+SCHEMA = load_schema(json.loads((resources.files("schemas") / "formats" / "grader_config.json").read_text(encoding="utf-8")))
+ASK = [{"role": "user", "content": [{"type": "input_text", "text": "{{ sample.output_text }}"}, "{{ item.a }}"]}]
+BASE: dict[str, dict[str, Any]] = {
+    "string_check": {"type": "string_check", "name": "c", "input": "{{ sample.output_text }}", "reference": "{{ item.a }}",
+                     "operation": "ilike"},
+    "text_similarity": {"type": "text_similarity", "name": "t", "input": "{{ sample.output_text }}", "reference": "x",
+                        "evaluation_metric": "fuzzy_match"},
+    "python": {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1.0\n"},
+    "score_model": {"type": "score_model", "name": "s", "model": "m", "input": ASK, "range": [0, 10],
+                    "sampling_params": {"temperature": 1, "max_tokens": 8}},
+    "label_model": {"type": "label_model", "name": "l", "model": "m", "input": ASK, "labels": ["a", "b"], "passing_labels": ["a"]},
+    "endpoint": {"type": "endpoint", "url": "https://127.0.0.1:9/score", "headers": {"A": "b"}, "rate_limit": 3},
+    "structured": {"type": "structured", "name": "st", "fields": {"a": {"comparator": "fuzzy", "threshold": 0.5}},
+                   "aggregation": "micro_f1", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+}
+# (type, change to the base config, code, pointer): each is wrong in a way JSON Schema can say
+BAD = [
+    ("string_check", {"operation": "EQ"}, "bad_value", "/operation"),
+    ("string_check", {"name": 3}, "wrong_type", "/name"),
+    ("text_similarity", {"evaluation_metric": "rouge"}, "bad_value", "/evaluation_metric"),
+    ("text_similarity", {"pass_threshold": True}, "wrong_type", "/pass_threshold"),
+    ("python", {"image_tag": 1}, "wrong_type", "/image_tag"),
+    ("python", {"sandbox": "x"}, "unknown_key", "/sandbox"),
+    ("score_model", {"range": [0, 1, 2]}, "bad_value", "/range"),
+    ("score_model", {"sampling_params": {"top_p": 2}}, "bad_value", "/sampling_params/top_p"),
+    ("score_model", {"input": [{"role": "user"}]}, "missing_key", "/input/0/content"),
+    ("score_model", {"input": [{"role": "user", "content": []}]}, "wrong_type", "/input/0/content"),
+    ("score_model", {"input": [{"role": "user", "content": [{"type": "input_text", "text": "a", "x": 1}]}]},
+     "unknown_key", "/input/0/content/0/x"),
+    ("label_model", {"labels": ["a", " "]}, "wrong_type", "/labels/1"),
+    ("label_model", {"labels": "a"}, "wrong_type", "/labels"),
+    ("endpoint", {"headers": {"": "x"}}, "wrong_type", "/headers/"),
+    ("endpoint", {"rate_limit": "5"}, "bad_value", "/rate_limit"),
+    ("endpoint", {"range": [0, "1"]}, "bad_value", "/range/1"),
+    ("structured", {"lenient": 1}, "bad_option", "/lenient"),
+    ("structured", {"fields": {"a": {"mode": "bag"}}}, "bad_field_option", "/fields/a/mode"),
+    ("structured", {"schema": ["x"]}, "bad_schema", "/schema"),
+]
+
+
+def _changed(kind: str, change: dict[str, Any]) -> dict[str, Any]:
+    return {**copy.deepcopy(BASE[kind]), **change}
+
+
+@pytest.fixture(autouse=True)
+def _model_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RFTKIT_MODEL_BASE_URL", "http://127.0.0.1:9/v1")  # model graders need a server named; none is called
+
+
+@pytest.mark.parametrize("kind", sorted(BASE))
+def test_every_type_builds_and_satisfies_the_schema_alone_and_inside_multi(kind: str) -> None:
+    config = copy.deepcopy(BASE[kind])
+    multi = {"type": "multi", "name": "m", "graders": {"g": copy.deepcopy(config)}, "calculate_output": "g"}
+    for each in (config, multi):
+        before = copy.deepcopy(each)
+        assert SCHEMA.validate(each) == []
+        grader = from_config(each)
+        assert each == before  # neither the schema nor the models change the config they check
+        getattr(grader, "close", lambda: None)()
+
+
+@pytest.mark.parametrize(("kind", "change", "code", "pointer"), BAD, ids=lambda x: repr(x)[:40])
+def test_the_schema_and_from_config_reject_the_same_configs_at_the_same_place(kind: str, change: dict[str, Any],
+                                                                             code: str, pointer: str) -> None:
+    config = _changed(kind, change)
+    assert SCHEMA.validate(config) != []
+    with pytest.raises(GraderConfigError) as err:
+        from_config(config)
+    assert (err.value.code, err.value.pointer) == (code, pointer)
+    assert err.value.hint or code in ("missing_key", "wrong_type", "bad_value")
+
+
+@pytest.mark.parametrize(("kind", "change", "code", "pointer"), BAD, ids=lambda x: repr(x)[:40])
+def test_an_error_in_a_sub_grader_points_through_the_multi(kind: str, change: dict[str, Any], code: str, pointer: str) -> None:
+    config = {"type": "multi", "name": "m", "graders": {"ok": BASE["string_check"], "x/y": _changed(kind, change)},
+              "calculate_output": "ok"}
+    assert SCHEMA.validate(config) != []
+    with pytest.raises(GraderConfigError) as err:
+        from_config(config)
+    assert (err.value.code, err.value.pointer) == (code, "/graders/x~1y" + pointer)
+
+
+def test_checks_json_schema_cannot_say_are_the_models_validators() -> None:
+    # each config satisfies the schema, yet its model rejects it, pointing at the bad part
+    cases = [
+        (_changed("string_check", {"input": "{{ itm.a }}"}), "bad_template", "/input"),
+        (_changed("score_model", {"input": [{"role": "user", "content": [{"type": "input_text", "text": "{{ x }}"}]}]}),
+         "bad_template", "/input/0/content/0/text"),
+        (_changed("score_model", {"range": [1, 0]}), "bad_value", "/range"),
+        (_changed("label_model", {"passing_labels": ["c"]}), "bad_value", "/passing_labels/0"),
+        (_changed("label_model", {"labels": ["a", "a"]}), "bad_value", "/labels/1"),
+        (_changed("python", {"source": "def grade(s):\n    return 1\n"}), "bad_grade_signature", "/source"),
+        (_changed("endpoint", {"url": "ftp://x/y"}), "bad_value", "/url"),
+        ({"type": "multi", "name": "m", "graders": {"a": BASE["string_check"]}, "calculate_output": "a + b"},
+         "formula_unknown_name", "/calculate_output"),
+    ]
+    for config, code, pointer in cases:
+        assert SCHEMA.validate(config) == [], config
+        with pytest.raises(GraderConfigError) as err:
+            from_config(config)
+        assert (err.value.code, err.value.pointer) == (code, pointer)
+        multi = {"type": "multi", "name": "m", "graders": {"in": config}, "calculate_output": "in"}
+        if config["type"] != "multi":
+            with pytest.raises(GraderConfigError) as err:
+                from_config(multi)
+            assert (err.value.code, err.value.pointer) == (code, "/graders/in" + pointer)
+
+
+def test_a_schema_error_of_a_structured_sub_grader_points_into_the_multi() -> None:
+    config = {"type": "multi", "name": "m", "calculate_output": "s",
+              "graders": {"s": {"type": "structured", "schema": {"type": "object", "properties": {"a": {"type": "strng"}}}}}}
+    with pytest.raises(SchemaError) as err:
+        from_config(config)
+    assert err.value.pointer == "/graders/s/schema/properties/a/type"
+
+
+def test_the_schema_is_a_union_on_type_with_one_definition_per_type() -> None:
+    schema = grader_config_schema()
+    mapping = schema["discriminator"]["mapping"]
+    assert schema["discriminator"]["propertyName"] == "type"
+    assert set(mapping) == set(SUB_GRADER_CONFIGS) | {"multi"}
+    for kind, ref in mapping.items():
+        definition = schema["$defs"][ref.removeprefix("#/$defs/")]
+        assert definition["properties"]["type"]["const"] == kind and definition["additionalProperties"] is False
+    multi = schema["$defs"]["MultiConfig"]["properties"]["graders"]["additionalProperties"]
+    assert set(multi["discriminator"]["mapping"]) == set(SUB_GRADER_CONFIGS)  # a multi holds no multi
+    described = [p for d in schema["$defs"].values() for p in d.get("properties", {}).values() if "description" in p]
+    assert len(described) >= 30  # field docs come from the models' attribute docstrings
