@@ -86,8 +86,8 @@ class ServerSampler:
 
     ``api``: ``chat`` sends every row as messages (a ``prompt`` string as one user message),
     ``completions`` sends prompt strings to ``/completions`` (a chat row is refused there), ``auto``
-    picks per row. ``sleep`` (seconds -> None or an awaitable) waits out a backoff; it is injectable
-    so tests see the backoff without waiting it out.
+    picks per row. ``sleep`` (seconds -> None or an awaitable; default :func:`asyncio.sleep`) waits out
+    a backoff or the rate limit; it is injectable so tests see the waits without waiting them out.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, api: Api = "auto", concurrency: int = 8,
@@ -161,7 +161,7 @@ class ServerSampler:
             if delay is not None:
                 await self._pause(delay)
             if self.limiter is not None and (wait := self.limiter.reserve()) > 0:
-                await asyncio.sleep(wait)
+                await self._pause(wait)
             attempts += 1
             try:
                 async with session.post(url, data=data, headers=self.headers, timeout=timeout, proxy=self.proxy) as response:
