@@ -371,6 +371,21 @@ def test_the_api_key_comes_from_the_option_or_the_environment(server: FakeServer
     assert [r["headers"].get("Authorization") for r in server.requests] == ["Bearer sk-env", "Bearer sk-option"]
 
 
+def test_every_sampling_option_reaches_the_server(server: FakeServer, dataset: Path, grader_file: Path, tmp_path: Path) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}
+    (tmp_path / "fmt.json").write_text(json.dumps(fmt), encoding="utf-8")
+    result = cli(str(dataset), "-g", str(grader_file), "--base-url", server.root, "--model", "m", "-o", str(tmp_path / "r"),
+                 "--samples", "2", "--temperature", "0.7", "--top-p", "0.9", "--max-tokens", "7", "--seed", "10",
+                 "--stop", "END", "--stop", "\n\n", "--response-format", str(tmp_path / "fmt.json"), "--limit", "2")
+    assert result.exit_code == 0, result.output
+    bodies = sorted((r["body"] for r in server.requests), key=lambda b: (b["messages"][-1]["content"], b["seed"]))
+    assert [(b["messages"][-1]["content"], b["seed"]) for b in bodies] == [("q0", 10), ("q0", 11), ("q1", 10), ("q1", 11)]
+    assert all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["max_tokens"] == 7 and b["stop"] == ["END", "\n\n"]
+               and b["response_format"] == fmt for b in bodies)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["samples"] == 4 and summary["samples_per_row"] == 2 and set(summary["graders"]["exact"]["pass_at_k"]) == {"1", "2"}
+
+
 def test_several_samples_per_row_report_pass_at_k(tmp_path: Path) -> None:
     # sample k of a row is sent with seed + k; the fake answers right on even seeds only
     fake = FakeServer(lambda n, req: (200, completion(GOLD[asked(req)] if req["body"]["seed"] % 2 == 0 else "no")))
