@@ -186,9 +186,12 @@ class ServerSampler:
     def sample(self, requests: Iterable[Request], params: SamplingParams) -> Iterator[tuple[Request, Completion]]:
         """Keep up to ``concurrency`` requests in flight; yield each as it finishes.
 
-        The loop runs in this thread until at least one request is done; the finished ones are then
-        yielded while the server works on the rest, so the caller's grading and writing overlap
-        the requests in flight. Called from a thread that already runs an event loop, it raises
+        The loop runs in this thread until a request is done; it is yielded while the server works
+        on the rest, so the caller's grading and writing overlap the requests in flight, and after
+        each one the loop takes one turn without waiting (answers are read, next requests sent).
+        A completion's ``latency_s`` therefore includes up to one sample's grading time, and a
+        sample whose grading takes longer than ``timeout`` can make an answer that came in time
+        count as a timeout (it is then retried). Called from a thread that already runs an event loop, it raises
         (run it in a worker thread there, e.g. ``await asyncio.to_thread(run_eval, ...)``).
         """
         from schemas import UserError
@@ -227,23 +230,24 @@ class ServerSampler:
                                             cookie_jar=aiohttp.DummyCookieJar())  # no state carried from one request to the next
             return session, [asyncio.ensure_future(worker(session)) for _ in range(self.concurrency)]
 
-        async def some() -> list[tuple[Request, Completion] | BaseException | None]:
-            batch = [await finished.get()]
-            while not finished.empty():
-                batch.append(finished.get_nowait())
-            return batch
+        async def poll() -> None:
+            await asyncio.sleep(0)
 
         session, workers = loop.run_until_complete(opened())
         try:
             live = len(workers)
             while live:
-                for item in loop.run_until_complete(some()):
-                    if item is None:
-                        live -= 1
-                    elif isinstance(item, BaseException):
-                        raise item
-                    else:
-                        yield item
+                item = finished.get_nowait() if not finished.empty() else loop.run_until_complete(finished.get())
+                if item is None:
+                    live -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+                    # back from the caller (who graded and wrote it): one turn of the loop without waiting reads the
+                    # answers that came meanwhile and sends the next requests, so a slow grader holds them up by one
+                    # sample's grading at most (a grading longer than --timeout can still make an answer count as late)
+                    loop.run_until_complete(poll())
         finally:
             for task in workers:
                 task.cancel()
