@@ -56,10 +56,12 @@ def _sampling(definition: Any, temperature: float | None, top_p: float | None, m
 def _run_command(app: typer.Typer) -> None:
     @app.command(name="eval")
     def run(
-        dataset: Annotated[Path, typer.Argument(help="JSONL rows: 'messages' chats, 'prompt' strings, or OpenAI eval items ({\"item\": ...}).")],
         grader: Annotated[Path, typer.Option("--grader", "-g", help=(
             "A grader config, or an OpenAI eval definition (testing_criteria; with a run's data_source: input_messages, "
             "sampling_params, model)."))],
+        dataset: Annotated[Path | None, typer.Argument(help=(
+            "JSONL rows: 'messages' chats, 'prompt' strings, or OpenAI eval items ({\"item\": ...}); optional when the eval "
+            "definition's data_source has a file_content source."))] = None,
         model: Annotated[str | None, typer.Option(help="A local Hugging Face model directory or hub id; with --base-url, the served model's name.")] = None,
         base_url: Annotated[str | None, typer.Option(help="An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")] = None,
         adapter: Annotated[Path | None, typer.Option(help="A LoRA adapter directory to load onto --model (local models).")] = None,
@@ -122,7 +124,7 @@ def _run_command(app: typer.Typer) -> None:
                 summary = run_eval(rows, definition.graders, sampler, params, output, samples_per_row=samples, settings=settings,
                                    overwrite=overwrite, on_progress=bar)
             records = read_samples(output / SAMPLES)
-            write_report(output / "report.html", summary, records, title=f"rftkit eval: {model_name} on {dataset.name}")
+            write_report(output / "report.html", summary, records, title=f"rftkit eval: {model_name} on {dataset.name if dataset else 'the inline items'}")
         except (UserError, FileNotFoundError) as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None

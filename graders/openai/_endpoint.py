@@ -46,7 +46,7 @@ JSON: that is the caller's data, like a reference, and raises
 :class:`GraderConfigError` (``payload_not_json``).
 
 The module also holds the HTTP helpers the model graders share
-(:func:`post_json`, :class:`RateLimiter`).
+(:func:`post_json` and its retry rules, :func:`retry_plan`; :class:`RateLimiter`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -107,13 +107,17 @@ class RateLimiter:
         self._next = -math.inf
         self._lock = threading.Lock()
 
-    def wait(self) -> float:
-        """Block until the next request may start; return how long that took (seconds)."""
+    def reserve(self) -> float:
+        """Claim the next start time; return how many seconds to wait for it (an async caller awaits that itself)."""
         with self._lock:
             now = self._clock()
             start = max(now, self._next)
             self._next = start + self.interval
-        delay = start - now
+        return start - now
+
+    def wait(self) -> float:
+        """Block until the next request may start; return how long that took (seconds)."""
+        delay = self.reserve()
         if delay > 0:
             self._sleep(delay)
         return delay
@@ -171,8 +175,7 @@ def excerpt(text: str, limit: int = 200) -> str:
     return repr(flat if len(flat) <= limit else flat[: limit - 3] + "...")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value) if value is not None else None
     except ValueError:  # an HTTP date: use our own backoff
@@ -180,25 +183,63 @@ def _retry_after(response: httpx.Response) -> float | None:
     return None if seconds is None or not math.isfinite(seconds) or seconds < 0 else min(seconds, MAX_RETRY_AFTER)
 
 
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """What one attempt got when it got no 2xx: the input of :func:`retry_plan`."""
+
+    detail: str
+    """One line: ``HTTP 503: 'body start'``, or the transport error."""
+    status: int | None = None
+    """The HTTP status, or None when no answer came."""
+    retry_after: str | None = None
+    """The answer's ``Retry-After`` header, as sent."""
+
+
+def retry_plan(max_retries: int, backoff: float) -> Generator[float | None, Failed, HttpFailure]:
+    """The retry rules of :func:`post_json` without the I/O, so a synchronous and an asynchronous client share them.
+
+    The driver takes the first value (None: send at once), then sends the :class:`Failed` of each
+    attempt that got no 2xx and receives the seconds to wait before the next attempt; when no
+    attempt is left (or the status is not worth another), the plan returns the :class:`HttpFailure`
+    (``StopIteration.value``). Attempt ``k`` (from 0) that fails in a retryable way waits
+    ``backoff * 2**k`` seconds (at most :data:`MAX_BACKOFF`), or the server's ``Retry-After``.
+
+    >>> plan = retry_plan(2, 0.5)
+    >>> next(plan), plan.send(Failed("HTTP 503: ''", 503)), plan.send(Failed("HTTP 429: ''", 429, "7"))
+    (None, 0.5, 7.0)
+    """
+    last = HttpFailure("no attempt made", None, 0)
+    delay: float | None = None
+    for attempt in range(max_retries + 1):
+        failed = yield delay
+        delay = min(backoff * 2 ** attempt, MAX_BACKOFF)
+        last = HttpFailure(failed.detail, failed.status, attempt + 1)
+        if failed.status is not None:
+            if not _retryable(failed.status):
+                return last
+            server_says = _retry_after(failed.retry_after)
+            if server_says is not None:
+                delay = server_says
+    if last.attempts > 1:
+        return HttpFailure(f"{last.detail} (after {last.attempts} attempts)", last.status, last.attempts)
+    return last
+
+
 def post_json(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float, max_retries: int, backoff: float,
               client: httpx.Client | None = None, limiter: RateLimiter | None = None,
               sleep: Callable[[float], None] = time.sleep) -> httpx.Response | HttpFailure:
-    """POST ``body`` (JSON bytes) with retries; the 2xx response, or an :class:`HttpFailure`.
+    """POST ``body`` (JSON bytes) with retries (:func:`retry_plan`); the 2xx response, or an :class:`HttpFailure`.
 
-    Attempt ``k`` (from 0) that fails in a retryable way waits ``backoff * 2**k``
-    seconds (at most :data:`MAX_BACKOFF`, or the server's ``Retry-After``) before
-    the next; every attempt first waits for ``limiter``. Never raises on a
-    network or HTTP failure.
+    Every attempt first waits for ``limiter``. Never raises on a network or HTTP failure.
     """
     sent = {"Content-Type": "application/json", **headers}
-    last = HttpFailure("no attempt made", None, 0)
-    delay = 0.0
-    for attempt in range(max_retries + 1):
-        if attempt:
+    plan = retry_plan(max_retries, backoff)
+    delay = next(plan)
+    while True:
+        if delay is not None:
             sleep(delay)
         if limiter is not None:
             limiter.wait()
-        delay = min(backoff * 2 ** attempt, MAX_BACKOFF)
         try:
             if client is None:
                 with httpx.Client() as own:
@@ -206,22 +247,19 @@ def post_json(url: str, body: bytes, headers: Mapping[str, str], *, timeout: flo
             else:
                 response = client.post(url, content=body, headers=sent, timeout=timeout)
         except httpx.TimeoutException as exc:
-            last = HttpFailure(f"no answer within {timeout:g} s ({type(exc).__name__})", None, attempt + 1)
-            continue
+            failed = Failed(f"no answer within {timeout:g} s ({type(exc).__name__})")
         except httpx.TransportError as exc:
-            last = HttpFailure(f"{type(exc).__name__}: {exc}", None, attempt + 1)
-            continue
-        if response.is_success:
-            return response
-        last = HttpFailure(f"HTTP {response.status_code}: {excerpt(response.text)}", response.status_code, attempt + 1)
-        if not _retryable(response.status_code):
-            return last
-        server_says = _retry_after(response)
-        if server_says is not None:
-            delay = server_says
-    if last.attempts > 1:
-        return HttpFailure(f"{last.detail} (after {last.attempts} attempts)", last.status, last.attempts)
-    return last
+            failed = Failed(f"{type(exc).__name__}: {exc}")
+        else:
+            if response.is_success:
+                return response
+            failed = Failed(f"HTTP {response.status_code}: {excerpt(response.text)}", response.status_code,
+                            response.headers.get("retry-after"))
+        try:
+            delay = plan.send(failed)
+        except StopIteration as stop:  # no attempt left: the plan's HttpFailure
+            result: HttpFailure = stop.value
+            return result
 
 
 def json_body(payload: Any, what: str) -> bytes:

@@ -74,7 +74,7 @@ def grader_file(tmp_path: Path) -> Path:
     return path
 
 
-def cli(*args: str) -> Any:
+def cli(*args: str, env: dict[str, str] | None = None) -> Any:
     app = typer.Typer()
     register(app)
 
@@ -82,7 +82,7 @@ def cli(*args: str) -> Any:
     def other() -> None:  # a second command, so typer keeps "eval" as a named subcommand
         pass
 
-    return CliRunner().invoke(app, ["eval", *args], env={"COLUMNS": "200"})
+    return CliRunner().invoke(app, ["eval", *args], env={"COLUMNS": "200", **(env or {})})
 
 
 def no_perf(summary: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +310,80 @@ def test_an_openai_eval_definition_runs_as_is(server: FakeServer, tmp_path: Path
     assert body["messages"][0] == {"role": "developer", "content": "Answer with a number."}
     assert body["model"] == "fake" and body["max_tokens"] == 5 and body["seed"] == 42
     assert body["response_format"]["type"] == "json_schema"
+
+
+def test_an_item_reference_chat_and_inline_file_content_items_run_without_a_dataset_file(server: FakeServer, tmp_path: Path) -> None:
+    items = [{"item": {"trajectory": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}], "answer": a}}
+             for q, a in GOLD.items()]
+    definition = {"testing_criteria": [EXACT],
+                  "data_source": {"type": "completions", "model": "fake",
+                                  "input_messages": {"type": "item_reference", "item_reference": "item.trajectory"},
+                                  "sampling_params": {"max_completion_tokens": 3, "top_p": 0.5},
+                                  "source": {"type": "file_content", "content": items}}}
+    (tmp_path / "eval.json").write_text(json.dumps(definition), encoding="utf-8")
+    result = cli("-g", str(tmp_path / "eval.json"), "--base-url", server.root, "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["graders"]["exact"]["mean"] == pytest.approx(4 / 6) and summary["samples"] == 6
+    bodies = sorted((r["body"] for r in server.requests), key=lambda b: b["messages"][-1]["content"])
+    assert bodies[0]["messages"] == items[0]["item"]["trajectory"]
+    assert all(b["max_tokens"] == 3 and b["top_p"] == 0.5 for b in bodies)
+
+
+@pytest.mark.parametrize(("data_source", "pointer", "words"), [
+    ({"type": "jsonl", "source": {"type": "file_id", "id": "f"}}, "/data_source/type", "rftkit grade"),
+    ({"type": "completions", "sampling_params": {"tools": []}}, "/data_source/sampling_params/tools", "no local equivalent"),
+    ({"type": "completions", "sampling_params": {"temperature": "hot"}}, "/data_source/sampling_params/temperature", "a number"),
+    ({"type": "completions", "sampling_params": {"max_completion_tokens": 2.5}}, "/data_source/sampling_params/max_completion_tokens",
+     "an integer"),
+    ({"type": "completions", "source": {"type": "stored_completions"}}, "/data_source/source/type", "export the items"),
+    ({"type": "completions", "source": {"type": "file_content", "content": [{"q": 1}]}}, "/data_source/source/content", "item"),
+    ({"type": "completions", "input_messages": {"type": "item_reference", "item_reference": "sample.x"}},
+     "/data_source/input_messages/item_reference", "item.input_trajectory"),
+])
+def test_a_data_source_without_a_local_meaning_is_refused_with_a_pointer(server: FakeServer, dataset: Path, tmp_path: Path,
+                                                                         data_source: dict[str, Any], pointer: str, words: str) -> None:
+    (tmp_path / "eval.json").write_text(json.dumps({"testing_criteria": [EXACT], "data_source": data_source}), encoding="utf-8")
+    result = cli(str(dataset), "-g", str(tmp_path / "eval.json"), "--base-url", server.root, "--model", "m", "-o", str(tmp_path / "r"))
+    assert result.exit_code == 2 and pointer in result.output and words in result.output, result.output
+    assert not server.requests
+
+
+def test_rows_an_item_reference_cannot_read_and_a_missing_dataset_are_clear_errors(server: FakeServer, tmp_path: Path) -> None:
+    source = {"type": "completions", "input_messages": {"type": "item_reference", "item_reference": "item.chat"}}
+    (tmp_path / "eval.json").write_text(json.dumps({"testing_criteria": [EXACT], "data_source": source}), encoding="utf-8")
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"item": {"chat": [{"role": "user", "content": "q0"}]}}) + "\n"
+                    + json.dumps({"item": {"question": "q1"}}) + "\n", encoding="utf-8")
+    base = ["-g", str(tmp_path / "eval.json"), "--base-url", server.root, "--model", "m", "-o", str(tmp_path / "r")]
+    result = cli(str(data), *base)
+    assert result.exit_code == 2 and "rows.jsonl:2" in result.output and "invalid_variable" in result.output
+    result = cli(*base)  # no dataset, and the source is not inline
+    assert result.exit_code == 2 and "missing_dataset" in result.output and "file_content" in result.output
+    assert not server.requests
+
+
+def test_the_api_key_comes_from_the_option_or_the_environment(server: FakeServer, dataset: Path, grader_file: Path,
+                                                              tmp_path: Path) -> None:
+    base = [str(dataset), "-g", str(grader_file), "--base-url", server.root, "--model", "m", "--limit", "1"]
+    assert cli(*base, "-o", str(tmp_path / "a"), env={"OPENAI_API_KEY": "sk-env"}).exit_code == 0
+    assert cli(*base, "-o", str(tmp_path / "b"), "--api-key", "sk-option", env={"OPENAI_API_KEY": "sk-env"}).exit_code == 0
+    assert [r["headers"].get("Authorization") for r in server.requests] == ["Bearer sk-env", "Bearer sk-option"]
+
+
+def test_every_sampling_option_reaches_the_server(server: FakeServer, dataset: Path, grader_file: Path, tmp_path: Path) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}
+    (tmp_path / "fmt.json").write_text(json.dumps(fmt), encoding="utf-8")
+    result = cli(str(dataset), "-g", str(grader_file), "--base-url", server.root, "--model", "m", "-o", str(tmp_path / "r"),
+                 "--samples", "2", "--temperature", "0.7", "--top-p", "0.9", "--max-tokens", "7", "--seed", "10",
+                 "--stop", "END", "--stop", "\n\n", "--response-format", str(tmp_path / "fmt.json"), "--limit", "2")
+    assert result.exit_code == 0, result.output
+    bodies = sorted((r["body"] for r in server.requests), key=lambda b: (b["messages"][-1]["content"], b["seed"]))
+    assert [(b["messages"][-1]["content"], b["seed"]) for b in bodies] == [("q0", 10), ("q0", 11), ("q1", 10), ("q1", 11)]
+    assert all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["max_tokens"] == 7 and b["stop"] == ["END", "\n\n"]
+               and b["response_format"] == fmt for b in bodies)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["samples"] == 4 and summary["samples_per_row"] == 2 and set(summary["graders"]["exact"]["pass_at_k"]) == {"1", "2"}
 
 
 def test_several_samples_per_row_report_pass_at_k(tmp_path: Path) -> None:
