@@ -29,11 +29,13 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
+from schemas import MisuseCode
+
 from ._errors import GraderConfigError, pointer_token
 
 M = TypeVar("M", bound=BaseModel)
 
-_GENERIC_CODES = {
+_GENERIC_CODES: dict[str, MisuseCode] = {
     "extra_forbidden": "unknown_key",
     "missing": "missing_key",
     "literal_error": "bad_value",
@@ -54,7 +56,7 @@ class ConfigModel(BaseModel):
 
     what: ClassVar[str] = "a config"
     """How messages name this object (``"unknown key 'x' in a string_check grader config"``)."""
-    error_codes: ClassVar[Mapping[str, str]] = {}
+    error_codes: ClassVar[Mapping[str, MisuseCode]] = {}
     """Field name (``"*"``: any field) -> the code of its value errors, where it is not the generic one."""
     error_hints: ClassVar[Mapping[str, str]] = {}
     """Field name (``"*"``: any field) -> the hint of its value errors."""

@@ -41,7 +41,7 @@ MisuseCode = Literal[
     "dataset_not_a_file", "dataset_not_found", "dataset_unreadable", "duplicate_name",
     "embedding_model_missing", "empty_dataset", "formula_parse_error", "formula_too_complex",
     "formula_unknown_name", "invalid_parquet", "invalid_schema", "invalid_variable",
-    "length_mismatch", "missing_column", "missing_extra", "missing_grade_function",
+    "length_mismatch", "missing_column", "missing_dataset", "missing_extra", "missing_grade_function",
     "missing_key", "missing_model", "missing_prompt", "missing_reference",
     "missing_setting", "model_load_failed", "model_not_found", "nested_multi",
     "no_grader", "no_reference_field", "not_a_run", "not_json",

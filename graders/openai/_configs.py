@@ -17,6 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Discriminator, Field, PrivateAttr, Strict, Tag, model_validator
 
+from schemas import MisuseCode
+
 from .._errors import GraderConfigError
 from .._validation import ConfigModel
 from ..structured._options import StructuredConfig
@@ -107,7 +109,7 @@ class TextSimilarityConfig(ConfigModel):
     """OpenAI's names; meteor needs rftkit[meteor] (WordNet 3.0) installed."""
     pass_threshold: Threshold | None = None
 
-    error_codes: ClassVar[dict[str, str]] = {"evaluation_metric": "bad_value"}
+    error_codes: ClassVar[dict[str, MisuseCode]] = {"evaluation_metric": "bad_value"}
     error_hints: ClassVar[dict[str, str]] = {
         "evaluation_metric": "fuzzy_match, bleu, gleu, meteor, rouge_1 ... rouge_5, rouge_l or cosine", "pass_threshold": "e.g. 0.8"}
 
@@ -204,7 +206,7 @@ class SamplingParamsConfig(ConfigModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     reasoning_effort: ReasoningEffort | None = None
 
-    error_codes: ClassVar[dict[str, str]] = {"*": "bad_value"}
+    error_codes: ClassVar[dict[str, MisuseCode]] = {"*": "bad_value"}
 
     @model_validator(mode="after")
     def _one_cap(self) -> SamplingParamsConfig:
@@ -234,7 +236,7 @@ class ScoreModelConfig(ConfigModel):
     """temperature, top_p, seed, max_completions_tokens (or max_tokens, as in OpenAI's guide), reasoning_effort."""
     pass_threshold: Threshold | None = None
 
-    error_codes: ClassVar[dict[str, str]] = {"range": "bad_value"}
+    error_codes: ClassVar[dict[str, MisuseCode]] = {"range": "bad_value"}
     error_hints: ClassVar[dict[str, str]] = {
         "input": '[{"role": "user", "content": "Score this answer: {{ sample.output_text }}"}]',
         "range": "e.g. [0, 1] (the default) or [0, 10]"}
@@ -269,7 +271,7 @@ class LabelModelConfig(ConfigModel):
     sampling_params: SamplingParamsConfig | None = None
     """As for score_model."""
 
-    error_codes: ClassVar[dict[str, str]] = {"labels": "wrong_type", "passing_labels": "wrong_type"}
+    error_codes: ClassVar[dict[str, MisuseCode]] = {"labels": "wrong_type", "passing_labels": "wrong_type"}
     error_hints: ClassVar[dict[str, str]] = {"input": ScoreModelConfig.error_hints["input"],
                                              "labels": 'e.g. ["correct", "incorrect"]', "passing_labels": 'e.g. ["correct"]'}
 
@@ -309,7 +311,7 @@ class EndpointConfig(ConfigModel):
     range: ScoreRange | None = None
     """rftkit's addition: the scores the server may answer, [low, high] (default [0, 1])."""
 
-    error_codes: ClassVar[dict[str, str]] = {"rate_limit": "bad_value", "range": "bad_value"}
+    error_codes: ClassVar[dict[str, MisuseCode]] = {"rate_limit": "bad_value", "range": "bad_value"}
     error_hints: ClassVar[dict[str, str]] = {"rate_limit": "e.g. 50, or leave it out for no limit",
                                              "headers": '{"Authorization": "Bearer ..."}',
                                              "range": "e.g. [0, 1] (the default) or [0, 10]"}

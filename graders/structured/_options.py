@@ -73,7 +73,7 @@ class StructuredOptions(ConfigModel):
     """
 
     what = "the structured grader's options"
-    error_codes: ClassVar[dict[str, str]] = {"*": "bad_option", "fields": "bad_field_option", "aggregation": "bad_aggregation"}
+    error_codes: ClassVar[dict[str, MisuseCode]] = {"*": "bad_option", "fields": "bad_field_option", "aggregation": "bad_aggregation"}
     error_hints: ClassVar[dict[str, str]] = {
         "fields": "known field keys: comparator, threshold, weight, required, mode, fields, plus comparator options"}
 
@@ -114,7 +114,7 @@ class StructuredConfig(StructuredOptions):
     """rftkit's structured grader: the response parsed into a typed object and compared with the reference field by field."""
 
     what = "a structured grader config"
-    error_codes: ClassVar[dict[str, str]] = {**StructuredOptions.error_codes, "schema_": "bad_schema"}
+    error_codes: ClassVar[dict[str, MisuseCode]] = {**StructuredOptions.error_codes, "schema_": "bad_schema"}
 
     type: Literal["structured"]
     schema_: dict[str, Any] | Annotated[str, AfterValidator(_schema_file)] | None = Field(default=None, alias="schema")
