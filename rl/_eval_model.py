@@ -142,7 +142,7 @@ def checkpoint_evaluator(trainer: Any, grader_path: Path, output: Path, *, conso
     from graders.eval import EvalRow, read_definition, read_samples, run_eval, write_report
 
     definition = read_definition(grader_path)
-    rows = [EvalRow(i, i + 1, {"reference": r["reference"]} if definition.graders[0].structured else r["reference"], prompt=r["prompt"])
+    rows = [EvalRow(i, i + 1, {"reference": r["reference"]} if definition.graders[0].needs_reference else r["reference"], prompt=r["prompt"])
             for i, r in enumerate(trainer.eval_rows)]
     params = SamplingParams(max_tokens=trainer.config.max_new_tokens)
 

@@ -98,13 +98,10 @@ def prepare_folder(output: Path, settings: Mapping[str, Any], *, overwrite: bool
 
 def grade_sample(graders: Sequence[NamedGrader], row: EvalRow, text: str) -> dict[str, Any]:
     """Every grader's result for one sample, each in the ``graders/run`` shape plus ``reason`` and per-field ``details``."""
-    from .. import grade_batch
-
     out: dict[str, Any] = {}
     for g in graders:
-        reference = row.item["reference"] if g.structured else row.item
         start = time.perf_counter()
-        grade = grade_batch(g.grader, [text], [reference])[0]
+        grade = g.grader.grade_row(text, row.item)
         took = time.perf_counter() - start
         out[g.name] = {**run_response(g.name, g.grader.type, grade, took), "reason": grade.reason,
                        "details": {k: v.to_dict() for k, v in grade.details.items()}}

@@ -72,7 +72,8 @@ class NamedGrader:
     grader: Any
     config: Mapping[str, Any]
     pass_threshold: float | None
-    structured: bool
+    needs_reference: bool
+    """The grader compares with the row's ``reference`` (a structured grader); others read the item."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _threshold(config: Mapping[str, Any], pointer: str) -> float | None:
 
 
 def _build(config: Mapping[str, Any], pointer: str) -> NamedGrader:
-    from .. import StructuredGrader, from_config
+    from .. import from_config
 
     try:
         grader = from_config(config)
@@ -128,7 +129,7 @@ def _build(config: Mapping[str, Any], pointer: str) -> NamedGrader:
         raise GraderConfigError(exc.message, code=exc.code, pointer=pointer + exc.pointer, hint=exc.hint) from None
     given = config.get("name")
     name = given if isinstance(given, str) else str(config.get("type", "grader"))
-    return NamedGrader(name, grader, config, _threshold(config, pointer + "/pass_threshold"), isinstance(grader, StructuredGrader))
+    return NamedGrader(name, grader, config, _threshold(config, pointer + "/pass_threshold"), grader.needs_reference)
 
 
 def read_definition(path: Path) -> EvalDefinition:
@@ -291,8 +292,8 @@ def read_rows(path: Path | None, definition: EvalDefinition, *, limit: int | Non
         if messages is not None and not all(isinstance(m, Mapping) and isinstance(m.get("role"), str) for m in messages):
             raise UserError(f"{name}:{n}: messages must be a list of {{role, content}} objects", code="bad_messages", pointer="/messages")
         for g in definition.graders:
-            if g.structured and "reference" not in item:
-                raise UserError(f"{name}:{n}: grader {g.name!r} (structured) needs the row's 'reference'", code="missing_reference",
+            if g.needs_reference and "reference" not in item:
+                raise UserError(f"{name}:{n}: grader {g.name!r} needs the row's 'reference'", code="missing_reference",
                                 pointer="/reference", hint="add the expected answer as 'reference'")
         rows.append(EvalRow(len(rows), n, item, prompt, messages, item.get("id")))
     return rows
