@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,16 +108,21 @@ def httpx_async(url: str, c: int, n: int) -> None:
             async def send() -> None:
                 (await client.post(url, content=BODY, headers=HEADERS)).json()
 
-            left = [n]
-
-            async def worker() -> None:
-                while left[0] > 0:
-                    left[0] -= 1
-                    await send()
-
-            await asyncio.gather(*(worker() for _ in range(c)))
+            await in_flight(send, c, n)
 
     asyncio.run(run())
+
+
+async def in_flight(send: Callable[[], Awaitable[None]], c: int, n: int) -> None:
+    """Make ``n`` calls of ``send`` with ``c`` in flight at a time."""
+    left = [n]
+
+    async def worker() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            await send()
+
+    await asyncio.gather(*(worker() for _ in range(c)))
 
 
 def aiohttp_bare(url: str, c: int, n: int) -> None:
@@ -129,14 +134,7 @@ def aiohttp_bare(url: str, c: int, n: int) -> None:
                 async with session.post(url, data=BODY, headers=HEADERS) as response:
                     json.loads(await response.read())
 
-            left = [n]
-
-            async def worker() -> None:
-                while left[0] > 0:
-                    left[0] -= 1
-                    await send()
-
-            await asyncio.gather(*(worker() for _ in range(c)))
+            await in_flight(send, c, n)
 
     asyncio.run(run())
 
