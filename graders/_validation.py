@@ -16,14 +16,17 @@ a validator's own check     the code, pointer and hint of the ``GraderConfigErro
 ==========================  ==================================================================
 
 A model may override the code of its fields' errors (:attr:`ConfigModel.error_codes`,
-``"*"`` for every field), so codes stay what callers already match on. Unknown and
-missing keys are reported first, as a reader fixes the shape of a config before its values.
+``"*"`` for every field), so codes stay what callers already match on; a field's type may
+carry its own words for a value it rejects (:class:`Explained`); a model may say what an
+unknown key means for it (:meth:`ConfigModel.unknown_key_error`). Unknown and missing keys
+are reported first, as a reader fixes the shape of a config before its values.
 """
 
 from __future__ import annotations
 
 import types
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -49,6 +52,19 @@ _GENERIC_CODES: dict[str, MisuseCode] = {
 """pydantic's error types -> rftkit's codes; any other type (a wrong type, an empty string or list) is ``wrong_type``."""
 
 
+@dataclass(frozen=True)
+class Explained:
+    """A field type's own words for a value it rejects, in its ``Annotated`` metadata.
+
+    The error reads ``"<message>, got <input>"`` with ``hint``, whatever check pydantic
+    failed (a wrong type, a bound, NaN): ``Annotated[bool, Explained("expected true or false",
+    "use a JSON boolean")]``.
+    """
+
+    message: str
+    hint: str = ""
+
+
 class ConfigModel(BaseModel):
     """The base of every config model: strict types (``"no"`` is not a bool), no unknown keys, immutable."""
 
@@ -61,9 +77,18 @@ class ConfigModel(BaseModel):
     error_hints: ClassVar[Mapping[str, str]] = {}
     """Field name (``"*"``: any field) -> the hint of its value errors."""
 
+    @classmethod
+    def unknown_key_error(cls, key: str, pointer: str) -> GraderConfigError:
+        """The error of a key this model does not have, at ``pointer``: ``unknown_key``, with the known keys."""
+        known = sorted(f.alias or n for n, f in cls.model_fields.items())
+        return GraderConfigError(f"unknown key {key!r} in {cls.what}", code="unknown_key", pointer=pointer,
+                                 hint=f"known keys: {known}" if known else "")
 
-def validate_config(model: type[M], data: object) -> M:
+
+def validate_config(model: type[M], data: object, *, pointer: str = "") -> M:
     """``data`` validated by ``model``; the first problem raises :class:`GraderConfigError` with its pointer.
+
+    ``pointer`` is where ``data`` sits in the enclosing config: error pointers start with it.
 
     >>> from typing import Literal
     >>> class Check(ConfigModel):
@@ -79,21 +104,24 @@ def validate_config(model: type[M], data: object) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise config_error(model, data, exc) from None
+        raise config_error(model, data, exc, pointer=pointer) from None
 
 
-def config_error(model: type[BaseModel], data: object, exc: ValidationError) -> GraderConfigError:
-    """The :class:`GraderConfigError` for the first problem of ``exc`` (raised by ``model`` on ``data``)."""
+def config_error(model: type[BaseModel], data: object, exc: ValidationError, *, pointer: str = "") -> GraderConfigError:
+    """The :class:`GraderConfigError` for the first problem of ``exc`` (raised by ``model`` on ``data``, which sits
+    at ``pointer`` in the enclosing config)."""
     errors = exc.errors()
     err = min(enumerate(errors), key=lambda pair: (_rank(pair[1]), pair[0]))[1]
     tokens, fields, parent = _walk(model, data, err)
-    pointer = "".join("/" + pointer_token(t) for t in tokens)
+    pointer += "".join("/" + pointer_token(t) for t in tokens)
     found = err.get("ctx", {}).get("error")
     if isinstance(found, GraderConfigError):  # a validator's own check: its code and hint, its pointer under ours
         return GraderConfigError(found.message, code=found.code, pointer=pointer + found.pointer, hint=found.hint)
     kind = err["type"]
     key = tokens[-1] if tokens else ""
     if kind == "extra_forbidden":
+        if parent is not None and issubclass(parent, ConfigModel):
+            return parent.unknown_key_error(key, pointer)
         known = sorted(f.alias or n for n, f in parent.model_fields.items()) if parent is not None else []
         return GraderConfigError(f"unknown key {key!r} in {_what(parent)}", code="unknown_key", pointer=pointer,
                                  hint=f"known keys: {known}" if known else "")
@@ -109,12 +137,26 @@ def config_error(model: type[BaseModel], data: object, exc: ValidationError) -> 
     owners = inner_first[:1] if kind == "literal_error" else inner_first  # the choices beat an enclosing field's hint
     hint = next((o.error_hints.get(n) or o.error_hints["*"] for o, n in owners
                  if n in o.error_hints or "*" in o.error_hints), hint)
+    explained = _explained(fields[-1]) if fields and fields[-1][1] == key else None
+    if explained is not None:
+        return GraderConfigError(f"{explained.message}, got {_short(err.get('input'))}", code=code, pointer=pointer,
+                                 hint=explained.hint or hint)
     where = "/".join(tokens) or "config"
     choices = _literal_choices(fields[-1]) if kind == "literal_error" and fields and fields[-1][1] == tokens[-1] else None
     if choices is not None:
         return GraderConfigError(f"{where} must be one of {choices}, got {_short(err.get('input'))}", code=code,
                                  pointer=pointer, hint=hint)
     return GraderConfigError(f"{where}: {err['msg']}, got {_short(err.get('input'))}", code=code, pointer=pointer, hint=hint)
+
+
+def _explained(field: tuple[type[ConfigModel], str]) -> Explained | None:
+    """The :class:`Explained` in a field's ``Annotated`` metadata (or, optional, its value's), else None."""
+    owner, name = field
+    info = owner.model_fields[name]
+    annotation = info.annotation
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else ()
+    metadata = [*info.metadata, *(m for member in members if get_origin(member) is Annotated for m in get_args(member)[1:])]
+    return next((m for m in metadata if isinstance(m, Explained)), None)
 
 
 def _literal_choices(field: tuple[type[ConfigModel], str]) -> list[Any] | None:

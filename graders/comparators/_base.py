@@ -35,12 +35,16 @@ them the same way (through a small cache of built comparators).
 from __future__ import annotations
 
 import logging
-import math as _math
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any, Final, Literal, get_args
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args
+
+from pydantic import Field
+
+from schemas import MisuseCode
 
 from .._errors import GraderConfigError
+from .._validation import ConfigModel, Explained
 
 
 class _DropTimeoutNotice(logging.Filter):
@@ -161,67 +165,65 @@ def exact(prediction: Any, reference: Any) -> float:
 DecimalMark = Literal[".", ","]
 """The decimal mark :func:`parse_number` reads: ``"."`` (``"1,234.50"``) or a declared ``","`` (``"1.234,50"``)."""
 
+_FUZZY_SCORER_NAMES: Final = get_args(FuzzyScorer)
+_DATE_ORDERS: Final = get_args(DateOrder)
+_DECIMAL_MARKS: Final = get_args(DecimalMark)
+_COMPARATOR_NAMES: Final = get_args(ComparatorName)
 
-# -- option checks, shared by the registry and the families' keyword wrappers
 
-_OptionCheck = Callable[[object, str], None]
-"""Raises GraderConfigError when a value is wrong for an option; gets the option's pointer."""
+# -- options: one pydantic model per comparator (its checks, its JSON Schema, its docs)
 
 
 def _choices(values: tuple[object, ...]) -> str:
     return ", ".join(repr(v) for v in values)
 
 
-def _bad_option(message: str, pointer: str, hint: str) -> GraderConfigError:
-    return GraderConfigError(message, code="bad_comparator_option", pointer=pointer, hint=hint)
+class ComparatorOptions(ConfigModel):
+    """The options of one comparator. Each comparator's subclass (``FuzzyOptions`` ...) is their one definition:
+    :func:`~graders.comparators.make_comparator` validates with it, its defaults are the comparator's, its
+    attribute docstrings document the options, and the field-option part of the structured grader's JSON Schema
+    is generated from it.
+
+    Every error is ``bad_comparator_option``, pointing at the option, with a hint.
+    """
+
+    what = "comparator options"
+    comparator: ClassVar[str] = ""
+    """The comparator's name (``ComparatorName``)."""
+    error_codes: ClassVar[Mapping[str, MisuseCode]] = {"*": "bad_comparator_option"}
+
+    @classmethod
+    def unknown_key_error(cls, key: str, pointer: str) -> GraderConfigError:
+        """An option this comparator does not take: the closest one it does, or the comparators that take it."""
+        from ._registry import closest, comparators_taking  # the registry imports every family module
+
+        taken = tuple(cls.model_fields)
+        accepted = _choices(taken) if taken else "no options"
+        owners = comparators_taking(key)
+        elsewhere = f"; {key!r} is an option of {_choices(owners)}: set \"comparator\" to it" if owners else ""
+        return GraderConfigError(f"comparator {cls.comparator!r} has no option {key!r}", code="bad_comparator_option",
+                                 pointer=pointer,
+                                 hint=(closest(key, taken) if not owners else "") + f"{cls.comparator!r} takes {accepted}{elsewhere}")
 
 
-def _check_bool(value: object, pointer: str) -> None:
-    if type(value) is not bool:
-        raise _bad_option(f"expected true or false, got {value!r}", pointer, "use a JSON boolean")
+def _one_of(values: tuple[str, ...]) -> Explained:
+    return Explained(f"expected one of {_choices(values)}", f"use one of {_choices(values)}")
 
 
-def _real(value: object) -> float | None:
-    """A finite int or float option as a float (bools are not numbers), else None."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and _math.isfinite(value):
-        return float(value)
-    return None
+Flag = Annotated[bool, Explained("expected true or false", "use a JSON boolean")]
+"""An on/off option: a JSON boolean (``1`` and ``"yes"`` are not)."""
+UnitInterval = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False),
+                         Explained("expected a number in [0, 1]", "0.8 means 80% similar")]
+"""A similarity threshold: a number in [0, 1]."""
+Tolerance = Annotated[float, Field(ge=0.0, allow_inf_nan=False),
+                      Explained("expected a finite number >= 0", "0 means exact; 0.01 in rel_tol means 1%")]
+"""A tolerance: a finite number >= 0."""
 
 
-def _check_unit_interval(value: object, pointer: str) -> None:
-    real = _real(value)
-    if real is None or not 0.0 <= real <= 1.0:
-        raise _bad_option(f"expected a number in [0, 1], got {value!r}", pointer, "0.8 means 80% similar")
+class ExactOptions(ComparatorOptions):
+    """:func:`exact` takes no options."""
 
-
-def _check_tolerance(value: object, pointer: str) -> None:
-    real = _real(value)
-    if real is None or real < 0.0:
-        raise _bad_option(
-            f"expected a finite number >= 0, got {value!r}", pointer, "0 means exact; 0.01 in rel_tol means 1%"
-        )
-
-
-def _check_max_chars(value: object, pointer: str) -> None:
-    if value is not None and (type(value) is not int or value < 1):
-        raise _bad_option(f"expected a whole number of characters >= 1, got {value!r}", pointer,
-                          "the default is 1000 for partial_ratio and WRatio, 10000 for the other scorers")
-
-
-def _check_choice(choices: tuple[str, ...]) -> _OptionCheck:
-    def check(value: object, pointer: str) -> None:
-        if type(value) is not str or value not in choices:
-            raise _bad_option(
-                f"expected one of {_choices(choices)}, got {value!r}", pointer, f"use one of {_choices(choices)}"
-            )
-
-    return check
-
-
-_FUZZY_SCORER_NAMES: Final = get_args(FuzzyScorer)
-_DATE_ORDERS: Final = get_args(DateOrder)
-_DECIMAL_MARKS: Final = get_args(DecimalMark)
-_COMPARATOR_NAMES: Final = get_args(ComparatorName)
+    comparator = "exact"
 
 
 @lru_cache(maxsize=256, typed=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Final
 
-from ._base import exact
+from ._base import ComparatorOptions, exact
 from ._text import _as_text
 
 # --------------------------------------------------------------------------- math
@@ -68,6 +68,12 @@ def _parse_math(text: str) -> tuple[Any, ...]:
     if not all(_is_tame(item) for item in parsed):
         return ()
     return tuple(parsed)
+
+
+class MathOptions(ComparatorOptions):
+    """:func:`math` takes no options."""
+
+    comparator = "math"
 
 
 def math(prediction: Any, reference: Any) -> float:

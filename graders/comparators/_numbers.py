@@ -7,8 +7,9 @@ import math as _math
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+from .._validation import validate_config
 from ._base import (
     _CACHE_MAX_CHARS,
     _DATE_ORDERS,
@@ -16,11 +17,14 @@ from ._base import (
     _NUMBER,
     _STR,
     Comparator,
+    ComparatorOptions,
     DateOrder,
     DecimalMark,
+    Flag,
+    Tolerance,
     _built,
-    _check_choice,
     _kind,
+    _one_of,
     exact,
 )
 
@@ -148,7 +152,7 @@ def parse_number(value: Any, *, decimal: DecimalMark = ".") -> float | None:
         if type(value) is str and len(value) <= _CACHE_MAX_CHARS:
             return _parse_number_cached(value)
     elif decimal != ",":
-        _check_choice(_DECIMAL_MARKS)(decimal, "/decimal")
+        validate_config(NumberOptions, {"decimal": decimal})  # raises: not a decimal mark
     kind = _kind(value)
     if kind == _NUMBER:
         try:
@@ -162,9 +166,20 @@ def parse_number(value: Any, *, decimal: DecimalMark = ".") -> float | None:
     return None
 
 
-def _make_number(*, abs_tol: float = 0.0, rel_tol: float = 0.0, decimal: DecimalMark = ".") -> Comparator:
-    abs_tol = float(abs_tol)
-    rel_tol = float(rel_tol)
+class NumberOptions(ComparatorOptions):
+    """The options of :func:`number`."""
+
+    comparator = "number"
+    abs_tol: Tolerance = 0.0
+    """Absolute tolerance: ``|a - b| <= abs_tol`` passes."""
+    rel_tol: Tolerance = 0.0
+    """Relative tolerance: ``|a - b| <= rel_tol * max(|a|, |b|)`` passes (0.01 is 1%)."""
+    decimal: Annotated[DecimalMark, _one_of(_DECIMAL_MARKS)] = "."
+    """The decimal mark numbers in text use: ``"."`` (``"1,234.50"``) or ``","`` (``"1.234,50"``)."""
+
+
+def _make_number(options: NumberOptions) -> Comparator:
+    abs_tol, rel_tol, decimal = options.abs_tol, options.rel_tol, options.decimal
     read: Callable[[Any], float | None] = parse_number if decimal == "." else (lambda v: parse_number(v, decimal=","))
 
     def compare_number(prediction: Any, reference: Any) -> float:
@@ -319,7 +334,7 @@ def parse_date(value: Any, *, order: DateOrder = "iso") -> _dt.date | None:
     True
     """
     if order not in _DATE_ORDERS:
-        _check_choice(_DATE_ORDERS)(order, "/order")
+        validate_config(DateOptions, {"order": order})  # raises: not a date order
     return _date_of(value, order)
 
 
@@ -331,7 +346,17 @@ def _date_of(value: Any, order: DateOrder) -> _dt.date | None:
     return None if len(value) > _DATE_MAX_CHARS else _parse_date_text(value, order)
 
 
-def _make_date(*, order: DateOrder = "iso") -> Comparator:
+class DateOptions(ComparatorOptions):
+    """The options of :func:`date`."""
+
+    comparator = "date"
+    order: Annotated[DateOrder, _one_of(_DATE_ORDERS)] = "iso"
+    """How a numeric date that is not ISO 8601 is read: ``iso`` (it is not), ``day_first`` or ``month_first``."""
+
+
+def _make_date(options: DateOptions) -> Comparator:
+    order = options.order
+
     def compare_date(prediction: Any, reference: Any) -> float:
         a = _date_of(prediction, order)
         b = _date_of(reference, order)
@@ -394,8 +419,16 @@ def parse_datetime(value: Any) -> _dt.datetime | None:
     return None if len(value) > _DATE_MAX_CHARS else _parse_instant_text(value)
 
 
-def _make_datetime(*, tolerance: float = 0.0) -> Comparator:
-    tolerance = float(tolerance)
+class DatetimeOptions(ComparatorOptions):
+    """The options of :func:`datetime`."""
+
+    comparator = "datetime"
+    tolerance: Tolerance = 0.0
+    """Seconds two instants may be apart and still match."""
+
+
+def _make_datetime(options: DatetimeOptions) -> Comparator:
+    tolerance = options.tolerance
 
     def compare_datetime(prediction: Any, reference: Any) -> float:
         a = parse_datetime(prediction)
@@ -426,8 +459,16 @@ def datetime(prediction: Any, reference: Any, *, tolerance: float = 0.0) -> floa
 # --------------------------------------------------------------------------- enum, bool
 
 
-def _make_enum(*, case_sensitive: bool = True) -> Comparator:
-    if case_sensitive:
+class EnumOptions(ComparatorOptions):
+    """The options of :func:`enum`."""
+
+    comparator = "enum"
+    case_sensitive: Flag = True
+    """False: two strings match when their casefolds are equal."""
+
+
+def _make_enum(options: EnumOptions) -> Comparator:
+    if options.case_sensitive:
         return exact
 
     def compare_enum(prediction: Any, reference: Any) -> float:
@@ -460,6 +501,12 @@ def _as_bool(value: Any) -> bool | None:
     if type(value) is str and len(value) <= 16:
         return _BOOL_WORDS.get(value.strip().lower())
     return None
+
+
+class BoolOptions(ComparatorOptions):
+    """:func:`boolean` takes no options."""
+
+    comparator = "bool"
 
 
 def boolean(prediction: Any, reference: Any) -> float:

@@ -1,67 +1,76 @@
-"""The comparator registry: names, their options, their checks, and make_comparator."""
+"""The comparator registry: each name, its options model and its builder; and make_comparator."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._errors import GraderConfigError, pointer_token
-from ._base import (
-    _COMPARATOR_NAMES,
-    _DATE_ORDERS,
-    _DECIMAL_MARKS,
-    _FUZZY_SCORER_NAMES,
-    Comparator,
-    _bad_option,
-    _check_bool,
-    _check_choice,
-    _check_max_chars,
-    _check_tolerance,
-    _check_unit_interval,
-    _choices,
-    _OptionCheck,
-    exact,
+from .._errors import GraderConfigError
+from .._validation import validate_config
+from ._base import _COMPARATOR_NAMES, Comparator, ComparatorOptions, ExactOptions, _choices, exact
+from ._math import MathOptions, math
+from ._numbers import (
+    BoolOptions,
+    DateOptions,
+    DatetimeOptions,
+    EnumOptions,
+    NumberOptions,
+    _make_date,
+    _make_datetime,
+    _make_enum,
+    _make_number,
+    boolean,
 )
-from ._math import math
-from ._numbers import _make_date, _make_datetime, _make_enum, _make_number, boolean
-from ._text import _make_fuzzy, _make_normalized
+from ._text import FuzzyOptions, NormalizedOptions, _make_fuzzy, _make_normalized
 
 # --------------------------------------------------------------------------- construction
 
+
 @dataclass(frozen=True, slots=True)
-class _Spec:
-    build: Callable[..., Comparator]
-    options: Mapping[str, _OptionCheck]
+class _Entry:
+    options: type[ComparatorOptions]
+    """The options model: their checks, defaults, docs and JSON Schema."""
+    build: Callable[[Any], Comparator]
+    """Validated options -> the fast callable."""
+    default: ComparatorOptions
+    """The options when none are given."""
 
 
-def _no_options(comparator: Comparator) -> Callable[[], Comparator]:
-    return lambda: comparator
+def _entry(options: type[ComparatorOptions], build: Callable[[Any], Comparator]) -> _Entry:
+    return _Entry(options, build, options())
 
 
-_SPECS: Final[dict[str, _Spec]] = {
-    "exact": _Spec(_no_options(exact), {}),
-    "normalized": _Spec(_make_normalized, {"strip_punctuation": _check_bool}),
-    "fuzzy": _Spec(
-        _make_fuzzy,
-        {
-            "scorer": _check_choice(_FUZZY_SCORER_NAMES),
-            "threshold": _check_unit_interval,
-            "partial_credit": _check_bool,
-            "normalize": _check_bool,
-            "max_chars": _check_max_chars,
-        },
-    ),
-    "number": _Spec(_make_number, {"abs_tol": _check_tolerance, "rel_tol": _check_tolerance,
-                                   "decimal": _check_choice(_DECIMAL_MARKS)}),
-    "date": _Spec(_make_date, {"order": _check_choice(_DATE_ORDERS)}),
-    "datetime": _Spec(_make_datetime, {"tolerance": _check_tolerance}),
-    "enum": _Spec(_make_enum, {"case_sensitive": _check_bool}),
-    "bool": _Spec(_no_options(boolean), {}),
-    "math": _Spec(_no_options(math), {}),
+def _always(comparator: Comparator) -> Callable[[ComparatorOptions], Comparator]:
+    return lambda _options: comparator
+
+
+COMPARATORS: Final[dict[str, _Entry]] = {
+    entry.options.comparator: entry
+    for entry in (
+        _entry(ExactOptions, _always(exact)),
+        _entry(NormalizedOptions, _make_normalized),
+        _entry(FuzzyOptions, _make_fuzzy),
+        _entry(NumberOptions, _make_number),
+        _entry(DateOptions, _make_date),
+        _entry(DatetimeOptions, _make_datetime),
+        _entry(EnumOptions, _make_enum),
+        _entry(BoolOptions, _always(boolean)),
+        _entry(MathOptions, _always(math)),
+    )
 }
+"""Every comparator, by name (:data:`ComparatorName`, in its order): its options model and its builder."""
 
+_TAKERS: Final[dict[str, tuple[str, ...]]] = {}
+for _name, _spec in COMPARATORS.items():
+    for _option in _spec.options.model_fields:
+        _TAKERS[_option] = (*_TAKERS.get(_option, ()), _name)
+
+
+def comparator_models() -> dict[str, type[ComparatorOptions]]:
+    """Each comparator's name -> its options model, in :data:`ComparatorName` order."""
+    return {name: entry.options for name, entry in COMPARATORS.items()}
 
 
 def closest(name: object, valid: Iterable[str]) -> str:
@@ -82,12 +91,12 @@ def comparators_taking(option: str) -> tuple[str, ...]:
     >>> comparators_taking("abs_tol"), comparators_taking("nope")
     (('number',), ())
     """
-    return tuple(name for name in _COMPARATOR_NAMES if option in _SPECS[name].options)
+    return _TAKERS.get(option, ())
 
 
 def comparator_options() -> tuple[str, ...]:
     """Every option name some comparator takes."""
-    return tuple(dict.fromkeys(key for spec in _SPECS.values() for key in spec.options))
+    return tuple(_TAKERS)
 
 
 def make_comparator(name: str, *, pointer: str = "", **options: Any) -> Comparator:
@@ -98,7 +107,8 @@ def make_comparator(name: str, *, pointer: str = "", **options: Any) -> Comparat
     ``pointer + "/<option>"`` for a bad option. Raises
     :class:`~graders._errors.GraderConfigError` with code
     ``unknown_comparator`` or ``bad_comparator_option`` and a hint listing the
-    valid choices. Checks: option names belong to the comparator; thresholds
+    valid choices. The options are checked by the comparator's options model
+    (``FuzzyOptions`` ...): option names belong to the comparator; thresholds
     are in [0, 1]; tolerances are finite and >= 0; ``scorer`` is a
     :data:`FuzzyScorer`; ``order`` is a :data:`DateOrder`; flags are booleans;
     ``fuzzy`` without ``partial_credit`` needs a threshold above 0 (else every
@@ -111,33 +121,15 @@ def make_comparator(name: str, *, pointer: str = "", **options: Any) -> Comparat
     ...
     graders._errors.GraderConfigError: expected a number in [0, 1], got 1.5 [bad_comparator_option at /fields/city/threshold] (hint: 0.8 means 80% similar)
     """
-    spec = _SPECS.get(name) if type(name) is str else None
-    if spec is None:
+    entry = COMPARATORS.get(name) if type(name) is str else None
+    if entry is None:
         raise GraderConfigError(
             f"unknown comparator {name!r}",
             code="unknown_comparator",
             pointer=f"{pointer}/comparator",
             hint=closest(name, _COMPARATOR_NAMES) + f"use one of {_choices(_COMPARATOR_NAMES)}",
         )
-    for key, value in options.items():
-        check = spec.options.get(key)
-        if check is None:
-            accepted = _choices(tuple(spec.options)) if spec.options else "no options"
-            owners = comparators_taking(key)
-            elsewhere = f"; {key!r} is an option of {_choices(owners)}: set \"comparator\" to it" if owners else ""
-            raise _bad_option(
-                f"comparator {name!r} has no option {key!r}",
-                f"{pointer}/{pointer_token(key)}",
-                (closest(key, tuple(spec.options)) if not owners else "") + f"{name!r} takes {accepted}{elsewhere}",
-            )
-        check(value, f"{pointer}/{pointer_token(key)}")
-    if name == "fuzzy" and options.get("partial_credit") is False and not options.get("threshold"):
-        raise _bad_option(
-            "pass/fail fuzzy matching (partial_credit=false) needs a threshold above 0",
-            f"{pointer}/threshold",
-            "set threshold, e.g. 0.9, or keep partial_credit=true",
-        )
-    return spec.build(**options)
+    return entry.build(validate_config(entry.options, options, pointer=pointer) if options else entry.default)
 
 
 # typed=True: partial_credit=1 must not hit the entry cached for partial_credit=True.

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+from pydantic import ConfigDict, Field, model_validator
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel, JaroWinkler, Levenshtein
 
-from ._base import _CACHE_MAX_CHARS, _NUMBER, _STR, Comparator, FuzzyScorer, _built, _kind, exact
+from .._errors import GraderConfigError
+from .._validation import Explained
+from ._base import (
+    _CACHE_MAX_CHARS,
+    _FUZZY_SCORER_NAMES,
+    _NUMBER,
+    _STR,
+    Comparator,
+    ComparatorOptions,
+    Flag,
+    FuzzyScorer,
+    UnitInterval,
+    _built,
+    _kind,
+    _one_of,
+    exact,
+)
 
 # --------------------------------------------------------------------------- text
 
@@ -114,7 +131,16 @@ def _only_strings(items: list[Any]) -> bool:
     return True
 
 
-def _make_normalized(*, strip_punctuation: bool = False) -> Comparator:
+class NormalizedOptions(ComparatorOptions):
+    """The options of :func:`normalized`."""
+
+    comparator = "normalized"
+    strip_punctuation: Flag = False
+    """Also strip punctuation at the edges of each token (meaningful marks stay: ``C++``, ``C#``, ``.NET``)."""
+
+
+def _make_normalized(options: NormalizedOptions) -> Comparator:
+    strip_punctuation = options.strip_punctuation
     cache = _NORMALIZED[strip_punctuation]
 
     def compare_normalized(prediction: Any, reference: Any) -> float:
@@ -221,17 +247,47 @@ def fuzzy_max_chars(scorer: str, max_chars: int | None = None) -> int:
     return max_chars if max_chars is not None else _FUZZY_MAX_CHARS.get(scorer, _FUZZY_DEFAULT_MAX_CHARS)
 
 
-def _make_fuzzy(
-    *,
-    scorer: FuzzyScorer = "ratio",
-    threshold: float = 0.0,
-    partial_credit: bool = True,
-    normalize: bool = True,
-    max_chars: int | None = None,
-) -> Comparator:
+_PASS_FAIL_NEEDS_A_THRESHOLD: Final = {
+    "if": {"properties": {"partial_credit": {"const": False}}, "required": ["partial_credit"]},
+    "then": {"properties": {"threshold": {"exclusiveMinimum": 0}}, "required": ["threshold"]},
+}
+"""FuzzyOptions' own check, as JSON Schema says it (the field-option schema carries it)."""
+
+
+class FuzzyOptions(ComparatorOptions):
+    """The options of :func:`fuzzy`."""
+
+    model_config = ConfigDict(json_schema_extra=_PASS_FAIL_NEEDS_A_THRESHOLD)
+    comparator = "fuzzy"
+
+    scorer: Annotated[FuzzyScorer, _one_of(_FUZZY_SCORER_NAMES)] = "ratio"
+    """The rapidfuzz scorer: ratio, partial_ratio, token_sort_ratio, token_set_ratio, WRatio, jaro_winkler,
+    levenshtein (normalised similarity) or indel."""
+    threshold: UnitInterval = 0.0
+    """A similarity below it scores 0."""
+    partial_credit: Flag = True
+    """True: the similarity is the score; false: pass/fail (1 at or above threshold, which must then be above 0)."""
+    normalize: Flag = True
+    """Compare normalize_text of both texts (case, width and whitespace folded)."""
+    max_chars: Annotated[int, Field(ge=1), Explained(
+        "expected a whole number of characters >= 1",
+        "the default is 1000 for partial_ratio and WRatio, 10000 for the other scorers")] | None = None
+    """How many characters of each text are compared (none: 1000 for partial_ratio and WRatio, 10000 otherwise)."""
+
+    @model_validator(mode="after")
+    def _pass_fail_needs_a_threshold(self) -> FuzzyOptions:
+        if not self.partial_credit and not self.threshold:
+            raise GraderConfigError("pass/fail fuzzy matching (partial_credit=false) needs a threshold above 0",
+                                    code="bad_comparator_option", pointer="/threshold",
+                                    hint="set threshold, e.g. 0.9, or keep partial_credit=true")
+        return self
+
+
+def _make_fuzzy(options: FuzzyOptions) -> Comparator:
+    scorer, threshold, partial_credit = options.scorer, options.threshold, options.partial_credit
+    normalize = options.normalize
     score_fn, scale = _FUZZY_SCORERS[scorer]
-    threshold = float(threshold)
-    cap = fuzzy_max_chars(scorer, max_chars)
+    cap = fuzzy_max_chars(scorer, options.max_chars)
     cached_cut = normalize and cap >= _CACHE_MAX_CHARS
     # rapidfuzz returns 0 below score_cutoff, which skips work; the epsilon keeps a
     # score exactly at the threshold from being cut by float rounding of threshold * scale.
