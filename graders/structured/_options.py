@@ -13,7 +13,7 @@ from schemas import MisuseCode, json_pointer
 
 from .._errors import GraderConfigError, pointer_token
 from .._validation import ConfigModel, validate_config
-from ..comparators._registry import comparator_options, comparators_taking, make_comparator
+from ..comparators._registry import comparator_models, comparator_options, comparators_taking, make_comparator
 
 Aggregation = Literal["weighted_mean", "micro_f1", "all_or_nothing", "formula"]
 OnSchemaViolation = Literal["per_field", "gate"]
@@ -26,19 +26,42 @@ _OBJECT_MATCH_THRESHOLD = 0.5
 _MAX_DEPTH = 64  # values nested deeper than this (schema-less) are compared exactly
 
 
+def _comparator_options_schema(schema: dict[str, Any]) -> None:
+    """Add to :class:`FieldSpec`'s JSON Schema the comparator options, generated from each comparator's options model.
+
+    A field's other keys are its comparator's options: those of the comparator it names, or, naming none,
+    those of exactly one comparator (which is then its comparator), as :func:`_check_fields` checks them.
+    """
+    field_keys = list(schema["properties"])
+    models = comparator_models()
+    schema["properties"]["comparator"]["anyOf"][0]["enum"] = list(models)
+    branches = []
+    for name, model in models.items():
+        own = model.model_json_schema()
+        branch: dict[str, Any] = {"title": f"{name} options", "properties": {"comparator": {"enum": [name, None]},
+                                                                             **own.get("properties", {})},
+                                  "propertyNames": {"enum": list(dict.fromkeys([*field_keys, *own.get("properties", {})]))}}
+        branch.update({k: v for k, v in own.items() if k in ("if", "then", "else", "allOf")})
+        branches.append(branch)
+    no_options = {"properties": {"comparator": {"type": "null"}}, "propertyNames": {"enum": field_keys}}
+    schema["anyOf"] = [no_options, {"oneOf": branches}]
+
+
 class FieldSpec(BaseModel):
     """Per-field overrides, in Python or in a JSON config.
 
     Unknown keys are comparator options (``scorer``, ``partial_credit``,
     ``abs_tol``, ``rel_tol``, ``decimal``, ``order``, ``tolerance``,
     ``case_sensitive``, ``strip_punctuation``, ``max_chars``...), checked when the
-    grader is built.
+    grader is built by the comparator's options model (``FuzzyOptions`` ...), from
+    which the JSON Schema of these keys is generated.
 
     >>> FieldSpec(comparator="fuzzy", scorer="token_set_ratio", weight=2).options
     {'scorer': 'token_set_ratio'}
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, use_attribute_docstrings=True,
+                              json_schema_extra=_comparator_options_schema)
 
     comparator: str | None = None
     """Comparator name (``exact normalized fuzzy number date datetime enum bool math``); for

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import json
 from importlib import resources
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from graders import GraderConfigError, from_config
 from graders._config_schema import grader_config_schema
+from graders.comparators import ComparatorName
+from graders.comparators._registry import comparator_models
 from graders.openai._configs import SUB_GRADER_CONFIGS
 from schemas import SchemaError, load_schema
 
@@ -142,3 +144,85 @@ def test_the_schema_is_a_union_on_type_with_one_definition_per_type() -> None:
     assert set(multi["discriminator"]["mapping"]) == set(SUB_GRADER_CONFIGS)  # a multi holds no multi
     described = [p for d in schema["$defs"].values() for p in d.get("properties", {}).values() if "description" in p]
     assert len(described) >= 30  # field docs come from the models' attribute docstrings
+
+
+# -- comparator options: one model per comparator, the field-option schema generated from them ----------------
+
+# (a field's override in a schema-free structured config, code, pointer under /fields/a)
+BAD_FIELD_OPTIONS = [
+    ({"comparator": "fuzy"}, "unknown_comparator", "/comparator"),
+    ({"comparator": "fuzzy", "scorer": "nope"}, "bad_comparator_option", "/scorer"),
+    ({"comparator": "fuzzy", "partial_credit": 1}, "bad_comparator_option", "/partial_credit"),
+    ({"comparator": "fuzzy", "partial_credit": False}, "bad_comparator_option", "/threshold"),
+    ({"comparator": "fuzzy", "partial_credit": False, "threshold": 0}, "bad_comparator_option", "/threshold"),
+    ({"comparator": "fuzzy", "max_chars": 0}, "bad_comparator_option", "/max_chars"),
+    ({"comparator": "fuzzy", "normalize": "yes"}, "bad_comparator_option", "/normalize"),
+    ({"comparator": "number", "abs_tol": -1}, "bad_comparator_option", "/abs_tol"),
+    ({"comparator": "number", "rel_tol": None}, "bad_comparator_option", "/rel_tol"),
+    ({"comparator": "number", "decimal": ";"}, "bad_comparator_option", "/decimal"),
+    ({"comparator": "number", "tolerance": 1}, "bad_comparator_option", "/tolerance"),
+    ({"comparator": "date", "order": "dmy"}, "bad_comparator_option", "/order"),
+    ({"comparator": "datetime", "tolerance": "1"}, "bad_comparator_option", "/tolerance"),
+    ({"comparator": "enum", "case_sensitive": "no"}, "bad_comparator_option", "/case_sensitive"),
+    ({"comparator": "normalized", "strip_punct": True}, "bad_comparator_option", "/strip_punct"),
+    ({"comparator": "exact", "scorer": "ratio"}, "bad_comparator_option", "/scorer"),
+    ({"comparator": "bool", "x": 1}, "bad_comparator_option", "/x"),
+    ({"comparator": "math", "abs_tol": 1}, "bad_comparator_option", "/abs_tol"),
+    ({"abs_toll": 1}, "bad_comparator_option", "/abs_toll"),
+    ({"abs_tol": 1, "scorer": "ratio"}, "bad_comparator_option", ""),
+    ({"abs_tol": -1}, "bad_comparator_option", "/abs_tol"),            # no comparator: the options name number
+    ({"partial_credit": False}, "bad_comparator_option", "/threshold"),  # ... or fuzzy
+]
+GOOD_FIELD_OPTIONS = [
+    {"comparator": "fuzzy", "partial_credit": False, "threshold": 0.9, "scorer": "WRatio", "max_chars": None},
+    {"partial_credit": False, "threshold": 0.9},
+    {"abs_tol": 0.5, "decimal": ","},
+    {"comparator": "exact", "threshold": 0.5, "weight": 2, "required": True},
+    {"order": "day_first"},
+    {"comparator": "datetime", "tolerance": 60},
+    {"comparator": "normalized", "strip_punctuation": True, "mode": "multiset"},
+    {"weight": 0},
+    {"comparator": None},
+    {"fields": {"b": {"comparator": "enum", "case_sensitive": False}}},
+]
+
+
+def _structured(field: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "structured", "fields": {"a": copy.deepcopy(field)}}
+
+
+@pytest.mark.parametrize("field", GOOD_FIELD_OPTIONS, ids=lambda x: repr(x)[:50])
+def test_good_comparator_options_satisfy_the_schema_and_build(field: dict[str, Any]) -> None:
+    config = _structured(field)
+    assert SCHEMA.validate(config) == []
+    assert from_config(config).fields["a"].options == {k: v for k, v in field.items() if k not in
+                                                       ("comparator", "threshold", "weight", "required", "mode", "fields")}
+
+
+@pytest.mark.parametrize(("field", "code", "pointer"), BAD_FIELD_OPTIONS, ids=lambda x: repr(x)[:50])
+def test_the_schema_and_from_config_reject_the_same_comparator_options(field: dict[str, Any], code: str,
+                                                                       pointer: str) -> None:
+    config = _structured(field)
+    assert SCHEMA.validate(config) != []
+    with pytest.raises(GraderConfigError) as err:
+        from_config(config)
+    assert (err.value.code, err.value.pointer) == (code, "/fields/a" + pointer)
+    assert err.value.hint
+    multi = {"type": "multi", "name": "m", "graders": {"s": config}, "calculate_output": "s"}
+    assert SCHEMA.validate(multi) != []
+    with pytest.raises(GraderConfigError) as err:
+        from_config(multi)
+    assert (err.value.code, err.value.pointer) == (code, "/graders/s/fields/a" + pointer)
+
+
+def test_the_field_option_schema_is_generated_from_the_comparator_models() -> None:
+    spec = grader_config_schema()["$defs"]["FieldSpec"]
+    branches = {b["title"].removesuffix(" options"): b for b in spec["anyOf"][1]["oneOf"]}
+    models = comparator_models()
+    assert list(branches) == list(models) == list(get_args(ComparatorName))
+    assert spec["properties"]["comparator"]["anyOf"][0]["enum"] == list(models)
+    for name, model in models.items():
+        options = branches[name]["properties"]
+        assert options.pop("comparator") == {"enum": [name, None]}
+        assert options == model.model_json_schema().get("properties", {})
+        assert all("description" in o for o in options.values())  # each option's docs: its attribute docstring
