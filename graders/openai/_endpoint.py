@@ -351,6 +351,13 @@ class EndpointGrader(OpenAIGrader):
                  score_range: tuple[float, float] = (0.0, 1.0)) -> None:
         config = validate_config(EndpointConfig, {"type": "endpoint", "url": url, "name": name, "headers": headers,
                                                   "rate_limit": rate_limit, "pass_threshold": pass_threshold})
+        self._setup(config, timeout=timeout, max_retries=max_retries, backoff=backoff, client=client, score_range=score_range)
+
+    def _setup(self, config: EndpointConfig, *, timeout: float = DEFAULT_TIMEOUT, max_retries: int = 3,
+               backoff: float = 0.5, client: httpx.Client | None = None,
+               score_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Set the grader up from its validated config and the keywords (the constructor's defaults): the one path of
+        the constructor and :meth:`from_config`."""
         self._name = config.name
         self.score_range = _check_score_range(score_range)
         """The scores the server may answer, inclusive; another scores 0 with ``other_error``."""
@@ -360,7 +367,7 @@ class EndpointGrader(OpenAIGrader):
         """Sent with every request (after ``Content-Type: application/json``)."""
         self.rate_limit = config.rate_limit
         """At most this many requests per second from this grader object; None: no limit."""
-        self.rate_limiter = RateLimiter(rate_limit) if rate_limit is not None else None
+        self.rate_limiter = RateLimiter(config.rate_limit) if config.rate_limit is not None else None
         self.pass_threshold = config.pass_threshold
         """The score at or above which a grade passes (only marks the reason); None: no verdict."""
         low, high = self.score_range
@@ -392,7 +399,9 @@ class EndpointGrader(OpenAIGrader):
                 raise GraderConfigError("the scale is given twice: the config's range and the score_range keyword",
                                         code="bad_value", pointer="/range", hint="keep one of them")
             options = {**options, "score_range": tuple(checked.range)}
-        return cls(**checked.model_dump(exclude={"type", "range"}, exclude_unset=True), **options)  # validated again, with the keywords
+        grader = cls.__new__(cls)
+        grader._setup(checked, **options)
+        return grader
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """POST the sample and item; the server's score, or a flagged 0 when it gives none."""

@@ -91,9 +91,11 @@ class _ModelGrader(OpenAIGrader):
     kind: str = ""
     """The OpenAI type name, for reasons and details."""
 
-    def _setup(self, config: ScoreModelConfig | LabelModelConfig, *, base_url: str | None, api_key: str | None,
-               timeout: float, max_retries: int, backoff: float, structured_output: bool, device: str | None,
-               client: httpx.Client | None) -> None:
+    def _setup_model(self, config: ScoreModelConfig | LabelModelConfig, *, base_url: str | None = None,
+                     api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT, max_retries: int = 2,
+                     backoff: float = 0.5, structured_output: bool = True, device: str | None = None,
+                     client: httpx.Client | None = None) -> None:
+        """What both types set from a validated config and the rftkit keywords (the constructors' defaults)."""
         self._name = config.name
         self.messages = compile_input(config.input)
         self._input = [m.model_dump(exclude_unset=True) for m in config.input]
@@ -209,12 +211,16 @@ class ScoreModelGrader(_ModelGrader):
         config = validate_config(ScoreModelConfig, {"type": "score_model", "name": name, "model": model, "input": input,
                                                     "range": range, "sampling_params": sampling_params,
                                                     "pass_threshold": pass_threshold})
+        self._setup(config, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
+                    structured_output=structured_output, device=device, client=client)
+
+    def _setup(self, config: ScoreModelConfig, **options: Any) -> None:
+        """Set the grader up from its validated config: the one path of the constructor and :meth:`from_config`."""
         self.low, self.high = config.range if config.range is not None else (0.0, 1.0)
         self._range_given = config.range is not None
         self.pass_threshold = config.pass_threshold
         """The score at or above which a grade passes (only marks the reason); None: no verdict."""
-        self._setup(config, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
-                    structured_output=structured_output, device=device, client=client)
+        self._setup_model(config, **options)
 
     @property
     def range(self) -> tuple[float, float]:
@@ -227,8 +233,9 @@ class ScoreModelGrader(_ModelGrader):
 
         ``options`` are the constructor's rftkit keywords (``base_url``, ``timeout`` ...).
         """
-        checked = config if isinstance(config, ScoreModelConfig) else validate_config(ScoreModelConfig, config)
-        return cls(**checked.model_dump(exclude={"type"}, exclude_unset=True), **options)  # validated again, with the keywords
+        grader = cls.__new__(cls)
+        grader._setup(config if isinstance(config, ScoreModelConfig) else validate_config(ScoreModelConfig, config), **options)
+        return grader
 
     def _answer_format(self) -> dict[str, Any]:
         return response_format({"type": "number"}, "score_model_result")
@@ -279,12 +286,16 @@ class LabelModelGrader(_ModelGrader):
         config = validate_config(LabelModelConfig, {"type": "label_model", "name": name, "model": model, "input": input,
                                                     "labels": labels, "passing_labels": passing_labels,
                                                     "sampling_params": sampling_params})
+        self._setup(config, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
+                    structured_output=structured_output, device=device, client=client)
+
+    def _setup(self, config: LabelModelConfig, **options: Any) -> None:
+        """Set the grader up from its validated config: the one path of the constructor and :meth:`from_config`."""
         self.labels = tuple(config.labels)
         """Every label the grader model may answer."""
         self.passing_labels = tuple(config.passing_labels)
         """The labels that score 1."""
-        self._setup(config, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
-                    structured_output=structured_output, device=device, client=client)
+        self._setup_model(config, **options)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | LabelModelConfig, **options: Any) -> LabelModelGrader:
@@ -292,8 +303,9 @@ class LabelModelGrader(_ModelGrader):
 
         ``options`` are the constructor's rftkit keywords (``base_url``, ``timeout`` ...).
         """
-        checked = config if isinstance(config, LabelModelConfig) else validate_config(LabelModelConfig, config)
-        return cls(**checked.model_dump(exclude={"type"}, exclude_unset=True), **options)  # validated again, with the keywords
+        grader = cls.__new__(cls)
+        grader._setup(config if isinstance(config, LabelModelConfig) else validate_config(LabelModelConfig, config), **options)
+        return grader
 
     def _answer_format(self) -> dict[str, Any]:
         return response_format({"type": "string", "enum": list(self.labels)}, "label_model_result")

@@ -13,6 +13,9 @@ from graders import GraderConfigError, from_config
 from graders._config_schema import grader_config_schema
 from graders.comparators import ComparatorName
 from graders.comparators._registry import comparator_models
+from graders.openai._endpoint import EndpointGrader
+from graders.openai._model_grader import LabelModelGrader, ScoreModelGrader
+from graders.openai.python import PythonGrader
 from graders.openai._configs import SUB_GRADER_CONFIGS
 from schemas import SchemaError, load_schema
 
@@ -226,3 +229,54 @@ def test_the_field_option_schema_is_generated_from_the_comparator_models() -> No
         assert options.pop("comparator") == {"enum": [name, None]}
         assert options == model.model_json_schema().get("properties", {})
         assert all("description" in o for o in options.values())  # each option's docs: its attribute docstring
+
+
+# -- a config built through from_config is validated once -----------------------------------------------------
+
+ONCE = ["python", "score_model", "label_model", "endpoint"]
+
+
+def _arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as the grader class's constructor arguments (an endpoint's range is its score_range keyword)."""
+    arguments = {k: v for k, v in config.items() if k != "type"}
+    if config["type"] == "endpoint" and "range" in arguments:
+        arguments["score_range"] = tuple(arguments.pop("range"))
+    return arguments
+
+
+@pytest.mark.parametrize("kind", ONCE)
+def test_from_config_validates_a_config_once(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SUB_GRADER_CONFIGS[kind]
+    calls: list[object] = []
+    validate = model.model_validate.__func__  # type: ignore[attr-defined]  # the classmethod's function, to wrap
+
+    def counted(cls: type, data: object, **kwargs: Any) -> Any:
+        calls.append(data)
+        return validate(cls, data, **kwargs)
+
+    monkeypatch.setattr(model, "model_validate", classmethod(counted))
+    grader = from_config(copy.deepcopy(BASE[kind]))
+    assert len(calls) == 1, calls  # the dict, and not the constructor's arguments again
+    getattr(grader, "close", lambda: None)()
+    calls.clear()
+    rebuilt = type(grader)(**_arguments(grader.config()))
+    assert len(calls) == 1  # the constructor validates its arguments, once
+    assert rebuilt.config() == grader.config()
+    getattr(rebuilt, "close", lambda: None)()
+
+
+@pytest.mark.parametrize("kind", ONCE)
+def test_the_constructor_and_from_config_give_the_same_errors(kind: str) -> None:
+    grader_class = {"python": PythonGrader, "score_model": ScoreModelGrader, "label_model": LabelModelGrader,
+                    "endpoint": EndpointGrader}[kind]
+    own = {"python": ({"image_tag": 1}, "wrong_type", "/image_tag"), "score_model": ({"range": [1, 0]}, "bad_value", "/range"),
+           "label_model": ({"passing_labels": ["c"]}, "bad_value", "/passing_labels/0"),
+           "endpoint": ({"url": "ftp://x/y"}, "bad_value", "/url")}[kind]
+    for change, code, pointer in (({"name": ""}, "wrong_type", "/name"), ({"name": 3}, "wrong_type", "/name"), own):
+        config = {**copy.deepcopy(BASE[kind]), **change}
+        with pytest.raises(GraderConfigError) as from_dict:
+            from_config(config)
+        with pytest.raises(GraderConfigError) as from_arguments:
+            grader_class(**_arguments(config))
+        assert (from_dict.value.code, from_dict.value.pointer) == (from_arguments.value.code, from_arguments.value.pointer)
+        assert (from_dict.value.code, from_dict.value.pointer) == (code, pointer)

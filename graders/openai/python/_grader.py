@@ -234,6 +234,13 @@ class PythonGrader(OpenAIGrader):
                  isolation: Isolation = "auto", concurrency: int = DEFAULT_CONCURRENCY) -> None:
         config = validate_config(PythonConfig, {"type": "python", "name": name, "source": source, "image_tag": image_tag,
                                                 "pass_threshold": pass_threshold})
+        self._setup(config, timeout=timeout, memory_limit=memory_limit, allow_subprocess=allow_subprocess,
+                    isolation=isolation, concurrency=concurrency)
+
+    def _setup(self, config: PythonConfig, *, timeout: float = DEFAULT_TIMEOUT, memory_limit: int = DEFAULT_MEMORY_LIMIT,
+               allow_subprocess: bool = False, isolation: Isolation = "auto", concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        """Set the grader up from its validated config and the keywords (the constructor's defaults): the one path of
+        the constructor and :meth:`from_config`."""
         self._name = config.name
         self.source = config.source
         """The Python code that defines ``grade``."""
@@ -276,8 +283,9 @@ class PythonGrader(OpenAIGrader):
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | PythonConfig) -> PythonGrader:
         """Build from ``{"type": "python", "name", "source", "image_tag"?, "pass_threshold"?}`` (:class:`PythonConfig`)."""
-        model = config if isinstance(config, PythonConfig) else validate_config(PythonConfig, config)
-        return cls(name=model.name, source=model.source, image_tag=model.image_tag, pass_threshold=model.pass_threshold)
+        grader = cls.__new__(cls)
+        grader._setup(config if isinstance(config, PythonConfig) else validate_config(PythonConfig, config))
+        return grader
 
     def grade(self, sample: SampleInput, item: Mapping[str, Any] | None = None) -> Grade:
         """Run ``grade(sample, item)`` in a fresh child of the template; a failure of the user's code is a flagged 0."""
