@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel, JaroWinkler, Levenshtein
 
@@ -247,7 +248,7 @@ def fuzzy_max_chars(scorer: str, max_chars: int | None = None) -> int:
     return max_chars if max_chars is not None else _FUZZY_MAX_CHARS.get(scorer, _FUZZY_DEFAULT_MAX_CHARS)
 
 
-_PASS_FAIL_NEEDS_A_THRESHOLD: Final = {
+_PASS_FAIL_NEEDS_A_THRESHOLD: Final[JsonDict] = {
     "if": {"properties": {"partial_credit": {"const": False}}, "required": ["partial_credit"]},
     "then": {"properties": {"threshold": {"exclusiveMinimum": 0}}, "required": ["threshold"]},
 }

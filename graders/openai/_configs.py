@@ -2,7 +2,9 @@
 
 ``from_config`` validates a config with its type's model (:func:`graders._validation.validate_config`);
 ``schemas/formats/grader_config.json`` is generated from these models
-(:func:`graders._config_schema.grader_config_schema`). Checks JSON Schema cannot say are
+(:func:`graders._config_schema.grader_config_schema`). The unions of every type's model
+(:data:`GraderConfig`, and :data:`SubGraderConfig` inside ``multi``) are built from the registry
+(:data:`graders._registry.GRADER_TYPES`), so a new type is one registry entry. Checks JSON Schema cannot say are
 validators here: templates are well formed, the formula parses and names only sub-graders,
 ``meteor`` has WordNet installed, a python grader's source compiles and defines ``grade``,
 an endpoint's URL is http(s), labels are distinct and the passing ones are labels.
@@ -13,13 +15,14 @@ are keyword arguments of the grader classes, never config keys.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias
 
-from pydantic import AfterValidator, ConfigDict, Discriminator, Field, PrivateAttr, Strict, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Strict, Tag, model_validator
 
 from schemas import MisuseCode
 
 from .._errors import GraderConfigError
+from .._registry import GRADER_TYPES, config_union
 from .._validation import ConfigModel
 from ..structured._options import StructuredConfig
 from ._formula import Formula
@@ -327,16 +330,11 @@ class StructuredSubConfig(StructuredConfig):
     """Template of the reference answer; a template that is one variable yields its raw value."""
 
 
-SUB_GRADER_CONFIGS: dict[str, type[ConfigModel]] = {
-    "string_check": StringCheckConfig, "text_similarity": TextSimilarityConfig, "python": PythonConfig,
-    "score_model": ScoreModelConfig, "label_model": LabelModelConfig, "endpoint": EndpointConfig,
-    "structured": StructuredSubConfig}
-"""Each type a ``multi`` sub-grader may have -> its config model."""
-
-SubGraderConfig = Annotated[
-    StringCheckConfig | TextSimilarityConfig | PythonConfig | ScoreModelConfig | LabelModelConfig | EndpointConfig | StructuredSubConfig,
-    Field(discriminator="type")]
-"""A sub-grader of ``multi``: any type but ``multi``."""
+if TYPE_CHECKING:  # the union is built at run time; statically, some type's config model
+    SubGraderConfig: TypeAlias = ConfigModel
+else:
+    SubGraderConfig = config_union(sub=True)
+"""A sub-grader of ``multi``: any registered type ``multi`` may hold (every type but ``multi``), told apart by ``type``."""
 
 
 class MultiConfig(ConfigModel):
@@ -365,8 +363,8 @@ class MultiConfig(ConfigModel):
         return self._formula
 
 
-GraderConfig = Annotated[
-    StringCheckConfig | TextSimilarityConfig | PythonConfig | ScoreModelConfig | LabelModelConfig | EndpointConfig | MultiConfig | StructuredConfig,
-    Field(discriminator="type")]
-"""Any grader config ``from_config`` reads, told apart by ``type``."""
+GraderConfig = config_union()
+"""Any grader config ``from_config`` reads, told apart by ``type``: the config models of :data:`GRADER_TYPES`."""
 
+SUB_GRADER_CONFIGS: dict[str, type[BaseModel]] = {name: t.model(sub=True) for name, t in GRADER_TYPES.items() if t.in_multi}
+"""Each type a ``multi`` sub-grader may have -> its config model (from :data:`GRADER_TYPES`)."""

@@ -33,7 +33,7 @@ from .._result import FieldDetail, Grade, no_errors
 from .._validation import config_error, validate_config
 from ..structured._grader import StructuredGrader, from_structured_config
 from ._common import OpenAIGrader, SampleGrader, SampleInput, missing_variable_grade, under_pointer
-from ._configs import DEFAULT_REFERENCE, SUB_GRADER_CONFIGS, MultiConfig, StructuredSubConfig
+from ._configs import DEFAULT_REFERENCE, MultiConfig, StructuredSubConfig
 from ._templates import MissingVariable, Sample, Template, compile_template
 
 # -- structured inside multi ---------------------------------------------------------------
@@ -82,14 +82,18 @@ def build_sample_grader(config: Mapping[str, Any], *, inside_multi: bool = False
     """Build any grader that grades ``(sample, item)``: an OpenAI type, or ``structured`` with a ``reference`` template."""
     if not isinstance(config, Mapping):
         raise GraderConfigError(f"a grader config is a JSON object, got {type(config).__name__}", code="config_not_object")
-    kind = config.get("type")
-    if kind == "multi":
-        if inside_multi:
-            raise GraderConfigError("a multi grader cannot contain another multi grader", code="nested_multi", pointer="/type",
-                                    hint="list the inner multi's sub-graders in the outer one and combine them in one formula")
-        return MultiGrader.from_config(config)
+    if inside_multi:
+        _check_in_multi(config)
     grader: SampleGrader = build(config, sub=True)
     return grader
+
+
+def _check_in_multi(config: Mapping[str, Any]) -> None:
+    """Raise ``nested_multi`` when ``config``'s type may not be a ``multi`` sub-grader (``multi`` itself)."""
+    if not grader_type(config).in_multi:
+        raise GraderConfigError(f"a multi grader cannot contain another {config['type']} grader", code="nested_multi",
+                                pointer="/type",
+                                hint="list the inner multi's sub-graders in the outer one and combine them in one formula")
 
 
 class MultiGrader(OpenAIGrader):
@@ -216,11 +220,8 @@ def _sub_error(sub: object, error: GraderConfigError) -> GraderConfigError | Sch
         return GraderConfigError(f"a grader config is a JSON object, got {type(sub).__name__}", code="config_not_object",
                                  pointer=prefix)
     try:
-        if sub.get("type") == "multi":
-            raise GraderConfigError("a multi grader cannot contain another multi grader", code="nested_multi", pointer="/type",
-                                    hint="list the inner multi's sub-graders in the outer one and combine them in one formula")
-        grader_type(sub)  # an unknown type raises unknown_grader_type
-        validate_config(SUB_GRADER_CONFIGS[sub["type"]], sub)
+        _check_in_multi(sub)  # an unknown type raises unknown_grader_type
+        validate_config(grader_type(sub).model(sub=True), sub)
     except (GraderConfigError, SchemaError) as exc:
         return under_pointer(prefix, exc)
     return error

@@ -15,6 +15,8 @@ from starlette.types import Send
 
 from schemas import MisuseCode, UserError
 
+from .._registry import GRADER_TYPES
+
 T = TypeVar("T")
 
 TOKEN_ENV = "RFTKIT_SERVE_TOKEN"
@@ -32,9 +34,9 @@ DEFAULT_MAX_PYTHON_GRADERS = 4
 """Request-borne python graders kept alive at once (each holds a sandboxed worker process)."""
 RUN_PATH = "/v1/fine_tuning/alpha/graders/run"
 VALIDATE_PATH = "/v1/fine_tuning/alpha/graders/validate"
-SAFE_GRADER_TYPES = ("string_check", "text_similarity", "structured", "multi")
+SAFE_GRADER_TYPES = tuple(name for name, t in GRADER_TYPES.items() if t.request_borne == "safe")
 """Grader types a request may carry by default: they run no user code, open no file and make no request."""
-OPT_IN_GRADER_TYPES = ("python", "score_model", "label_model", "endpoint")
+OPT_IN_GRADER_TYPES = tuple(name for name, t in GRADER_TYPES.items() if t.request_borne == "opt_in")
 """Grader types a request may carry only when the operator allows them (``--allow-graders``)."""
 _SETTINGS_ENV = "_RFTKIT_SERVE_SETTINGS"  # how `rftkit serve --workers N` hands its settings to each worker process
 _CACHE_SIZE = 128

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math as pymath
+import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -23,8 +25,10 @@ from graders._errors import GraderConfigError
 from graders.comparators._base import Comparator, ComparatorName, exact
 from graders.comparators._math import math as math_cmp
 from graders.comparators._numbers import boolean, date, enum, number, parse_date, parse_number
-from graders.comparators._registry import make_comparator
+from graders.comparators._registry import comparator_models, make_comparator
 from graders.comparators._text import fuzzy, normalize_text, normalized
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # One build of every comparator and of the option variants worth covering.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -828,3 +832,27 @@ def test_public_functions_validate_their_options() -> None:
 def test_make_comparator_accepts_int_options() -> None:
     assert make_comparator("fuzzy", threshold=1, partial_credit=False)("abc", "abc") == 1.0
     assert make_comparator("number", abs_tol=1)(1, 2) == 1.0
+
+
+# --------------------------------------------------------------------------- options models
+
+
+def test_each_comparator_has_one_options_model_whose_defaults_are_its_own() -> None:
+    models = comparator_models()
+    assert list(models) == list(get_args(ComparatorName))
+    for name, model in models.items():
+        assert model.comparator == name and model.model_config["extra"] == "forbid"
+        # the model's defaults given explicitly build the same comparator as no options at all
+        explicit = make_comparator(name, **model().model_dump())
+        default = make_comparator(name)
+        for a, b in [("Los Angeles", "los angeles"), ("1,000", 1000.0), ("2021-03-05", "2021-03-05T10:00:00Z"), (1, True)]:
+            assert explicit(a, b) == default(a, b), (name, a, b)
+
+
+def test_the_comparator_table_in_the_docs_lists_each_model_s_options() -> None:
+    text = (ROOT / "docs" / "grading.md").read_text(encoding="utf-8")
+    table = text[text.index("| name | formula | options |"):]
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `(\w+)` \|[^\n]*\| ([^|\n]*) \|$", table, re.M)}
+    for name, model in comparator_models().items():
+        options = re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", rows[name]))
+        assert options == list(model.model_fields), name

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
 
 from graders import GraderConfigError, from_config
 from graders._config_schema import grader_config_schema
+from graders._registry import GRADER_TYPES
 from graders.comparators import ComparatorName
 from graders.comparators._registry import comparator_models
+from graders.openai._configs import SUB_GRADER_CONFIGS, GraderConfig
 from graders.openai._endpoint import EndpointGrader
 from graders.openai._model_grader import LabelModelGrader, ScoreModelGrader
 from graders.openai.python import PythonGrader
-from graders.openai._configs import SUB_GRADER_CONFIGS
 from schemas import SchemaError, load_schema
 
 SCHEMA = load_schema(json.loads((resources.files("schemas") / "formats" / "grader_config.json").read_text(encoding="utf-8")))
@@ -280,3 +285,103 @@ def test_the_constructor_and_from_config_give_the_same_errors(kind: str) -> None
             grader_class(**_arguments(config))
         assert (from_dict.value.code, from_dict.value.pointer) == (from_arguments.value.code, from_arguments.value.pointer)
         assert (from_dict.value.code, from_dict.value.pointer) == (code, pointer)
+
+
+# -- a new grader type is one registry entry -------------------------------------------------------------------
+
+TOY_MODULE = '''
+from typing import Any, ClassVar, Literal
+
+from graders._result import Grade
+from graders._validation import ConfigModel
+from graders.openai._common import OpenAIGrader
+
+
+class ToyConfig(ConfigModel):
+    """A grader type that exists only in this test."""
+
+    what = "a toy grader config"
+    type: Literal["toy"]
+    name: str
+    score: float
+    """The score every grade gets."""
+
+
+class ToyGrader(OpenAIGrader):
+    type: ClassVar[str] = "toy"
+
+    def __init__(self, config: ToyConfig) -> None:
+        self.name, self.score = config.name, config.score
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ToyGrader":
+        from graders._validation import validate_config
+
+        return cls(config if isinstance(config, ToyConfig) else validate_config(ToyConfig, config))
+
+    def grade(self, sample: Any, item: Any = None) -> Grade:
+        return Grade(self.score, {}, {}, None, "toy")
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "toy", "name": self.name, "score": self.score}
+'''
+TOY_RUN = '''
+import sys
+from importlib.machinery import PathFinder
+
+
+class RegisterToy:  # adds one entry to GRADER_TYPES as graders._registry is imported, and changes nothing else
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "graders._registry":
+            return None
+        spec = PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.GRADER_TYPES["toy"] = module.GraderType("toy_grader:ToyConfig", "toy_grader:ToyGrader.from_config",
+                                                           request_borne="safe")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, RegisterToy)
+
+from graders import GraderConfigError, from_config
+from graders._config_schema import grader_config_schema
+from graders.serve._wire import SAFE_GRADER_TYPES
+
+toy = {"type": "toy", "name": "t", "score": 0.25}
+assert from_config(toy).grade("x").score == 0.25
+multi = from_config({"type": "multi", "name": "m", "graders": {"a": toy}, "calculate_output": "2 * a"})
+assert multi.grade("x", {}).score == 0.5
+try:
+    from_config({"type": "multi", "name": "m", "graders": {"a": {**toy, "scor": 1}}, "calculate_output": "a"})
+except GraderConfigError as exc:
+    assert (exc.code, exc.pointer) == ("unknown_key", "/graders/a/scor"), exc
+else:
+    raise AssertionError("an unknown key of a toy sub-grader was accepted")
+schema = grader_config_schema()
+assert schema["discriminator"]["mapping"]["toy"] == "#/$defs/ToyConfig"
+inner = schema["$defs"]["MultiConfig"]["properties"]["graders"]["additionalProperties"]["discriminator"]["mapping"]
+assert "toy" in inner and "toy" in SAFE_GRADER_TYPES
+print("toy registered")
+'''
+
+
+def test_a_new_grader_type_is_one_registry_entry(tmp_path: Path) -> None:
+    # A type added to GRADER_TYPES, and nowhere else, is built by from_config, held by multi (its errors pointing
+    # through it), in the JSON Schema alone and inside multi, and known to the server.
+    (tmp_path / "toy_grader.py").write_text(TOY_MODULE, encoding="utf-8")
+    (tmp_path / "run.py").write_text(TOY_RUN, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, str(tmp_path / "run.py")], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0 and "toy registered" in done.stdout, done.stderr
+
+
+def test_the_config_unions_are_the_registry_s_models() -> None:
+    every = get_args(get_args(GraderConfig)[0])
+    assert every == tuple(t.model() for t in GRADER_TYPES.values())
+    assert SUB_GRADER_CONFIGS == {k: t.model(sub=True) for k, t in GRADER_TYPES.items() if k != "multi"}
