@@ -5,9 +5,11 @@ none raises on any JSON value. The formulas are in each function's docstring.
 
 The package owns the families (``_text``: exact-after-normalisation and fuzzy;
 ``_numbers``: numbers, dates, datetimes, enums, booleans; ``_math``: symbolic
-equivalence), the shared kinds and option checks (``_base``) and the registry of
-names and options that :func:`make_comparator` builds from (``_registry``).
-A new comparator is a function in its family's module and one entry in the registry.
+equivalence), each comparator's options model next to its builder (``FuzzyOptions``
+...: the options' checks, defaults, docs and JSON Schema), the shared kinds and
+option types (``_base``) and the registry of names, models and builders that
+:func:`make_comparator` builds from (``_registry``). A new comparator is a function,
+its options model and its builder in its family's module, and one entry in the registry.
 """
 
 from ._base import Comparator, ComparatorName, DateOrder, DecimalMark, FuzzyScorer, exact

@@ -18,7 +18,8 @@ a list, a ``number`` comparator given ``"N/A"``): the pair falls back to
 :func:`exact`. So a wrong type scores 0.0, and every comparator scores any value
 against itself 1.0 (NaN aside, which is equal to nothing).
 
-Options are checked by :func:`make_comparator`; a bad one raises
+Options are checked by :func:`make_comparator`, with the comparator's options model
+(:class:`ComparatorOptions`); a bad one raises
 :class:`graders._errors.GraderConfigError` with code ``unknown_comparator`` or
 ``bad_comparator_option``, the JSON pointer of the offending option and a hint.
 The public functions take the same options as keyword arguments and validate
