@@ -6,7 +6,9 @@ many times and the median per build is printed:
 
 * resume: ``examples/resume/grader.json`` (structured, inline schema, four field options);
 * multi: a ``multi`` of a ``string_check``, a ``text_similarity`` (fuzzy_match) and a
-  ``structured`` sub-grader with a reference template, combined by a formula.
+  ``structured`` sub-grader with a reference template, combined by a formula;
+* options: a schema-free ``structured`` config whose five fields give comparator options
+  (fuzzy, number, date, normalized, enum), so what it measures is mostly their validation.
 
 Run:  .venv/bin/python benchmarks/config_build.py [--n 2000] [--repeats 7]
 
@@ -41,6 +43,15 @@ MULTI: dict[str, Any] = {
     },
 }
 
+OPTIONS: dict[str, Any] = {
+    "type": "structured", "name": "options",
+    "fields": {"name": {"comparator": "fuzzy", "scorer": "token_set_ratio", "threshold": 0.8},
+               "total": {"comparator": "number", "rel_tol": 0.01, "decimal": ","},
+               "when": {"comparator": "date", "order": "day_first"},
+               "tags": {"comparator": "normalized", "strip_punctuation": True, "mode": "set"},
+               "status": {"comparator": "enum", "case_sensitive": False}},
+}
+
 
 def per_build_us(config: dict[str, Any], n: int, repeats: int) -> float:
     """The median over ``repeats`` runs of the mean microseconds one ``from_config(config)`` takes."""
@@ -62,7 +73,8 @@ def main() -> None:
     where = Path(graders.__file__).resolve().parents[1]
     resume = per_build_us(RESUME, args.n, args.repeats)
     multi = per_build_us(MULTI, args.n, args.repeats)
-    print(f"{where}: from_config resume {resume:.1f} us, multi {multi:.1f} us")
+    options = per_build_us(OPTIONS, args.n, args.repeats)
+    print(f"{where}: from_config resume {resume:.1f} us, multi {multi:.1f} us, options {options:.1f} us")
 
 
 if __name__ == "__main__":
