@@ -41,6 +41,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ._registry import GRADER_TYPES
 from ._result import Grade
 from .datasets._records import GoldVerdict
 from .openai._common import SampleGrader, render_pair
@@ -48,7 +49,7 @@ from .openai._multi import MultiGrader
 from .openai._similarity import TextSimilarityGrader
 from .openai._templates import Sample
 
-CALLING_TYPES = frozenset({"score_model", "label_model", "endpoint"})
+CALLING_TYPES = frozenset(name for name, kind in GRADER_TYPES.items() if kind.calls_out)
 """Grader types whose grade calls a model or a server: the gold check skips them unless asked."""
 
 _EPS = 1e-9

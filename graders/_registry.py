@@ -48,6 +48,10 @@ class GraderType:
     request_borne: Literal["safe", "opt_in"] = "opt_in"
     """Whether the reward server builds it from a request by default (``safe``: it runs no user code, opens no
     file and makes no request) or only when its operator allows the type (``--allow-graders``)."""
+    calls_out: bool = False
+    """Whether grading calls a model or a server for every row (the gold check skips such graders unless asked)."""
+    pass_fail: bool = False
+    """Whether its reward is 1 (pass) or 0 (fail), so that its pass threshold is 1 unless the config sets one."""
 
     def builder(self, *, sub: bool) -> Callable[[Mapping[str, Any] | BaseModel], Any]:
         built: Callable[[Mapping[str, Any] | BaseModel], Any] = _resolve((self.sub or self.top) if sub else self.top)
@@ -61,7 +65,8 @@ class GraderType:
 
 GRADER_TYPES: dict[str, GraderType] = {
     "string_check": GraderType("graders.openai._configs:StringCheckConfig",
-                               "graders.openai._string_check:StringCheckGrader.from_config", request_borne="safe"),
+                               "graders.openai._string_check:StringCheckGrader.from_config", request_borne="safe",
+                               pass_fail=True),
     "text_similarity": GraderType("graders.openai._configs:TextSimilarityConfig",
                                   "graders.openai._similarity:TextSimilarityGrader.from_config", request_borne="safe"),
     "structured": GraderType("graders.structured._options:StructuredConfig", "graders.structured._grader:from_structured_config",
@@ -71,10 +76,11 @@ GRADER_TYPES: dict[str, GraderType] = {
                         in_multi=False, request_borne="safe"),
     "python": GraderType("graders.openai._configs:PythonConfig", "graders.openai.python._grader:PythonGrader.from_config"),
     "score_model": GraderType("graders.openai._configs:ScoreModelConfig",
-                              "graders.openai._model_grader:ScoreModelGrader.from_config"),
+                              "graders.openai._model_grader:ScoreModelGrader.from_config", calls_out=True),
     "label_model": GraderType("graders.openai._configs:LabelModelConfig",
-                              "graders.openai._model_grader:LabelModelGrader.from_config"),
-    "endpoint": GraderType("graders.openai._configs:EndpointConfig", "graders.openai._endpoint:EndpointGrader.from_config"),
+                              "graders.openai._model_grader:LabelModelGrader.from_config", calls_out=True, pass_fail=True),
+    "endpoint": GraderType("graders.openai._configs:EndpointConfig", "graders.openai._endpoint:EndpointGrader.from_config",
+                           calls_out=True),
 }
 """Every grader type: OpenAI's names keep their meaning; rftkit's own types (``structured``) are new names."""
 

@@ -34,6 +34,7 @@ from schemas import UserError, load_jsonl
 
 from .. import GraderConfigError
 from .._config import load_config
+from .._registry import GRADER_TYPES
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class EvalDefinition:
     """The rows of a ``file_content`` source (``{"item": ...}`` each), in order; None: the rows come from a file."""
 
 
-PASS_FAIL = frozenset({"string_check", "label_model"})
+PASS_FAIL = frozenset(name for name, kind in GRADER_TYPES.items() if kind.pass_fail)
 """Grader types whose reward is 1 (pass) or 0 (fail): their pass threshold is 1."""
 
 
