@@ -56,13 +56,17 @@ class LazyGrade(Grade):
     (True, '0.500: below 1: state 0.00', False, 'Grade')
     """
 
-    # details, errors and reason live here until made (None: not yet); the plain Grade's slots of those names go unused.
-    __slots__ = ("_details", "_build", "_values", "_errors", "_reason")
+    # details, errors and reason live here until made (None: not yet), and the counts as three floats (a tuple per
+    # grade made grade_batch 3 % slower); the plain Grade's slots of those names go unused.
+    __slots__ = ("_details", "_build", "_values", "_errors", "_reason", "_tp", "_fp", "_fn")
     _details: dict[str, FieldDetail] | None
     _build: DetailsBuilder | None
     _values: tuple[Any, ...]
     _errors: dict[ErrorFlag, bool] | None
     _reason: str | None
+    _tp: float | None  # None: no counts
+    _fp: float
+    _fn: float
 
     @classmethod
     def recorded(cls, score: float, sub_scores: dict[str, float], build: DetailsBuilder, values: tuple[Any, ...],
@@ -73,7 +77,9 @@ class LazyGrade(Grade):
         grade.sub_scores = sub_scores
         grade.repairs = ()
         grade.issues = ()
-        grade.counts = (tp, fp, fn)
+        grade._tp = tp
+        grade._fp = fp
+        grade._fn = fn
         grade.how = how
         grade._details = None
         grade._build = build
@@ -137,6 +143,15 @@ class LazyGrade(Grade):
     @reason.setter
     def reason(self, value: str) -> None:
         self._reason = value
+
+    @property
+    def counts(self) -> tuple[float, float, float] | None:
+        """(true positives, false positives, false negatives) over leaf values, for micro-F1."""
+        return None if self._tp is None else (self._tp, self._fp, self._fn)
+
+    @counts.setter
+    def counts(self, value: tuple[float, float, float] | None) -> None:
+        self._tp, self._fp, self._fn = (None, 0.0, 0.0) if value is None else value
 
     @property
     def ok(self) -> bool:
@@ -245,8 +260,8 @@ def packed(grade: Grade) -> Grade | Packed:
     """``grade`` for the trip back from a worker process: a fast-path grade nobody has read as its values
     (a tuple; no FieldDetail object is built or pickled), any other grade as itself. :func:`unpacked` reverses it."""
     if type(grade) is LazyGrade and grade._details is None and grade._errors is None and grade._reason is None:
-        assert grade.counts is not None  # a recorded grade has them
-        return (grade.score, grade.sub_scores, grade._values, *grade.counts, grade.how)
+        assert grade._tp is not None  # a recorded grade has counts
+        return (grade.score, grade.sub_scores, grade._values, grade._tp, grade._fp, grade._fn, grade.how)
     return grade
 
 
