@@ -13,7 +13,9 @@ Pipeline (each stage a pure function with its own tests)::
 leaves, a bare JSON object, every field filled on both sides) the same stages run
 in one function generated per schema at construction (``_fastpath.compile_fast_path``),
 with the same comparators and list pairing, the same counts and the same grade;
-each field's :class:`FieldDetail` is built when ``Grade.details`` is first read.
+each field's :class:`FieldDetail` is built when ``Grade.details`` is first read
+(:class:`graders._lazy_grade.LazyGrade`; a response known cheaply to fail is a
+:class:`~graders._lazy_grade.FailedGrade`, explained by the full stages when read).
 Anything else takes the generic walk. ``tests/graders/test_fastpath.py`` checks
 that both give identical grades.
 
