@@ -28,6 +28,7 @@ from schemas import UserError, load_jsonl
 from schemas._cli import register as register_schema_commands
 
 from ._config import AnyGrader, from_config
+from ._errors import ErrorFlag
 from ._gold import GoldCheck
 from ._result import Grade
 from ._run import run_response
@@ -71,7 +72,7 @@ def field_report(grades: list[Grade], title: str) -> Table:
 
 def error_report(results: list[RowResult]) -> Table | None:
     """How many rows raised each error flag (None when no row is flagged)."""
-    counts: dict[str, int] = {}
+    counts: dict[ErrorFlag, int] = {}
     for r in results:
         if not r.grade.ok:
             for flag, raised in r.grade.errors.items():

@@ -55,6 +55,10 @@ def names_code_type(annotation: ast.AST | None) -> bool:
     return annotation is not None and any(isinstance(n, ast.Name) and n.id in CODE_TYPES for n in ast.walk(annotation))
 
 
+def names_flag_type(annotation: ast.AST | None) -> bool:
+    return annotation is not None and any(isinstance(n, ast.Name) and n.id == "ErrorFlag" for n in ast.walk(annotation))
+
+
 def callee(call: ast.Call) -> str:
     func = call.func
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
@@ -124,6 +128,8 @@ def raised_codes() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, 
                     add(flags, {s for a in node.args for s in strings(a)} & flag_names, where)
             elif isinstance(node, ast.AnnAssign) and names_code_type(node.annotation):  # codes: dict[str, MisuseCode] = {...}
                 add(sets[kind_of(node.annotation)], strings(node.value), where)
+            elif isinstance(node, ast.AnnAssign) and names_flag_type(node.annotation) and where not in FLAG_HOMES:
+                add(flags, strings(node.value) & flag_names, where)  # flag: ErrorFlag = "a" if c else "b"; dict[str, ErrorFlag]
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and names_code_type(node.returns):
                 for ret in ast.walk(node):  # (code, pointer, message, hint) tuples, or a code
                     if isinstance(ret, ast.Return) and ret.value is not None:
@@ -183,7 +189,9 @@ def test_the_scan_sees_each_kind_of_site() -> None:
     assert "graders/structured/_decode.py" in ISSUES["no_json"]  # _failure("no_json", ...)
     assert "graders/structured/_options.py" in MISUSE["bad_aggregation"]  # codes: dict[str, MisuseCode]
     assert "rl/_cli.py" in ISSUES["prompt_and_messages"]  # row_problem(...) -> tuple[DatasetIssueCode, ...]
-    assert "graders/openai/_endpoint.py" in FLAGS["unresponsive_reward_error"]  # flag = "..." if ... else "..."
+    assert "graders/openai/_endpoint.py" in FLAGS["unresponsive_reward_error"]  # flag: ErrorFlag = "..." if ... else "..."
+    assert "graders/structured/_grader.py" in FLAGS["truncated_output_error"]  # _STATUS_FLAGS: dict[str, ErrorFlag] = {...}
+    assert "graders/openai/python/_grader.py" in FLAGS["python_grader_server_error"]  # errors["a" if c else "b"] = True
     assert "graders/serve/_pool.py" in REQUESTS["overloaded"]  # Rejected(503, "overloaded", ...)
     assert "graders/serve/_wire.py" in REQUESTS["malformed_json"]  # _bad("malformed_json", ...)
     assert "graders/serve/_app.py" in REQUESTS["not_found"]  # codes: dict[int, RequestErrorCode]

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import GraderConfigError
+from .._lazy_grade import details_unbuilt
 from .._result import Grade
 from ._forked import GradeList, _grade_forked, _joined, fork_is_safe
 from ._local import _grade_all, _Grades, gc_paused
@@ -109,7 +110,7 @@ def _probe(grader: _Grades, responses: list[Any], references: list[Any]) -> tupl
             if len(done) >= 8 and time.perf_counter() - started > _PROBE_S:
                 break
     grade_s = (time.perf_counter() - started) / len(done)
-    whole = [g for g in done if type(g) is not Grade or g._details is not None]  # fast-path grades travel as scores
+    whole = [g for g in done if not details_unbuilt(g)]  # fast-path grades travel as scores
     try:
         started = time.perf_counter()
         sent = pickle.dumps(whole, pickle.HIGHEST_PROTOCOL)

@@ -2,7 +2,7 @@
 
 Workers take chunks of row numbers from a counter in shared memory and send back
 each chunk's scores as one array; a structured fast-path grade does not travel
-(its details are not built yet, :meth:`graders.Grade._recorded`): it is made
+(its details are not built yet, :meth:`graders._lazy_grade.LazyGrade.recorded`): it is made
 again here, by grading its pair, when the caller first reads it, which is why
 :class:`GradeList` makes its Grade objects as they are read.
 
@@ -35,6 +35,7 @@ from multiprocessing.connection import Connection, wait
 from operator import index
 from typing import Any, SupportsIndex, overload
 
+from .._lazy_grade import details_unbuilt
 from .._result import Grade
 from ._local import _Grades, _progress_bar, _travels, gc_paused
 
@@ -111,7 +112,7 @@ def _forked_worker(shared: _Shared, conn: Connection) -> None:
                 # is reused while still in the CPU's caches: 12-15 % less CPU than keeping the chunk's grades.
                 for response, reference in zip(responses[start:start + size], references[start:start + size]):
                     got = grade(response, reference)
-                    if type(got) is not Grade or got._details is not None:  # not the fast path's (details unbuilt)
+                    if not details_unbuilt(got):  # not the fast path's (details unbuilt)
                         whole[len(scores)] = got
                     add(got.score)
             except Exception:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from .._result import Grade
+from .._lazy_grade import packed, unpacked
 from ._forked import GradeList
 from ._local import _grade_all, _Grades, _progress_bar, _travels, gc_paused
 
@@ -42,9 +42,9 @@ def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> bytes:
     """Grade a chunk in a worker; the grades pickled (see :func:`_pickled`)."""
     grades: list[Any] = _grade_all(_WORKER_GRADER, chunk)
     if getattr(_WORKER_GRADER, "_flat_build", None) is not None:
-        # A structured fast-path grade travels back as its values (Grade._packed): pickling the
+        # A structured fast-path grade travels back as its values (graders._lazy_grade.packed): pickling the
         # FieldDetail objects instead cost several times the grading itself.
-        grades = [g._packed() for g in grades]
+        grades = [packed(g) for g in grades]
     return _pickled(grades)
 
 
@@ -77,7 +77,7 @@ def _grade_pooled(grader: _Grades, responses: list[Any], references: list[Any], 
                 advance(len(chunk))
                 continue
             part = [grader.grade(*pair) if p is None else p for pair, p in zip(chunk, part)]  # None: too deep to send
-            out.extend(part if build is None else [Grade._unpacked(p, build) for p in part])
+            out.extend(part if build is None else [unpacked(p, build) for p in part])
             advance(len(part))
     return out
 

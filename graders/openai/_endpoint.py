@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 import httpx
 
-from .._errors import GraderConfigError
+from .._errors import ErrorFlag, GraderConfigError
 from .._result import FieldDetail, Grade, no_errors
 from .._validation import validate_config
 from ._common import OpenAIGrader, SampleInput, noting_cut
@@ -310,7 +310,7 @@ def verdict(score: float, threshold: float | None) -> str:
     return f" >= {threshold:g}: passes" if score >= threshold else f" < {threshold:g}: fails"
 
 
-def flagged(flag: str, reason: str, details: dict[str, FieldDetail] | None = None) -> Grade:
+def flagged(flag: ErrorFlag, reason: str, details: dict[str, FieldDetail] | None = None) -> Grade:
     """A zero grade with one error flag raised."""
     errors = no_errors()
     errors[flag] = True
@@ -415,7 +415,7 @@ class EndpointGrader(OpenAIGrader):
         answer = post_json(self.url, body, self.headers, timeout=self.timeout, max_retries=self.max_retries,
                            backoff=self.backoff, client=self._http.get(), limiter=self.rate_limiter)
         if isinstance(answer, HttpFailure):
-            flag = "unresponsive_reward_error" if answer.unanswered else "other_error"
+            flag: ErrorFlag = "unresponsive_reward_error" if answer.unanswered else "other_error"
             return flagged(flag, f"endpoint {self.url}: {answer.detail}; scored 0")
         try:
             reply = answer.json()

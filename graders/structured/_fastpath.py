@@ -30,7 +30,8 @@ from typing import Any, NamedTuple
 from schemas import Schema
 from schemas._loading import FieldTypes
 
-from .._result import DetailsBuilder, FieldDetail, Grade
+from .._lazy_grade import DetailsBuilder, LazyGrade
+from .._result import FieldDetail, Grade
 from ..comparators._base import Comparator
 from ._decode import _DECODER, _NOT_BARE
 from ._nodes import _cut_note, _identity_pairs, _Leaf, _List, _list_detail, _Node, _Object
@@ -268,7 +269,7 @@ def _compile_flat(plan: tuple[_FlatField, ...], penalize: bool,
     if weighted_mean is None:
         body.append("    return FINISH(total, sub_scores, values, (tp, fp, fn))")
     else:  # the weighted mean, inline (as _finish_flat computes it)
-        namespace.update(WEIGHTS=weighted_mean, GRADE=Grade._recorded, BUILD=build)
+        namespace.update(WEIGHTS=weighted_mean, GRADE=LazyGrade.recorded, BUILD=build)
         body += ["    score = total / WEIGHTS", "    if score > 1.0:", "        score = 1.0", "    elif score < 0.0:",
                  "        score = 0.0", "    return GRADE(score, sub_scores, BUILD, values, tp, fp, fn, 'weighted_mean')"]
     lines = ["def compare_flat(pred, ref):",

@@ -13,7 +13,9 @@ Pipeline (each stage a pure function with its own tests)::
 leaves, a bare JSON object, every field filled on both sides) the same stages run
 in one function generated per schema at construction (``_fastpath.compile_fast_path``),
 with the same comparators and list pairing, the same counts and the same grade;
-each field's :class:`FieldDetail` is built when ``Grade.details`` is first read.
+each field's :class:`FieldDetail` is built when ``Grade.details`` is first read
+(:class:`graders._lazy_grade.LazyGrade`; a response known cheaply to fail is a
+:class:`~graders._lazy_grade.FailedGrade`, explained by the full stages when read).
 Anything else takes the generic walk. ``tests/graders/test_fastpath.py`` checks
 that both give identical grades.
 
@@ -77,8 +79,9 @@ from typing import Any, ClassVar, Literal
 
 from schemas import Issue, Schema, SchemaError, SchemaSource, UserError
 
-from .._errors import GraderConfigError
-from .._result import DetailsBuilder, FieldDetail, Grade, no_errors
+from .._errors import ErrorFlag, GraderConfigError
+from .._lazy_grade import DetailsBuilder, FailedGrade, LazyGrade
+from .._result import FieldDetail, Grade, no_errors
 from .._validation import validate_config
 from ..comparators._math import math as _math_comparator
 from ..openai._formula import Formula
@@ -99,6 +102,9 @@ from ._options import (
 )
 from ._planner import _Planner
 from ._references import _REFERENCE_HINT, _json_kind, _note_issues, _plain_reference, _valid
+
+_STATUS_FLAGS: dict[str, ErrorFlag] = {"truncated": "truncated_output_error", "schema_invalid": "schema_validation_error"}
+"""The error flag of a failed parse status (any other: ``sample_parse_error``)."""
 
 # --------------------------------------------------------------------------- aggregation
 
@@ -307,7 +313,7 @@ class StructuredGrader:
         flat_text = self._flat_text
         got = flat_text(response, reference) if flat_text is not None else _NOT_BARE
         walk: Callable[[Any, Any, tuple[str, ...], tuple[Issue, ...]], Grade]
-        if type(got) is Grade:
+        if type(got) is LazyGrade:  # the fast path's grade
             return got
         if got is None:  # a formula that gave no finite score: the full stages report it
             return self._full(response, reference, finish_reason)
@@ -317,7 +323,7 @@ class StructuredGrader:
         else:  # fenced or wrapped in prose, not JSON at all, or not for the generated function
             got = _strict_value(response, lenient=self.lenient)
             if got is _UNDECODED:  # parse_response fails: the full stages say how when the grade is read
-                return Grade._failed(partial(self._full, response, reference, finish_reason))
+                return FailedGrade(partial(self._full, response, reference, finish_reason))
             if got is _NOT_BARE:
                 return self._full(response, reference, finish_reason)
             valid = self.schema is None or _valid(self.schema, got)
@@ -326,7 +332,7 @@ class StructuredGrader:
             return walk(got, reference, (), ())
         if valid is False and self.schema is not None:
             if self.on_schema_violation == "gate":  # 0: the full stages list the issues when they are read
-                return Grade._failed(partial(self._full, response, reference, finish_reason))
+                return FailedGrade(partial(self._full, response, reference, finish_reason))
             # Per field: the issues the full stages would list (the value is the one they find, strictly decoded).
             return self._walk(got, reference, (), validate_value(got, self.schema))
         return self._full(response, reference, finish_reason)
@@ -338,8 +344,7 @@ class StructuredGrader:
             return self.compare(parsed.value, reference, parsed.repairs)
         if parsed.status != "schema_invalid" or self.on_schema_violation == "gate":
             errors = no_errors()
-            flag = {"truncated": "truncated_output_error", "schema_invalid": "schema_validation_error"}.get(parsed.status, "sample_parse_error")
-            errors[flag] = True
+            errors[_STATUS_FLAGS.get(parsed.status, "sample_parse_error")] = True
             reason = parsed.reason if parsed.status != "schema_invalid" else (
                 f"output violates the schema ({len(parsed.issues)} issue(s); first: {parsed.issues[0].pointer or '/'} "
                 f"{parsed.issues[0].message}); gated to 0")
@@ -374,7 +379,7 @@ class StructuredGrader:
         else:
             assert self._combine is not None
             score = self._combine(root_score, sub_scores, (ctx.tp, ctx.fp, ctx.fn))
-        errors: dict[str, bool] | None = None
+        errors: dict[ErrorFlag, bool] | None = None
         if issues:
             errors = no_errors()
             errors["schema_validation_error"] = True
@@ -396,7 +401,7 @@ class StructuredGrader:
             _note_issues(details, issues)
             if self.schema_penalty:
                 score *= 1.0 - self.schema_penalty
-        return Grade(score, sub_scores, details, errors, None, repairs, issues, (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
+        return LazyGrade.unformatted(score, sub_scores, details, errors, repairs, issues, (ctx.tp, ctx.fp, ctx.fn), self.aggregation)
 
     def _wrong_root(self, prediction: Any, reference: dict[str, Any], repairs: tuple[str, ...], issues: tuple[Issue, ...]) -> Grade:
         """An output that is not an object where one belongs (a JSON array, say): every field scores 0, flagged."""
@@ -441,7 +446,7 @@ class StructuredGrader:
         elif score < 0.0:
             score = 0.0
         assert self._flat_build is not None
-        return Grade._recorded(score, sub_scores, self._flat_build, values, *counts, self.aggregation)
+        return LazyGrade.recorded(score, sub_scores, self._flat_build, values, *counts, self.aggregation)
 
     def grade_batch(self, responses: Iterable[str | Mapping[str, Any]], references: Iterable[Any], *, workers: int = 1,
                     progress: bool = False) -> list[Grade]:

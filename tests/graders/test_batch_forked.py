@@ -18,6 +18,7 @@ import pytest
 import graders.batch._engine
 from graders import StructuredGrader, grade_batch
 from graders._errors import GraderConfigError
+from graders._lazy_grade import LazyGrade, details_unbuilt
 from graders._result import Grade
 from graders.batch._engine import Costs, choose_workers
 from graders.batch._forked import GradeList, _grade_forked, fork_is_safe
@@ -57,8 +58,11 @@ NESTED_ROWS: list[tuple[Any, Any]] = [
 
 
 def every_attribute(grade: Grade) -> dict[str, Any]:
-    """Everything a grade says, compared field by field (FieldDetail is a dataclass: == compares values)."""
-    return {"type": type(grade), "score": grade.score, "sub_scores": list(grade.sub_scores.items()),
+    """Everything a grade says, compared field by field (FieldDetail is a dataclass: == compares values).
+
+    A grade that came back from a worker is a plain Grade, one made here may be a lazy one (graders._lazy_grade):
+    both are Grades, and what they say is compared."""
+    return {"is_grade": isinstance(grade, Grade), "score": grade.score, "sub_scores": list(grade.sub_scores.items()),
             "details": list(grade.details.items()), "errors": list(grade.errors.items()), "reason": grade.reason,
             "repairs": grade.repairs, "issues": grade.issues, "counts": grade.counts, "how": grade.how, "ok": grade.ok,
             "to_dict": grade.to_dict(), "repr": repr(grade)}
@@ -128,7 +132,7 @@ def test_the_worker_count_follows_the_measured_costs() -> None:
 
 def test_the_flat_corpus_takes_both_paths() -> None:
     grader = GRADERS["flat"]()
-    lazy = [g._details is None for g in grade_batch(grader, *corpus(FLAT_ROWS, 1))]
+    lazy = [details_unbuilt(g) for g in grade_batch(grader, *corpus(FLAT_ROWS, 1))]
     assert any(lazy) and not all(lazy)  # fast-path grades come back as scores, the others whole
 
 
@@ -217,7 +221,7 @@ class Flaky:
     """A fast-path-shaped grader that is not deterministic: its details could not be made again."""
 
     def grade(self, response: Any, reference: Any) -> Grade:
-        return Grade._recorded(os.getpid() / 1e9, {"a": 1.0}, lambda values: {}, (), 1.0, 0.0, 0.0, "weighted_mean")
+        return LazyGrade.recorded(os.getpid() / 1e9, {"a": 1.0}, lambda values: {}, (), 1.0, 0.0, 0.0, "weighted_mean")
 
 
 def test_a_grader_that_is_not_deterministic_is_caught_when_its_grades_are_read() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 from graders import StructuredGrader, grade_batch
-from graders._result import Grade
+from graders._lazy_grade import packed, unpacked
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "langs": {"type": "array", "items": {"type": "string"}}},
           "required": ["city", "langs"]}
@@ -20,8 +20,8 @@ def test_packed_grades_unpack_to_the_same_grade() -> None:
     assert grader._flat_build is not None  # the schema takes the fast path
     for response, reference in zip(RESPONSES, REFERENCES):
         grade = grader.grade(response, reference)
-        packed = pickle.loads(pickle.dumps(grade._packed()))
-        assert Grade._unpacked(packed, grader._flat_build).to_dict() == grade.to_dict()
+        sent = pickle.loads(pickle.dumps(packed(grade)))
+        assert unpacked(sent, grader._flat_build).to_dict() == grade.to_dict()
 
 
 def test_worker_processes_return_the_same_grades_in_input_order() -> None:

@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graders import FieldDetail, Grade, GraderConfigError, StructuredGrader, from_config
+from graders._lazy_grade import FailedGrade, packed
 from graders._result import no_errors
 from graders.integrations._openrlhf import _END_MARKERS, _strip_end, response_from_query
 from graders.structured import assign
@@ -367,12 +368,12 @@ def test_a_failed_grade_is_explained_once_on_first_read() -> None:
         calls.append(1)
         return Grade(0.0, {}, {}, {**no_errors(), "sample_parse_error": True}, "no JSON", (), ())
 
-    grade = Grade._failed(explain)
+    grade = FailedGrade(explain)
     assert (grade.score, grade.sub_scores, grade.details, grade.ok, grade.how) == (0.0, {}, {}, False, "")
-    assert grade._packed() is grade and not calls  # a failed grade travels as itself (and is explained when pickled)
+    assert packed(grade) is grade and not calls  # a failed grade travels as itself (and is explained when pickled)
     assert grade.reason == "no JSON" and grade.errors["sample_parse_error"] and grade.counts is None
     assert grade.repairs == () and grade.issues == () and calls == [1]
-    again = Grade._failed(explain)
+    again = FailedGrade(explain)
     assert pickle.loads(pickle.dumps(again)).to_dict() == grade.to_dict() and calls == [1, 1]
 
 
