@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from graders import StructuredGrader, from_config
 from graders._cli import app
-from graders.batch._rows import grade_rows
+from graders.batch import grade_rows
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
