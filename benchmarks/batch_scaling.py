@@ -47,7 +47,6 @@ from invoice_corpus import Invoice, make_invoices
 
 import graders.batch._engine
 from graders import StructuredGrader, grade_batch
-from graders.batch._forked import fork_is_safe
 
 
 def children_cpu() -> float:
@@ -63,7 +62,11 @@ def main() -> None:
                                                         "'a' adds a run with adaptive=True")
     parser.add_argument("--corpus", choices=["profiles", "invoices"], default="profiles",
                         help="the seed example's profiles (default, the fast path) or nested invoices (the generic path)")
+    parser.add_argument("--pool", action="store_true", help="workers from the forkserver pool that serves platforms "
+                                                             "without a safe fork (fork_is_safe() reads False)")
     args = parser.parse_args()
+    if args.pool:
+        graders.batch._engine.fork_is_safe = lambda: False  # type: ignore[assignment]  # the portable path, measured here
     print(f"making {args.n:,} pairs ({args.corpus}) ...", flush=True)
     pairs = make_pairs(args.n) if args.corpus == "profiles" else make_invoices(args.n)
     responses = [p for p, _ in pairs]
@@ -80,7 +83,7 @@ def main() -> None:
 
     graders.batch._engine.choose_workers = recorded  # type: ignore[assignment]  # to print the count the adaptive run chose
     sample = sorted({0, args.n - 1, *random.Random(1).sample(range(args.n), min(args.n, 2000))})
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; workers forked: {fork_is_safe()}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; workers forked: {graders.batch._engine.fork_is_safe()}", flush=True)
     timings: dict[Any, float] = {}
     cpu_spent: dict[Any, float] = {}  # CPU seconds of the critical path: this process, plus one worker's share
     scores: dict[Any, list[float]] = {}

@@ -23,6 +23,7 @@ instead. Bad *responses* are not exceptions: they are flagged zero grades.
 from __future__ import annotations
 
 import pickle
+import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -76,13 +77,14 @@ STARTUP_S = {"fork": 0.02, "pool": 0.5}
 def choose_workers(costs: Costs, rows: int, workers: int, start: str = "fork") -> int:
     """How many of ``workers`` processes run ``rows`` rows fastest, by a model of the costs; 1 means here.
 
-    One process takes ``rows * grade_s``. ``w`` workers take
-    ``w * startup + rows * (grade_s + send_s) / w + rows * (receive_s + out_s)``:
-    the workers share the work and the pickling of answers, and this process
-    unpickles every answer that comes back and, for workers that are not forked
-    (``start="pool"``), pickles every row it sends (counted in full, though they
-    overlap the workers' grading). Workers are used only when that is under 80 %
-    of one process's time, so that a close call stays in this process.
+    One process takes ``rows * grade_s``. ``w`` forked workers take
+    ``w * startup + rows * (grade_s + send_s) / w + rows * receive_s``: the
+    workers share the work and the pickling of answers, and this process
+    unpickles every answer that comes back. Workers that are not forked
+    (``start="pool"``) also cost ``rows * out_s`` here, pickling every row they are
+    sent (counted in full, though it overlaps their grading), and as much again
+    between them, unpickling it. Workers are used only when that is under 80 % of
+    one process's time, so that a close call stays in this process.
 
     >>> choose_workers(Costs(grade_s=7e-6, send_s=0.0, receive_s=0.0), 1_000_000, 2)   # fast path, a million rows
     2
@@ -94,35 +96,42 @@ def choose_workers(costs: Costs, rows: int, workers: int, start: str = "fork") -
     alone = rows * costs.grade_s
     best, best_s = 1, 0.8 * alone
     for w in range(2, workers + 1):
-        serial = costs.receive_s + (costs.out_s if start == "pool" else 0.0)
-        took = w * STARTUP_S[start] + rows * (costs.grade_s + costs.send_s) / w + rows * serial
+        out = costs.out_s if start == "pool" else 0.0
+        took = w * STARTUP_S[start] + rows * (costs.grade_s + costs.send_s + out) / w + rows * (costs.receive_s + out)
         if took < best_s:
             best, best_s = w, took
     return best
 
 
-_PROBE_ROWS = 64
+_PROBE_ROWS = 4096
 _PROBE_S = 0.05
 
 
 def _probe(grader: Any, samples: Sequence[Any], items: Sequence[Any],
            work: ChunkWork[T]) -> tuple[list[tuple[int, T]], int, Costs]:
-    """Run ``work`` here on the first rows (8, then up to 64 in all for about 50 ms) and measure what a row costs.
+    """Run ``work`` here on the first rows and measure what a row costs.
 
-    Returns the answers (kept: they are the batch's first chunks, by their first row), the rows done, and the
-    costs (the trip measured on what a worker would send, :meth:`ChunkWork.travelling`)."""
+    The rows go in pieces of 8, 16, 32 ... rows until about 50 ms have passed, 4,096 rows are done, or a
+    sixteenth of the batch (so that most of it is left for the workers). A row's cost is the median over the
+    pieces of the time per row (the first piece, which warms the caches, left out when three or more were run), so that
+    one pause of this process (another job taking the core) does not decide the count. Returns the answers
+    (kept: they are the batch's first chunks, by their first row), the rows done, and the costs (the trip
+    measured on what a worker would send, :meth:`ChunkWork.travelling`)."""
     here = work.here()
-    n = min(_PROBE_ROWS, len(samples))
+    n = min(_PROBE_ROWS, max(8, len(samples) // 16), len(samples))
     parts: list[tuple[int, T]] = []
-    took, done = 0.0, 0
-    while done < n:
-        more = 8 if done == 0 else max(1, min(n - done, int((_PROBE_S - took) / (took / done))))
+    rates: list[float] = []
+    took, done, more = 0.0, 0, 8
+    while done < n and took < _PROBE_S:
+        more = min(more, n - done)
         started = time.perf_counter()
         parts.append((done, here(grader, samples[done:done + more], items[done:done + more], done)))
-        took += time.perf_counter() - started
+        spent = time.perf_counter() - started
+        rates.append(spent / more)
+        took += spent
         done += more
-        if took > _PROBE_S:
-            break
+        more *= 2
+    grade_s = statistics.median(rates[1:] if len(rates) >= 3 else rates)
     answers = [work.travelling(answer) for _, answer in parts]
     try:
         started = time.perf_counter()
@@ -132,14 +141,14 @@ def _probe(grader: Any, samples: Sequence[Any], items: Sequence[Any],
         pickle.loads(sent)
         receive_s = (time.perf_counter() - started) / done
     except RecursionError:  # an answer too deep to pickle is run again here: count it as running twice
-        send_s, receive_s = 0.0, took / done
+        send_s, receive_s = 0.0, grade_s
     try:
         started = time.perf_counter()
         pickle.dumps((samples[:done], items[:done]), pickle.HIGHEST_PROTOCOL)
         out_s = (time.perf_counter() - started) / done
     except RecursionError:  # rows that cannot travel: a pool runs their chunk here
-        out_s = took / done
-    return parts, done, Costs(took / done, send_s, receive_s, out_s)
+        out_s = grade_s
+    return parts, done, Costs(grade_s, send_s, receive_s, out_s)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -180,7 +189,7 @@ def each_chunk(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: 
                             if backend == "ray" else "forked" if fork_is_safe() else "pooled")
     parts: list[tuple[int, T]] = []
     done = 0
-    if adaptive and transport in ("forked", "pooled") and n > _PROBE_ROWS:
+    if adaptive and transport in ("forked", "pooled"):
         parts, done, costs = _probe(grader, samples, items, work)
         workers = choose_workers(costs, n - done, workers, "fork" if transport == "forked" else "pool")
         if workers == 1:

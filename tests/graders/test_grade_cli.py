@@ -233,9 +233,14 @@ def transports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return taken
 
 
-def test_workers_fork_and_write_the_same_bytes_as_one_process(tmp_path: Path, fixed_clock: None,
-                                                                transports: list[str]) -> None:
-    rows = mixed_rows(8)  # 48 rows: fewer than the adaptive probe takes, so both workers are started
+def every_worker(costs: Costs, rows: int, workers: int, start: str = "fork") -> int:
+    return workers  # the adaptive choice pinned: the test does not depend on how fast this machine is
+
+
+def test_workers_fork_and_write_the_same_bytes_as_one_process(tmp_path: Path, fixed_clock: None, transports: list[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(graders.batch._engine, "choose_workers", every_worker)
+    rows = mixed_rows(8)
     one, one_summary, one_code = graded_bytes(tmp_path, rows)
     assert transports == ["local"]
     if threading.active_count() > 1:
@@ -251,8 +256,9 @@ def test_workers_fork_and_write_the_same_bytes_as_one_process(tmp_path: Path, fi
     assert "grading raised on 8 row(s)" in two_summary and "line 4" in two_summary
 
 
-def test_workers_in_a_pool_write_the_same_bytes_where_fork_is_not_safe(tmp_path: Path, fixed_clock: None,
-                                                                       transports: list[str]) -> None:
+def test_workers_in_a_pool_write_the_same_bytes_where_fork_is_not_safe(tmp_path: Path, fixed_clock: None, transports: list[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(graders.batch._engine, "choose_workers", every_worker)
     rows = mixed_rows(3)
     one = graded_bytes(tmp_path, rows)
     stop = threading.Event()
@@ -274,7 +280,7 @@ def untimed(lines: bytes) -> bytes:
 
 def test_the_adaptive_count_decides_where_the_cli_grades(tmp_path: Path, fixed_clock: None, transports: list[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = mixed_rows(20)  # 120 rows: the first ones are probed here
+    rows = mixed_rows(20)
     one = graded_bytes(tmp_path, rows)
     asked: list[Costs] = []
 
