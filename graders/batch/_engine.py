@@ -171,6 +171,31 @@ def _checked(samples: Any, items: Any, workers: int, backend: str | None, errors
     return samples, items
 
 
+@dataclass(slots=True)
+class _Plan:
+    """Where the rest of a batch runs, once the first rows have been probed."""
+
+    transport: Transport
+    workers: int
+    parts: list[tuple[int, Any]]
+    """The probed rows' answers, by their first row."""
+    done: int
+    """The rows probed."""
+
+
+def _plan(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[Any], workers: int,
+          backend: Backend | None, adaptive: bool) -> _Plan:
+    """Pick the transport (and, with ``adaptive``, the worker count from a probe of the first rows)."""
+    backend = backend or ("local" if workers == 1 else "processes")
+    transport: Transport = ("local" if backend == "local" or workers == 1 and backend != "ray" else "ray"
+                            if backend == "ray" else "forked" if fork_is_safe() else "pooled")
+    if not adaptive or transport not in ("forked", "pooled"):
+        return _Plan(transport, workers, [], 0)
+    parts, done, costs = _probe(grader, samples, items, work)
+    workers = choose_workers(costs, len(samples) - done, workers, "fork" if transport == "forked" else "pool")
+    return _Plan("local" if workers == 1 else transport, workers, parts, done)
+
+
 def each_chunk(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[T], *, workers: int = 1,
                backend: Backend | None = None, adaptive: bool = True, chunk_size: int | None = None,
                ray_address: str | None = None, progress: bool = False,
@@ -183,26 +208,23 @@ def each_chunk(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: 
     shows a progress bar; ``on_progress(rows)`` is called as each chunk arrives (from this thread, after any
     worker is forked, so a progress bar it starts on its first call does not stop the fork).
     """
-    n = len(samples)
-    backend = backend or ("local" if workers == 1 else "processes")
-    transport: Transport = ("local" if backend == "local" or workers == 1 and backend != "ray" else "ray"
-                            if backend == "ray" else "forked" if fork_is_safe() else "pooled")
-    parts: list[tuple[int, T]] = []
-    done = 0
-    if adaptive and transport in ("forked", "pooled"):
-        parts, done, costs = _probe(grader, samples, items, work)
-        workers = choose_workers(costs, n - done, workers, "fork" if transport == "forked" else "pool")
-        if workers == 1:
-            transport = "local"
-    if transport == "local":
+    plan = _plan(grader, samples, items, work, workers, backend, adaptive)
+    return _run(grader, samples, items, work, plan, chunk_size, ray_address, progress, on_progress)
+
+
+def _run(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[T], plan: _Plan,
+         chunk_size: int | None, ray_address: str | None, progress: bool,
+         on_progress: Callable[[int], None] | None) -> Iterator[tuple[int, T]]:
+    n, done, parts, workers = len(samples), plan.done, plan.parts, plan.workers
+    if plan.transport == "local":
         work = work.here()
     # Chunks: at least 8 per worker, so that one slowed down (by other jobs on the machine) delays the end little;
     # at most 4,096 rows (2,000 when pickled), so that this process's work per chunk stays small.
-    cap = 4096 if transport == "forked" else 2000 if transport in ("pooled", "ray") else 1000
+    cap = {"forked": 4096, "pooled": 2000, "ray": 2000, "local": 1000}[plan.transport]
     size = chunk_size or max(1, min(cap, (n - done) // (workers * 8) or 1))
     bounds = [(a, min(a + size, n)) for a in range(done, n, size)]
-    extra = {"address": ray_address} if transport == "ray" else {}
-    with _TRANSPORTS[transport](grader, samples, items, work, bounds, workers, **extra) as answers, \
+    extra = {"address": ray_address} if plan.transport == "ray" else {}
+    with _TRANSPORTS[plan.transport](grader, samples, items, work, bounds, workers, **extra) as answers, \
             _progress_bar(progress, n) as advance:
         for k, (first, answer) in enumerate(parts):
             rows = _rows(parts, done, k)
@@ -281,9 +303,13 @@ def grade_batch(grader: _Grades, responses: Iterable[str | Mapping[str, Any]], r
         return GradeList(_run_local(grader, responses, references, progress, flag))
     # The grades may be made again from the inputs later: keep the lists as they are now.
     responses, references = list(responses), list(references)
-    parts: list[tuple[int, Scored]] = list(each_chunk(
-        grader, responses, references, Scores(flag), workers=workers, backend=backend, adaptive=adaptive,
-        chunk_size=chunk_size, ray_address=ray_address, progress=progress))
+    work = Scores(flag)
+    plan = _plan(grader, responses, references, work, workers, backend, adaptive)
+    if plan.transport == "local":  # no worker pays: the probed grades, then the rest as with workers=1
+        probed = [part.whole[j] for _, part in plan.parts for j in range(len(part))]
+        return GradeList(probed + _run_local(grader, responses[plan.done:], references[plan.done:], progress, flag))
+    parts: list[tuple[int, Scored]] = list(_run(grader, responses, references, work, plan, chunk_size, ray_address,
+                                                progress, None))
     return scored_list(grader, responses, references, parts)
 
 

@@ -82,8 +82,19 @@ def _flagging(grade: Callable[[Any, Any], Grade]) -> Callable[[Any, Any], Grade]
 @contextmanager
 def local(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: Callable[..., T], bounds: list[tuple[int, int]],
           workers: int = 1) -> Iterator[Iterator[T]]:
-    """The transport that is none: ``work`` run here on each chunk of ``bounds``, in order."""
-    yield (work(grader, samples[a:b], items[a:b], a) for a, b in bounds)
+    """The transport that is none: ``work`` run here on each chunk of ``bounds``, in order.
+
+    The collector stays paused from the first chunk to the last, its young generation collected after each
+    chunk (when the caller had it on), for the reason :func:`_grade_all` gives."""
+
+    def answers() -> Iterator[T]:
+        with gc_paused() as was_enabled:
+            for a, b in bounds:
+                yield work(grader, samples[a:b], items[a:b], a)
+                if was_enabled:
+                    gc.collect(0)
+
+    yield answers()
 
 
 @contextmanager
