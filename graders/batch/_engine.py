@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 from .._errors import GraderConfigError
 from .._result import Grade
 from ._forked import GradeList, fork_is_safe, forked, scored_list
-from ._local import _grade_all, _Grades, _progress_bar, local
+from ._local import _grade_all, _Grades, _progress_bar, gc_paused, local
 from ._pool import pooled
 from ._ray import on_ray
 from ._work import ChunkWork, ErrorMode, RowResult, Rows, Scored, Scores
@@ -122,15 +122,16 @@ def _probe(grader: Any, samples: Sequence[Any], items: Sequence[Any],
     parts: list[tuple[int, T]] = []
     rates: list[float] = []
     took, done, more = 0.0, 0, 8
-    while done < n and took < _PROBE_S:
-        more = min(more, n - done)
-        started = time.perf_counter()
-        parts.append((done, here(grader, samples[done:done + more], items[done:done + more], done)))
-        spent = time.perf_counter() - started
-        rates.append(spent / more)
-        took += spent
-        done += more
-        more *= 2
+    with gc_paused():  # paused across the pieces: a full collection between two would be timed as grading
+        while done < n and took < _PROBE_S:
+            more = min(more, n - done)
+            started = time.perf_counter()
+            parts.append((done, here(grader, samples[done:done + more], items[done:done + more], done)))
+            spent = time.perf_counter() - started
+            rates.append(spent / more)
+            took += spent
+            done += more
+            more *= 2
     grade_s = statistics.median(rates[1:] if len(rates) >= 3 else rates)
     answers = [work.travelling(answer) for _, answer in parts]
     try:
