@@ -95,7 +95,7 @@ from ._checkpoint import (
 )
 from ._config import LoRAConfig, ModelConfig, PPOConfig
 from ._distributed import check_batch_split, join_process_group
-from ._grading import grade_within
+from ._grading import grade_within, on_backend
 from ._logging import MetricsLogger
 from ._losses import (
     OVERLONG,
@@ -195,6 +195,8 @@ class PPOTrainer:
         model = self.policy.model
         if lora is not None:
             self.ranks.broadcast_weights(model)  # the adapters were drawn with each rank's seed: rank 0's for all
+        if config.grade_backend != "local":  # graded on graders' batch engine: worker processes or Ray tasks
+            grader = on_backend(grader, config.grade_backend, config.grade_workers)
         self.model, self.tokenizer, self.grader = model, tokenizer, grader
         self.train_rows, self.eval_rows = list(train_rows), list(eval_rows)
         self.ref_model = self.policy.reference

@@ -21,6 +21,7 @@ from ._forked import GradeList, fork_is_safe
 from ._lines import JsonLines, Tally
 from ._local import gc_paused
 from ._pool import worker_grader, worker_pool
+from ._ray import start_ray
 from ._work import ChunkWork, ErrorMode, RowResult
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "grade_batch",
     "grade_rows",
     "run_chunks",
+    "start_ray",
     "worker_grader",
     "worker_pool",
 ]

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from operator import index
-from typing import Any, SupportsIndex, TypeVar, overload
+from typing import Any, SupportsIndex, TypeVar, cast, overload
 
 from .._result import Grade
 from ._local import _Grades, gc_paused
@@ -180,13 +180,14 @@ def _received(grader: Any, shared: _Shared, processes: list[Any], readers: list[
     live = list(readers)
     for turn in range(count):
         while turn not in ready and not any(c <= turn for c in raised) and live:
-            for reader in wait(live):
+            for ready in wait(live):
+                reader = cast(Connection, ready)  # wait() answers what it was given
                 try:
-                    message = reader.recv()  # type: ignore[union-attr]  # wait() answers what it was given
+                    message: Any = reader.recv()
                 except EOFError:
                     message = None  # the worker died (killed?): the missing chunks say so below
                 if message is None:
-                    live.remove(reader)  # type: ignore[arg-type]
+                    live.remove(reader)
                 elif len(message) == 2:
                     ready[message[0]] = message[1]
                 else:

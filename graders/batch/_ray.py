@@ -34,19 +34,27 @@ def ray_module() -> Any:
     return ray
 
 
+def start_ray(workers: int, address: str | None = None) -> bool:
+    """Start Ray for this program unless it runs: join ``address`` (else ``RAY_ADDRESS``), else a local Ray with
+    ``workers`` CPUs. Returns whether it was started here. A program that grades many batches (a trainer) calls it
+    once, so that no batch pays for the start; Ray stops when the program ends (or at ``ray.shutdown()``)."""
+    ray = ray_module()
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    return True
+
+
 @contextmanager
 def on_ray(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[T], bounds: list[tuple[int, int]],
            workers: int, address: str | None = None) -> Iterator[Iterator[T]]:
     """Run ``work`` on the chunks ``bounds`` as Ray tasks; yields the answers, in order."""
     ray = ray_module()
-    started = False
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        started = True
+    started = start_ray(workers, address)
     try:
         remote = ray.remote(_ray_chunk)
         grader_ref, work_ref = ray.put(grader), ray.put(work)
