@@ -180,8 +180,8 @@ def _received(grader: Any, shared: _Shared, processes: list[Any], readers: list[
     live = list(readers)
     for turn in range(count):
         while turn not in ready and not any(c <= turn for c in raised) and live:
-            for ready in wait(live):
-                reader = cast(Connection, ready)  # wait() answers what it was given
+            for waited in wait(live):
+                reader = cast(Connection, waited)  # wait() answers what it was given
                 try:
                     message: Any = reader.recv()
                 except EOFError:
