@@ -188,8 +188,8 @@ def _plan(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: Chunk
           backend: Backend | None, adaptive: bool) -> _Plan:
     """Pick the transport (and, with ``adaptive``, the worker count from a probe of the first rows)."""
     backend = backend or ("local" if workers == 1 else "processes")
-    transport: Transport = ("local" if backend == "local" or workers == 1 and backend != "ray" else "ray"
-                            if backend == "ray" else "forked" if fork_is_safe() else "pooled")
+    transport: Transport = ("local" if backend == "local" or (workers == 1 or len(samples) < 2) and backend != "ray"
+                            else "ray" if backend == "ray" else "forked" if fork_is_safe() else "pooled")
     if not adaptive or transport not in ("forked", "pooled"):
         return _Plan(transport, workers, [], 0)
     parts, done, costs = _probe(grader, samples, items, work)

@@ -291,3 +291,23 @@ def test_the_adaptive_count_decides_where_the_cli_grades(tmp_path: Path, fixed_c
     monkeypatch.setattr(graders.batch._engine, "choose_workers", choose)
     assert graded_bytes(tmp_path, rows, "--workers", "2") == one
     assert len(asked) == 1 and asked[0].grade_s > 0 and transports == ["local", "local"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_empty_file_grades_to_an_empty_output(tmp_path: Path, workers: str) -> None:
+    data = tmp_path / "empty.jsonl"
+    data.write_text("", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["grade", str(data), "-g", str(config(tmp_path, {"type": "structured"})), "-o", str(out),
+                                 "--workers", workers], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == b"" and "0 rows" in result.output
+
+
+@pytest.mark.slow
+def test_ray_tasks_write_the_same_lines_as_one_process(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    rows = mixed_rows(2)
+    one = graded_bytes(tmp_path, rows)
+    on_ray = graded_bytes(tmp_path, rows, "--workers", "2", "--backend", "ray")
+    assert untimed(on_ray[0]) == untimed(one[0]) and on_ray[1:] == one[1:]
