@@ -248,22 +248,13 @@ def _rows(parts: list[tuple[int, Any]], end: int, k: int) -> int:
 def run_chunks(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[T], *, workers: int = 1,
                transport: Transport | None = None, size: int | None = None, progress: bool = False,
                **options: Any) -> list[tuple[int, T]]:
-    """Every chunk's ``(first row, answer)``, in input order: :func:`each_chunk` collected (``transport`` and
-    ``size`` pin the path and the chunk size, for tests and benchmarks)."""
+    """Every chunk's ``(first row, answer)``, in input order: :func:`each_chunk` collected (``transport`` pins the
+    path, for tests and benchmarks; ``size`` is the chunk size)."""
     if transport is None:
         return list(each_chunk(grader, samples, items, work, workers=workers, chunk_size=size, progress=progress,
                                **options))
-    n = len(samples)
-    work = work.here() if transport == "local" else work
-    size = size or max(1, n // (workers * 8) or 1)
-    bounds = [(a, min(a + size, n)) for a in range(0, n, size)]
-    out: list[tuple[int, T]] = []
-    with _TRANSPORTS[transport](grader, samples, items, work, bounds, workers, **options) as answers, \
-            _progress_bar(progress, n) as advance:
-        for (first, stop), answer in zip(bounds, answers):
-            out.append((first, answer))
-            advance(stop - first)
-    return out
+    return list(_run(grader, samples, items, work, _Plan(transport, workers, [], 0), size, options.get("ray_address"),
+                     progress, None))
 
 
 # --------------------------------------------------------------------------- the entry points
