@@ -6,7 +6,12 @@ then runs the ``grade`` command in this process (``graders._cli.app``, as the
 console command does after its imports) with ``examples/resume/grader.json``,
 once per entry of ``--order``: ``1`` (``--workers 1``), ``2`` (``--workers N``
 with the count pinned to N) and ``a`` (``--workers N``, the count chosen by the
-adaptive probe, which is printed). Each run's clock covers the whole command:
+adaptive probe, which is printed). Each run prints its CPU time too: this process's, the forked workers' (a
+``forkserver`` pool's workers are not this process's children and are not
+counted), and the critical path, this process's plus one worker's share (the
+chunks are handed out as workers ask): on a shared machine the wall clock
+measures the other jobs, and the critical path what idle cores would give.
+Each run's clock covers the whole command:
 reading the file, grading, writing every row's output line (to ``--output``,
 ``/dev/null`` by default, so a disk's speed does not count) and the summary.
 The outputs of the runs are checked to be the same, ``execution_time`` aside.
@@ -80,7 +85,10 @@ def run(data: Path, output: str, workers: int, pin: bool) -> tuple[float, str, l
         if choose is not None:
             engine.choose_workers = choose
     took = time.perf_counter() - start
-    print(f"  (CPU: this process {time.process_time() - cpu:.2f} s, workers {_children_cpu() - children:.2f} s)", flush=True)
+    cpu, children = time.process_time() - cpu, _children_cpu() - children
+    used = chosen[0] if chosen else workers
+    path = cpu + children / used  # this process, plus one worker's share: the chunks are handed out as workers ask
+    print(f"  CPU: this process {cpu:.2f} s, forked workers {children:.2f} s; critical path {path:.2f} s", flush=True)
     return took, printed.getvalue(), chosen
 
 
