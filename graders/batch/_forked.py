@@ -259,7 +259,7 @@ def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], 
 class GradeList(list[Grade]):
     """The grades :func:`grade_batch` returns: a ``list[Grade]`` in input order, plus :attr:`scores`.
 
-    From forked workers the Grade objects are made as they are read (a
+    From worker processes (or Ray) the Grade objects are made as they are read (a
     fast-path grade by grading its pair again, as much as the grading saved), so
     ``len``, indexing, slicing, iteration and :attr:`scores` never make more than
     they return; reading the same index twice gives the same object. Any other
