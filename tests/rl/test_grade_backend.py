@@ -91,3 +91,16 @@ def test_ray_grades_the_rollout_on_a_local_ray_with_the_rewards_of_this_process(
     finally:
         ray.shutdown()
     assert there["reward/mean"] == here["reward/mean"] and there["reward/city"] == here["reward/city"]
+
+
+def test_a_resumed_run_may_grade_elsewhere(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    trainer = PPOTrainer(tiny_model(tok), tok, StructuredGrader(), ROWS, ROWS, small_config(**BATCH))
+    trainer.step()
+    saved = trainer.save_checkpoint(tmp_path)
+    again = PPOTrainer(tiny_model(tok), tok, StructuredGrader(), ROWS, ROWS,
+                       small_config(**BATCH, grade_backend="processes", grade_workers=2), resume_from=saved)
+    assert (again.config.grade_backend, again.config.grade_workers) == ("processes", 2)
+    assert isinstance(again.grader, EngineGrader) and again.grader.backend == "processes"
+    with pytest.raises(UserError, match="different config"):  # what it computes must still match
+        PPOTrainer(tiny_model(tok), tok, StructuredGrader(), ROWS, ROWS, small_config(**BATCH, clip=0.3), resume_from=saved)
