@@ -13,6 +13,7 @@ import json
 import statistics
 import sys
 import weakref
+from contextlib import nullcontext
 from importlib import resources
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -28,11 +29,8 @@ from schemas import UserError, load_jsonl
 from schemas._cli import register as register_schema_commands
 
 from ._config import AnyGrader, from_config
-from ._errors import ErrorFlag
 from ._gold import GoldCheck
-from ._result import Grade
-from ._run import run_response
-from .batch import RowResult, grade_rows
+from .batch import JsonLines, Tally, each_chunk
 from .datasets._command import register as register_validate
 from .openai._common import SampleGrader
 from .structured._grader import StructuredGrader
@@ -51,39 +49,27 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def field_report(grades: list[Grade], title: str) -> Table:
-    """A table of mean score per field, with mean precision/recall for list fields."""
+def field_report(tally: Tally, title: str) -> Table:
+    """A table of mean score per field, with mean precision/recall for list fields (from :class:`graders.batch.Tally`)."""
     table = Table(title=title)
     for col in ("field", "mean score", "precision", "recall", "n"):
         table.add_column(col, justify="left" if col == "field" else "right")
-    names: dict[str, None] = {}
-    for g in grades:
-        names.update(dict.fromkeys(g.sub_scores))
-    for name in names:
-        scores = [g.sub_scores.get(name, 0.0) for g in grades]
-        ps = [p for g in grades if name in g.details and (p := g.details[name].precision) is not None]
-        rs = [r for g in grades if name in g.details and (r := g.details[name].recall) is not None]
-        table.add_row(escape(name), f"{statistics.fmean(scores):.3f}", f"{statistics.fmean(ps):.3f}" if ps else "-",
-                      f"{statistics.fmean(rs):.3f}" if rs else "-", str(len(scores)))
-    overall = [g.score for g in grades]
-    table.add_row("[bold]overall[/bold]", f"[bold]{statistics.fmean(overall):.3f}[/bold]" if overall else "-", "", "", str(len(overall)))
+    for name in tally.sub_scores:
+        ps, rs = tally.precision.get(name), tally.recall.get(name)
+        table.add_row(escape(name), f"{tally.mean(name):.3f}", f"{statistics.fmean(ps):.3f}" if ps else "-",
+                      f"{statistics.fmean(rs):.3f}" if rs else "-", str(tally.rows))
+    table.add_row("[bold]overall[/bold]", f"[bold]{tally.mean():.3f}[/bold]" if tally.rows else "-", "", "", str(tally.rows))
     return table
 
 
-def error_report(results: list[RowResult]) -> Table | None:
+def error_report(tally: Tally) -> Table | None:
     """How many rows raised each error flag (None when no row is flagged)."""
-    counts: dict[ErrorFlag, int] = {}
-    for r in results:
-        if not r.grade.ok:
-            for flag, raised in r.grade.errors.items():
-                if raised:
-                    counts[flag] = counts.get(flag, 0) + 1
-    if not counts:
+    if not tally.flags:
         return None
     table = Table(title="flagged rows by error")
     table.add_column("error flag")
     table.add_column("rows", justify="right")
-    for flag, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+    for flag, n in sorted(tally.flags.items(), key=lambda kv: -kv[1]):
         table.add_row(flag, str(n))
     return table
 
@@ -134,9 +120,12 @@ def grade(
         "Column holding the item that templates read as {{ item.x }}; a row without it is its own item."))] = "item",
     reference_key: Annotated[str, typer.Option(help="Structured graders: the column (of the row or item) holding the reference.")
                              ] = "reference",
-    workers: Annotated[int, typer.Option(help="Parallel workers (1 grades in this process).", min=1)] = 1,
+    workers: Annotated[int, typer.Option(help=(
+        "Parallel workers: up to this many processes (or Ray CPUs), started only where they pay (a measured probe of the "
+        "first rows decides); 1 grades in this process."), min=1)] = 1,
     backend: Annotated[str | None, typer.Option(help=(
-        "local, processes (default when --workers > 1) or ray (Ray tasks; joins RAY_ADDRESS or starts a local Ray)."))] = None,
+        "local, processes (default when --workers > 1: forked with the rows in memory where that is safe, else a "
+        "forkserver pool) or ray (Ray tasks; joins RAY_ADDRESS or starts a local Ray)."))] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join with --backend ray (default: RAY_ADDRESS, "
                                                     "else a local Ray with --workers CPUs).")] = None,
 ) -> None:
@@ -170,33 +159,46 @@ def grade(
             joined = [r[reference_key] if reference_key in r else it[reference_key] for r, it in zip(rows, joined)]
         if backend not in (None, "local", "processes", "ray"):
             raise UserError(f"unknown backend {backend!r}", code="bad_option", hint="local, processes or ray")
-        with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
-            task = bar.add_task("grading", total=len(rows))
-            results = grade_rows(g, samples, joined, workers=workers, backend=backend,  # type: ignore[arg-type]  # checked above
-                                 ray_address=ray_address, on_progress=lambda n: bar.advance(task, n))
+        tally = _grade_to(output, g, rows, samples, joined, workers, backend, ray_address)
     except (UserError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    if output is not None:
-        with output.open("w", encoding="utf-8") as fh:
-            for row, r in zip(rows, results):
-                record = {"id": row.get("id"), **run_response(g.name, g.type, r.grade, r.seconds), "reason": r.grade.reason,
-                          "details": {k: v.to_dict() for k, v in r.grade.details.items()}}
-                try:
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                except UnicodeEncodeError:  # a lone surrogate (model output can hold one): written as its \\u escape
-                    fh.write(json.dumps(record) + "\n")
-    grades = [r.grade for r in results]
-    console.print(field_report(grades, f"{g.name} ({g.type}): {len(grades)} rows"))
-    errors = error_report(results)
+    console.print(field_report(tally, f"{g.name} ({g.type}): {tally.rows} rows"))
+    errors = error_report(tally)
     if errors is not None:
         console.print(errors)
         console.print("flagged rows score 0" + (" (see --output for each reason)" if output is None else f"; each reason is in {output}"))
-    raised = [n for n, r in enumerate(results, 1) if r.raised]
-    if raised:
-        console.print(f"[red]grading raised on {len(raised)} row(s)[/red] (first: line {raised[0]}: "
-                      f"{escape(results[raised[0] - 1].grade.reason)}); they are flagged with other_error")
-        raise typer.Exit(2 if len(raised) == len(results) else 1)
+    if tally.raised:
+        console.print(f"[red]grading raised on {len(tally.raised)} row(s)[/red] (first: line {tally.raised[0] + 1}: "
+                      f"{escape(tally.first_reason)}); they are flagged with other_error")
+        raise typer.Exit(2 if len(tally.raised) == tally.rows else 1)
+
+
+def _grade_to(output: Path | None, g: AnyGrader, rows: list[dict[str, Any]], samples: list[Any], items: list[Any],
+              workers: int, backend: str | None, ray_address: str | None) -> Tally:
+    """Grade every row on the batch engine, each row's output line made where it is graded, and write the lines
+    to ``output`` in input order as their chunks arrive; the summary's tally of every row."""
+    work = JsonLines([r.get("id") for r in rows], g.name, g.type, lines=output is not None)
+    bar = Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty())
+    task: list[Any] = []
+
+    def advance(n: int) -> None:  # the bar (a thread) starts with the first chunk: after any worker is forked
+        if not task:
+            bar.start()
+            task.append(bar.add_task("grading", total=len(rows)))
+        bar.advance(task[0], n)
+
+    tally = Tally()
+    with (output.open("wb") if output is not None else nullcontext()) as fh:
+        try:
+            for _, (lines, part) in each_chunk(g, samples, items, work, workers=workers, backend=backend,  # type: ignore[arg-type]  # checked by the caller
+                                                ray_address=ray_address, on_progress=advance):
+                if fh is not None:
+                    fh.write(lines)
+                tally.merge(part)
+        finally:
+            bar.stop()
+    return tally
 
 
 def grading_demo(console: Console) -> None:
@@ -235,7 +237,7 @@ def grading_demo(console: Console) -> None:
     for row, result in zip(rows, grades):
         each.add_row(escape(row["id"]), f"{result.score:.3f}", escape(result.reason))
     console.print(each)
-    console.print(field_report(grades, "mean per field"))
+    console.print(field_report(Tally.of(grades), "mean per field"))
 
 
 def _gold_grader(path: Path, *, gold_calls: bool = False) -> AnyGrader | GoldCheck:

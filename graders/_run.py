@@ -107,3 +107,10 @@ def run_response(name: str, kind: str, grade: Grade, execution_time: float) -> d
         "sub_rewards": dict(grade.sub_scores),
         "model_grader_token_usage_per_model": {},
     }
+
+
+def grade_record(row_id: Any, name: str, kind: str, grade: Grade, execution_time: float) -> dict[str, Any]:
+    """One row of ``rftkit grade --output``: the row's ``id``, the ``graders/run`` response
+    (:func:`run_response`), the grade's ``reason`` and its per-field ``details``."""
+    return {"id": row_id, **run_response(name, kind, grade, execution_time), "reason": grade.reason,
+            "details": {k: v.to_dict() for k, v in grade.details.items()}}

@@ -56,6 +56,7 @@ from schemas._errors import DatasetIssueCode
 
 from ._config import LoRAConfig, ModelConfig, PPOConfig
 from ._distributed import is_main_process, leave_process_group, rank_device
+from ._grading import EngineGrader
 from ._logging import check_report_to
 
 SECTIONS: dict[str, frozenset[str]] = {
@@ -190,11 +191,12 @@ def _section_config(cls: Any, section: Mapping[str, Any], name: str, skip: froze
 
 
 def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = None, steps: int | None = None,
-                 skip_bad_rows: bool = False) -> TrainSpec:
+                 skip_bad_rows: bool = False, grade_backend: str | None = None) -> TrainSpec:
     """Check a parsed config; relative paths resolve against ``base`` (the config file's folder).
 
-    ``output`` and ``steps`` override ``train.output`` and ``train.steps`` (``--output``, ``--steps``);
-    ``skip_bad_rows`` (``--skip-bad-rows``) turns ``dataset.skip_bad_rows`` on.
+    ``output``, ``steps`` and ``grade_backend`` override ``train.output``, ``train.steps`` and ``ppo.grade_backend``
+    (``--output``, ``--steps``, ``--grade-backend``); ``skip_bad_rows`` (``--skip-bad-rows``) turns
+    ``dataset.skip_bad_rows`` on.
     """
     for name, section in data.items():
         if name not in SECTIONS:
@@ -245,7 +247,7 @@ def parse_config(data: Mapping[str, Any], base: Path, *, output: Path | None = N
         model=name_or_path, device=device,
         train_path=path(dataset["train"], "/dataset/train"), eval_path=eval_path, eval_count=eval_count,
         grader_path=path(data["grader"]["config"], "/grader/config"),
-        ppo=_ppo_config(data.get("ppo", {})),
+        ppo=_ppo_config({**data.get("ppo", {}), **({"grade_backend": grade_backend} if grade_backend is not None else {})}),
         steps=run_steps,
         eval_every=eval_every,
         # no checkpoint_every: one checkpoint at the last step, so --resume can always extend a finished run
@@ -383,16 +385,12 @@ def trainer_rows(rows: list[dict[str, Any]], tokenizer: Any, *, structured: bool
     return out
 
 
-class ItemGrader:
-    """An OpenAI-type grader (``grade(sample, item)``) in the trainer's ``grade_batch(responses, references)`` shape."""
+class ItemGrader(EngineGrader):
+    """An OpenAI-type grader (``grade(sample, item)``) in the trainer's ``grade_batch(responses, references)`` shape
+    (graded in this process unless ``ppo.grade_backend`` says otherwise)."""
 
     def __init__(self, grader: Any) -> None:
-        self.grader = grader
-
-    def grade_batch(self, responses: list[str], references: list[Any]) -> Any:
-        from graders import grade_batch
-
-        return grade_batch(self.grader, responses, references)
+        super().__init__(grader)
 
 
 _PLOTS = frozenset({"reward.png", "kl.png", "entropy.png"})
@@ -625,6 +623,9 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides train.output).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the earlier run in the output folder (only rftkit's own files; refused if anything else is there).")] = False,
         skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Train without the dataset rows that have errors (each listed), instead of stopping.")] = False,
+        grade_backend: Annotated[str | None, typer.Option("--grade-backend", help=(
+            "Where rollouts are graded (overrides ppo.grade_backend): local (this process), processes (up to "
+            "ppo.grade_workers worker processes, where they pay) or ray (Ray tasks; RAY_ADDRESS or a local Ray)."))] = None,
     ) -> None:
         """Train a causal LM with PPO on graded prompts; see docs/rl.md.
 
@@ -635,7 +636,7 @@ def register(app: typer.Typer) -> None:
         console = Console(quiet=not is_main_process())  # under torchrun, rank 0 speaks for all
         try:
             spec = parse_config(read_config_file(config), config.resolve().parent, output=output, steps=steps,
-                                skip_bad_rows=skip_bad_rows)
+                                skip_bad_rows=skip_bad_rows, grade_backend=grade_backend)
             history = run_training(spec, resume=resume, overwrite=overwrite, console=console)
         except (UserError, FileNotFoundError) as exc:
             Console().print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # from every rank: it may be this rank's alone

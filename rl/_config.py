@@ -40,6 +40,10 @@ RatioLevel = Literal["token", "sequence"]
 """The importance ratio: one per token (PPO, GRPO, DAPO), or one per completion, the exponent of its mean token
 log-ratio, shared by its tokens (GSPO; ``rl.sequence_ratio``)."""
 
+GradeBackend = Literal["local", "processes", "ray"]
+"""Where a rollout is graded: in this process by the grader's own ``grade_batch`` (``local``), or on graders' batch
+engine (``graders.grade_batch``) in worker processes on this machine (``processes``) or as Ray tasks (``ray``)."""
+
 Overlong = Literal["keep", "mask", "soft"]
 """A completion that hit ``max_new_tokens`` without EOS: trained on as it is (``keep``), left out of the loss
 (``mask``), or every completion that reaches the last ``overlong_buffer`` tokens penalised linearly (``soft``, DAPO)."""
@@ -122,6 +126,14 @@ class PPOConfig:
     """None: the rollout is graded in this process, for as long as it takes. A number: it is graded in a forked worker
     process for at most this many seconds; samples not graded by then score NaN (skipped and counted as
     ``rollout/grade_timeouts``), the worker's process group is killed, and training goes on (``rl/_grading.py``)."""
+    grade_backend: GradeBackend = "local"
+    """``local``: the rollout is graded in this process by the grader's ``grade_batch``. ``processes``: on graders' batch
+    engine, in up to ``grade_workers`` worker processes (forked where safe), started only where a probe of the first
+    rows shows they pay. ``ray``: as Ray tasks, on the Ray the program runs, else the cluster ``RAY_ADDRESS`` names,
+    else a local Ray with ``grade_workers`` CPUs, started once for the run. Both need a grader of ``graders`` (one with
+    ``grade(response, reference)``); not with ``grade_timeout_s``. See ``docs/rl.md`` (grading at scale)."""
+    grade_workers: int | None = None
+    """``processes`` and ``ray``: the most worker processes (a local Ray's CPUs); None: every CPU of this machine."""
     value_clip: float = 0.2
     """How far a value prediction may move from its rollout value before its loss is clipped (``gae`` only)."""
     value_coef: float = 0.1
@@ -266,6 +278,14 @@ class PPOConfig:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
             _reject("grade_timeout_s", f"grade_timeout_s must be a number of seconds > 0 or None, got {timeout!r}",
                     "None waits for every grade")
+        if self.grade_backend not in get_args(GradeBackend):
+            _reject("grade_backend", f"unknown grade_backend {self.grade_backend!r}", "choose one of " + ", ".join(get_args(GradeBackend)))
+        workers = self.grade_workers
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            _reject("grade_workers", f"grade_workers must be an integer >= 1 or None, got {workers!r}", "None uses every CPU")
+        if self.grade_backend != "local" and timeout is not None:
+            _reject("grade_backend", f"grade_backend={self.grade_backend!r} cannot be combined with grade_timeout_s",
+                    "grade_timeout_s grades in one worker stopped at the deadline: drop one of them")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Grading a rollout under a deadline (``PPOConfig.grade_timeout_s``).
+"""Grading a rollout: on graders' batch engine (``PPOConfig.grade_backend``), or under a deadline (``grade_timeout_s``).
+
+:class:`EngineGrader` grades the trainer's batches with ``graders.grade_batch``: in this process, in worker
+processes on this machine, or as Ray tasks (:func:`on_backend` wraps the trainer's grader in one).
 
 :func:`grade_within` grades the completions in order in one forked worker process, which sends each
 grade back through a pipe as soon as it is made. When every grade is in, or when ``timeout_s``
@@ -30,6 +33,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, SpawnContext
 from typing import Any
+
+from schemas import UserError
 
 monotonic = time.monotonic
 """The deadline's clock (a module attribute, so a test can decide when the deadline passes without racing the machine)."""
@@ -114,3 +119,38 @@ def _stop(worker: Any) -> None:
         except (ProcessLookupError, PermissionError):  # not yet its own group leader: kill the worker alone
             worker.kill()
     worker.join()
+
+
+class EngineGrader:
+    """A grader of ``graders`` (``grade(response_or_sample, reference_or_item)``) in the trainer's ``grade_batch``
+    shape, graded on graders' batch engine: ``backend`` ``local``, ``processes`` or ``ray``, with up to ``workers``
+    processes (see ``graders.grade_batch``; a grader bug raises, as in this process)."""
+
+    def __init__(self, grader: Any, *, backend: str = "local", workers: int = 1) -> None:
+        self.grader, self.backend, self.workers = grader, backend, workers
+
+    def grade_batch(self, responses: Sequence[str], references: Sequence[Any]) -> Any:
+        from graders import grade_batch
+
+        return grade_batch(self.grader, list(responses), list(references), workers=self.workers,
+                           backend=self.backend)  # type: ignore[arg-type]  # PPOConfig checked the name
+
+
+def on_backend(grader: Any, backend: str, workers: int | None) -> EngineGrader:
+    """``grader`` graded on ``backend`` with up to ``workers`` processes (None: every CPU); Ray is started here once
+    (joining ``RAY_ADDRESS``, else a local one) when it is not running yet, so no rollout pays for its start.
+
+    A grader that has only ``grade_batch`` (not a grader of ``graders``) cannot be spread over workers: that is
+    misuse, and raises here with the pointer of the option."""
+    inner = grader.grader if isinstance(grader, EngineGrader) else grader
+    if not callable(getattr(inner, "grade", None)):
+        raise UserError(f"grade_backend={backend!r} needs a grader with grade(response, reference), as the graders of "
+                        f"graders have; {type(grader).__name__} has only grade_batch", code="bad_config",
+                        pointer="/grade_backend", hint="pass a graders grader (StructuredGrader, graders.from_config(...)), "
+                        "or keep grade_backend='local'")
+    count = workers if workers is not None else os.cpu_count() or 1
+    if backend == "ray":
+        from graders.batch import start_ray
+
+        start_ray(count)
+    return EngineGrader(inner, backend=backend, workers=count)

@@ -95,7 +95,7 @@ from ._checkpoint import (
 )
 from ._config import LoRAConfig, ModelConfig, PPOConfig
 from ._distributed import check_batch_split, join_process_group
-from ._grading import grade_within
+from ._grading import grade_within, on_backend
 from ._logging import MetricsLogger
 from ._losses import (
     OVERLONG,
@@ -174,8 +174,9 @@ class PPOTrainer:
         checkpointing; ``lora``: train peft LoRA adapters instead of every weight (``rl/_model.py``). The model is
         prepared in place (upcast, or wrapped by peft: ``trainer.model`` is then the ``PeftModel``)."""
         checkpoint, saved = _read_checkpoint(resume_from, config) if resume_from is not None else (None, None)
-        if saved is not None:
-            config = PPOConfig(**saved["config"])
+        if saved is not None:  # the checkpoint's config; where rollouts are graded is this run's to choose
+            placement = {k: getattr(config, k) for k in _PLACEMENT} if config is not None else {}
+            config = dataclasses.replace(PPOConfig(**saved["config"]), **placement)
             saved_lora = LoRAConfig(**saved["lora"]) if saved.get("lora") else None
             if saved_lora != lora:
                 raise UserError(f"the checkpoint was written with {saved_lora or 'full fine-tuning'}, not {lora or 'full fine-tuning'}",
@@ -195,6 +196,8 @@ class PPOTrainer:
         model = self.policy.model
         if lora is not None:
             self.ranks.broadcast_weights(model)  # the adapters were drawn with each rank's seed: rank 0's for all
+        if config.grade_backend != "local":  # graded on graders' batch engine: worker processes or Ray tasks
+            grader = on_backend(grader, config.grade_backend, config.grade_workers)
         self.model, self.tokenizer, self.grader = model, tokenizer, grader
         self.train_rows, self.eval_rows = list(train_rows), list(eval_rows)
         self.ref_model = self.policy.reference
@@ -587,6 +590,10 @@ def _check_rows(rows: Sequence[Mapping[str, Any]], name: str, *, allow_empty: bo
                                 hint="each row is a dict with 'prompt' (str) and 'reference' (the expected answer)")
 
 
+_PLACEMENT = ("grade_backend", "grade_workers")
+"""PPOConfig fields that say where work runs, not what it computes: a resumed run may change them."""
+
+
 def _read_checkpoint(path: str | os.PathLike[str], config: PPOConfig | None) -> tuple[Path, dict[str, Any]]:
     """The checkpoint at (or newest under) ``path`` and its ``trainer_state.json``; the config must match if given."""
     checkpoint = resolve_checkpoint(path)
@@ -595,8 +602,8 @@ def _read_checkpoint(path: str | os.PathLike[str], config: PPOConfig | None) -> 
                         hint="pass a step-* directory written by save_checkpoint, or the directory holding them")
     state: dict[str, Any] = json.loads((checkpoint / "trainer_state.json").read_text())
     saved = dataclasses.asdict(PPOConfig(**state["config"]))  # fields added since the checkpoint was written take their defaults
-    if config is not None and dataclasses.asdict(config) != saved:
-        changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+    changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v and k not in _PLACEMENT) if config else []
+    if changed:
         raise UserError(f"the checkpoint was written with a different config ({', '.join(changed)})", code="bad_resume",
                         pointer="/resume_from", hint="pass config=None to resume with the checkpoint's own config")
     return checkpoint, state

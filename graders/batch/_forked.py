@@ -1,21 +1,19 @@
-"""The fenced speed layer of batch grading: workers forked with the batch in memory, and the lazy GradeList they return.
+"""The fenced speed layer of batch grading: workers forked with the batch in memory, and the lazy GradeList.
 
-Workers take chunks of row numbers from a counter in shared memory and send back
-each chunk's scores as one array; a structured fast-path grade does not travel
-(its details are not built yet, :meth:`graders._lazy_grade.LazyGrade.recorded`): it is made
-again here, by grading its pair, when the caller first reads it, which is why
-:class:`GradeList` makes its Grade objects as they are read.
+:func:`forked` runs a :class:`~graders.batch._work.ChunkWork` on every chunk in
+workers forked with the batch already in memory, so no row is pickled on the way
+out: each worker takes chunk numbers from a counter in shared memory, rebuilds
+its own grader from the grader's pickle (so a grader's connections and sandboxes
+are never shared with this process) and sends back what the work answers. The
+work decides what travels: ``grade_batch``'s sends each row's score and leaves a
+structured fast-path grade (whose details are not built yet,
+:meth:`graders._lazy_grade.LazyGrade.recorded`) to be made again here, by grading its pair, when
+the caller first reads it -- which is why :class:`GradeList` makes its Grade
+objects as they are read; ``rftkit grade``'s sends each row's output line,
+already serialised, so this process only writes.
 
-Why it is kept: ``benchmarks/batch_scaling.py --n 200000 --order 1,2,a`` (three
-rounds alternating with the variants, 2026-12-05, shared 2-core machine) took
-0.62 s with ``workers=2`` against 1.32 s with ``workers=1`` (2.14x). The same
-workers sending every grade back pickled (as its packed values, a plain list)
-took 3.81 s; the forkserver pool that serves every other platform, 2.68 s pinned
-to two workers and 1.62 s with ``adaptive=True``. ``benchmarks/NOTES.md`` has the
-table. The price: reading every Grade of a forked batch grades each fast-path row
-again in this process, so the workers pay for callers that use ``scores`` (RL
-rewards) or read some rows; ``rftkit grade``, which writes every grade, uses
-:func:`graders.batch.grade_rows` instead.
+Why it is kept: the trip back was the cost. ``benchmarks/batch_scaling.py`` and
+``benchmarks/cli_grade.py`` measure it (figures in ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -29,21 +27,25 @@ import threading
 import traceback
 import warnings
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from operator import index
-from typing import Any, SupportsIndex, overload
+from typing import Any, SupportsIndex, TypeVar, cast, overload
 
-from .._lazy_grade import details_unbuilt
 from .._result import Grade
-from ._local import _Grades, _progress_bar, _travels, gc_paused
+from ._local import _Grades, gc_paused
+from ._work import ChunkWork, Scored
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- forked workers (the batch in memory)
 
 
 def fork_is_safe() -> bool:
-    """Whether :func:`grade_batch` forks its workers: ``fork`` exists, this is not macOS (whose system
+    """Whether batch grading forks its workers: ``fork`` exists, this is not macOS (whose system
     libraries may crash in a forked child), the program has not chosen another start method
     (``multiprocessing.set_start_method``), and no other Python thread runs (a forked child could inherit
     a lock that thread holds, and deadlock on it).
@@ -56,19 +58,12 @@ def fork_is_safe() -> bool:
     return multiprocessing.get_start_method(allow_none=True) in (None, "fork") and threading.active_count() == 1
 
 
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    """One chunk's grades as a worker sends them back."""
-
-    scores: bytes
-    """Every row's score (an array of doubles)."""
-    whole: dict[int, Grade]
-    """The rows sent whole, by their place in the chunk: every grade but the fast path's (whose details are
-    not built yet) and one nested too deeply to pickle, which are made again here when read."""
-
-
 class _WorkerTraceback(Exception):
     """The traceback of an exception raised in a worker process (set as its ``__cause__``)."""
+
+
+class _Here:
+    """Sent instead of a chunk's answer that nests too deeply to pickle: this process runs the chunk itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,104 +71,82 @@ class _Shared:
     """What the workers share with the parent (all inherited by fork, none pickled)."""
 
     grader: bytes
-    responses: list[Any]
-    references: list[Any]
-    size: int
-    chunks: int
+    work: ChunkWork[Any]
+    samples: Sequence[Any]
+    items: Sequence[Any]
+    bounds: list[tuple[int, int]]
+    """Each chunk's first row and the row after its last."""
     counters: memoryview
     """Two integers in memory shared with the workers: the next chunk to take, and the lowest chunk where a
-    grade raised (no chunk after it is taken; the number of chunks while none has)."""
+    grade raised (no chunk after it is taken; the number of chunks while none has; -1 to stop every worker)."""
     lock: Any  # a multiprocessing Lock, held while the counters are read or changed
 
 
 def _forked_worker(shared: _Shared, conn: Connection) -> None:
-    """A forked worker: take chunk numbers until none is left, send each chunk's grades, then ``None``.
+    """A forked worker: take chunk numbers until none is left, send each chunk's answer, then ``None``.
 
     An exception stops every worker at its next chunk after the one where it was raised, and goes to the
-    parent with its row: a grade's (the row that raised), or the grader's rebuilding or a grade's pickling
-    (the chunk's first row; -1 before the first chunk)."""
+    parent with its chunk and row (-1 before the first chunk: the grader's rebuilding)."""
     gc.disable()  # no cycles to find, and a collection would copy every page it touches of the parent's memory
-    chunk, start = -1, -1
+    chunk, work = -1, shared.work
     try:
-        grade = pickle.loads(shared.grader).grade
-        responses, references, size = shared.responses, shared.references, shared.size
+        grader = pickle.loads(shared.grader)
+        samples, items, bounds, count = shared.samples, shared.items, shared.bounds, len(shared.bounds)
         while True:
             with shared.lock:
                 chunk = shared.counters[0]
-                if chunk >= shared.chunks or chunk > shared.counters[1]:
+                if chunk >= count or chunk > shared.counters[1]:
                     break
                 shared.counters[0] = chunk + 1
-            start = chunk * size
-            scores = array("d")
-            add = scores.append
-            whole: dict[int, Grade] = {}
+            start, stop = bounds[chunk]
+            answer = work(grader, samples[start:stop], items[start:stop], start)
             try:
-                # Each grade is dropped as soon as its score is kept (unless it goes back whole), so its memory
-                # is reused while still in the CPU's caches: 12-15 % less CPU than keeping the chunk's grades.
-                for response, reference in zip(responses[start:start + size], references[start:start + size]):
-                    got = grade(response, reference)
-                    if not details_unbuilt(got):  # not the fast path's (details unbuilt)
-                        whole[len(scores)] = got
-                    add(got.score)
-            except Exception:
-                start += len(scores)  # the row that raised
-                raise
-            try:
-                conn.send((chunk, _Chunk(scores.tobytes(), whole)))
-            except RecursionError:  # a grade nested too deeply to pickle: the parent grades its row again when read
-                conn.send((chunk, _Chunk(scores.tobytes(), {j: g for j, g in whole.items() if _travels(g)})))
+                conn.send((chunk, answer))
+            except RecursionError:  # an answer nested too deeply to pickle: the parent runs this chunk itself
+                conn.send((chunk, _Here()))
     except Exception as exc:
         with shared.lock:
             shared.counters[1] = min(shared.counters[1], chunk)
-        _send_raised(conn, start, exc)
-    conn.send(None)
-    conn.close()
+        row = work.failed_at if work.failed_at >= 0 else shared.bounds[chunk][0] if chunk >= 0 else -1
+        _send_raised(conn, chunk, row, exc)
+    try:
+        conn.send(None)
+        conn.close()
+    except OSError:  # the parent stopped reading (interrupted): nothing to tell it
+        pass
 
 
-def _send_raised(conn: Connection, row: int, exc: Exception) -> None:
+def _send_raised(conn: Connection, chunk: int, row: int, exc: Exception) -> None:
     cause = _WorkerTraceback("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     try:
-        pickle.loads(pickle.dumps(exc))  # some exceptions pickle but cannot be rebuilt (required __init__ arguments)
-        conn.send((row, exc, cause))
-    except Exception:  # an exception that does not travel: its text, then
-        conn.send((row, RuntimeError(f"grading row {row} raised {type(exc).__name__}: {exc}"), cause))
+        try:
+            pickle.loads(pickle.dumps(exc))  # some exceptions pickle but cannot be rebuilt (required __init__ arguments)
+            conn.send((chunk, exc, cause))
+        except OSError:
+            raise
+        except Exception:  # an exception that does not travel: its text, then
+            conn.send((chunk, RuntimeError(f"grading row {row} raised {type(exc).__name__}: {exc}"), cause))
+    except OSError:  # the parent stopped reading
+        pass
 
 
-class _Rows:
-    """Makes the Grade of any row from the chunks the workers sent back (for :class:`GradeList`)."""
+@contextmanager
+def forked(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[T], bounds: list[tuple[int, int]],
+           workers: int) -> Iterator[Iterator[T]]:
+    """Start ``workers`` forked processes that run ``work`` on the chunks ``bounds``; yields the answers, in order.
 
-    def __init__(self, grader: _Grades, responses: list[Any], references: list[Any], size: int, chunks: list[_Chunk],
-                 scores: array[float]) -> None:
-        self._grader, self._responses, self._references, self._size = grader, responses, references, size
-        self._whole = [c.whole for c in chunks]
-        self._scores = scores
-
-    def grade(self, i: int) -> Grade:
-        """Row ``i``'s grade: as sent whole, or the fast path's, made again here (the grader is deterministic)."""
-        c, j = divmod(i, self._size)
-        whole = self._whole[c]
-        if whole:
-            grade = whole.get(j)
-            if grade is not None:
-                return grade
-        grade = self._grader.grade(self._responses[i], self._references[i])
-        if grade.score != self._scores[i]:
-            raise RuntimeError(f"row {i} scored {self._scores[i]!r} in a worker process but {grade.score!r} when "
-                               "graded again here: the grader is not deterministic, or the row's inputs were changed")
-        return grade
-
-
-def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], workers: int, progress: bool,
-                  size: int) -> GradeList:
-    n = len(responses)
-    count = (n + size - 1) // size
+    The workers are started on entry, before the caller starts anything that runs a thread (a progress bar).
+    The exception of the first chunk (in input order) whose work raised propagates when that chunk's turn
+    comes, after every chunk before it. Leaving early (an interrupt, an exception of the caller's) stops the
+    workers after the chunk each is on.
+    """
+    count = len(bounds)
     context = multiprocessing.get_context("fork")
     counters = memoryview(mmap.mmap(-1, 16)).cast("q")  # anonymous and shared: forked workers see the same pages
     counters[1] = count
-    shared = _Shared(pickle.dumps(grader), responses, references, size, count, counters, context.Lock())
-    chunks: list[_Chunk | None] = [None] * count
-    raised: list[tuple[int, BaseException, BaseException]] = []
-    processes, readers = [], []
+    shared = _Shared(pickle.dumps(grader), work, samples, items, bounds, counters, context.Lock())
+    processes: list[Any] = []
+    readers: list[Connection] = []
     with gc_paused():  # a collection in this process would copy the pages the workers share
         try:
             for _ in range(min(workers, count)):
@@ -185,23 +158,8 @@ def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], 
                 writer.close()
                 processes.append(process)
                 readers.append(reader)
-            with _progress_bar(progress, n) as advance:  # after the fork: the bar runs a thread
-                live = list(readers)
-                while live:
-                    for ready in wait(live):
-                        reader = readers[readers.index(ready)]  # type: ignore[arg-type]  # wait() answers what it was given
-                        try:
-                            message = reader.recv()
-                        except EOFError:
-                            message = None  # the worker died (killed?): the missing chunks say so below
-                        if message is None:
-                            live.remove(reader)
-                        elif isinstance(message[1], _Chunk):
-                            chunks[message[0]] = message[1]
-                            advance(len(message[1].scores) // 8)
-                        else:
-                            raised.append(message)
-        except BaseException:  # interrupted here (Ctrl-C): the workers stop after the chunk they are on
+            yield _received(grader, shared, processes, readers)
+        except BaseException:  # interrupted, or the caller left early: the workers stop after the chunk they are on
             counters[1] = -1
             raise
         finally:
@@ -212,17 +170,87 @@ def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], 
                     process.join()
             for reader in readers:
                 reader.close()
-    if raised:
-        row, exc, cause = min(raised, key=lambda r: r[0])
-        raise exc from cause
-    missing = [c for c, chunk in enumerate(chunks) if chunk is None]
-    if missing:
-        codes = sorted({str(p.exitcode) for p in processes})
-        raise RuntimeError(f"a worker process exited (exit codes {codes}) before grading rows {missing[0] * size} "
-                           f"onwards; no grade was lost silently, so none is returned")
-    done = [c for c in chunks if c is not None]
-    scores = array("d", b"".join(c.scores for c in done))
-    return GradeList._lazy(n, _Rows(grader, responses, references, size, done, scores).grade, scores)
+
+
+def _received(grader: Any, shared: _Shared, processes: list[Any], readers: list[Connection]) -> Iterator[Any]:
+    """The chunks' answers in order, as the workers send them (see :func:`forked`)."""
+    count = len(shared.bounds)
+    ready: dict[int, Any] = {}
+    raised: dict[int, tuple[BaseException, BaseException]] = {}
+    live = list(readers)
+    for turn in range(count):
+        while turn not in ready and not any(c <= turn for c in raised) and live:
+            for waited in wait(live):
+                reader = cast(Connection, waited)  # wait() answers what it was given
+                try:
+                    message: Any = reader.recv()
+                except EOFError:
+                    message = None  # the worker died (killed?): the missing chunks say so below
+                if message is None:
+                    live.remove(reader)
+                elif len(message) == 2:
+                    ready[message[0]] = message[1]
+                else:
+                    raised[message[0]] = (message[1], message[2])
+        if raised and min(raised) <= turn:
+            exc, cause = raised[min(raised)]
+            raise exc from cause
+        if turn not in ready:
+            codes = sorted({str(p.exitcode) for p in processes if not p.is_alive()})
+            raise RuntimeError(f"a worker process exited (exit codes {codes}) before grading rows "
+                               f"{shared.bounds[turn][0]} onwards; no grade was lost silently, so none is returned")
+        answer = ready.pop(turn)
+        if isinstance(answer, _Here):
+            start, stop = shared.bounds[turn]
+            answer = shared.work(grader, shared.samples[start:stop], shared.items[start:stop], start)
+        yield answer
+
+
+# --------------------------------------------------------------------------- grade_batch's answers as one list
+
+
+class _Lazy:
+    """Makes the Grade of any row from the chunks of :class:`~graders.batch._work.Scores` (for :class:`GradeList`)."""
+
+    def __init__(self, grader: _Grades, samples: list[Any], items: list[Any], parts: list[tuple[int, Scored]],
+                 scores: array[float]) -> None:
+        self._grader, self._samples, self._items = grader, samples, items
+        self._starts = [start for start, _ in parts]
+        self._whole = [part.whole for _, part in parts]
+        self._scores = scores
+
+    def grade(self, i: int) -> Grade:
+        """Row ``i``'s grade: as sent whole, or the fast path's, made again here (the grader is deterministic)."""
+        c = bisect_right(self._starts, i) - 1
+        whole = self._whole[c]
+        if whole:
+            grade = whole.get(i - self._starts[c])
+            if grade is not None:
+                return grade
+        grade = self._grader.grade(self._samples[i], self._items[i])
+        if grade.score != self._scores[i]:
+            raise RuntimeError(f"row {i} scored {self._scores[i]!r} in a worker process but {grade.score!r} when "
+                               "graded again here: the grader is not deterministic, or the row's inputs were changed")
+        return grade
+
+
+def scored_list(grader: _Grades, samples: list[Any], items: list[Any], parts: list[tuple[int, Scored]]) -> GradeList:
+    """The :class:`GradeList` of a batch from its chunks (each with its first row), in order."""
+    scores = array("d", b"".join(part.scores for _, part in parts))
+    if all(len(part.whole) == len(part) for _, part in parts):  # every grade travelled whole: a plain list
+        return GradeList([part.whole[j] for _, part in parts for j in range(len(part))])
+    return GradeList._lazy(len(samples), _Lazy(grader, samples, items, parts, scores).grade, scores)
+
+
+def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], workers: int, progress: bool,
+                  size: int) -> GradeList:
+    """Every row graded by ``workers`` forked workers in chunks of ``size`` (``grade_batch``'s forked path)."""
+    from ._engine import run_chunks
+    from ._work import Scores
+
+    parts = run_chunks(grader, responses, references, Scores(flag=False), workers=workers, transport="forked",
+                       size=size, progress=progress)
+    return scored_list(grader, responses, references, parts)
 
 
 # --------------------------------------------------------------------------- the result
@@ -231,7 +259,7 @@ def _grade_forked(grader: _Grades, responses: list[Any], references: list[Any], 
 class GradeList(list[Grade]):
     """The grades :func:`grade_batch` returns: a ``list[Grade]`` in input order, plus :attr:`scores`.
 
-    From forked workers the Grade objects are made as they are read (a
+    From worker processes (or Ray) the Grade objects are made as they are read (a
     fast-path grade by grading its pair again, as much as the grading saved), so
     ``len``, indexing, slicing, iteration and :attr:`scores` never make more than
     they return; reading the same index twice gives the same object. Any other
@@ -345,13 +373,3 @@ for _name in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__con
     setattr(GradeList, _name, _filled_first(_name))
 del _name
 
-
-def _joined(first: list[Grade], later: GradeList) -> GradeList:
-    """``first`` then ``later``, as one GradeList (still lazy where ``later`` is)."""
-    if later._make is None:
-        return GradeList(first + list(later))
-    make, n = later._make, len(first)
-    scores = array("d", [g.score for g in first])
-    assert later._scores is not None  # a lazy GradeList holds its scores
-    scores.extend(later._scores)
-    return GradeList._lazy(n + len(later), lambda i: first[i] if i < n else make(i - n), scores)

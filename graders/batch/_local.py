@@ -1,15 +1,16 @@
-"""Grading in this process, the collector paused; the progress bar the worker paths share."""
+"""Grading in this process, the collector paused; the local transport; the progress bar every path shares."""
 
 from __future__ import annotations
 
 import gc
-import pickle
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .._result import Grade
+
+T = TypeVar("T")
 
 
 class _Grades(Protocol):
@@ -42,20 +43,21 @@ def gc_paused() -> Iterator[bool]:
             gc.enable()
 
 
-def _grade_all(grader: _Grades, pairs: Iterable[tuple[Any, Any]]) -> list[Grade]:
+def _grade_all(grader: _Grades, pairs: Iterable[tuple[Any, Any]], flag: bool = False) -> list[Grade]:
     """Grade every pair with the collector paused, collecting only its young generation every
-    :data:`_YOUNG_EVERY` grades (when the caller had it on).
+    :data:`_YOUNG_EVERY` grades (when the caller had it on); with ``flag``, a pair whose grading raised is
+    its flagged zero (``errors="flag"``).
 
     The young collection scans the grades just made, while they are still in the
     CPU's caches, once; without it, one collection of the whole batch runs when
     the collector is back on, over objects long out of cache (the difference shows
     on 100,000 résumé grades in ``benchmarks/grader_throughput.py``, not on 1,000).
     """
+    grade = _flagging(grader.grade) if flag else grader.grade
     with gc_paused() as was_enabled:
         if not was_enabled:
-            return [grader.grade(response, reference) for response, reference in pairs]
+            return [grade(response, reference) for response, reference in pairs]
         out: list[Grade] = []
-        grade = grader.grade
         rest = iter(pairs)
         while True:
             part = [grade(response, reference) for response, reference in islice(rest, _YOUNG_EVERY)]
@@ -63,6 +65,36 @@ def _grade_all(grader: _Grades, pairs: Iterable[tuple[Any, Any]]) -> list[Grade]
             if len(part) < _YOUNG_EVERY:
                 return out
             gc.collect(0)
+
+
+def _flagging(grade: Callable[[Any, Any], Grade]) -> Callable[[Any, Any], Grade]:
+    from ._work import flagged
+
+    def flagging(response: Any, reference: Any) -> Grade:
+        try:
+            return grade(response, reference)
+        except Exception as exc:  # the dataset boundary (errors="flag"): the row is reported, not lost
+            return flagged(exc)
+
+    return flagging
+
+
+@contextmanager
+def local(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: Callable[..., T], bounds: list[tuple[int, int]],
+          workers: int = 1) -> Iterator[Iterator[T]]:
+    """The transport that is none: ``work`` run here on each chunk of ``bounds``, in order.
+
+    The collector stays paused from the first chunk to the last, its young generation collected after each
+    chunk (when the caller had it on), for the reason :func:`_grade_all` gives."""
+
+    def answers() -> Iterator[T]:
+        with gc_paused() as was_enabled:
+            for a, b in bounds:
+                yield work(grader, samples[a:b], items[a:b], a)
+                if was_enabled:
+                    gc.collect(0)
+
+    yield answers()
 
 
 @contextmanager
@@ -81,11 +113,3 @@ def _progress_bar(show: bool, total: int) -> Iterator[Callable[[int], None]]:
     finally:
         bar.stop()
 
-
-def _travels(grade: Any) -> bool:
-    """Whether ``grade`` pickles without exceeding the recursion limit (other pickling errors are raised)."""
-    try:
-        pickle.dumps(grade, pickle.HIGHEST_PROTOCOL)
-    except RecursionError:
-        return False
-    return True

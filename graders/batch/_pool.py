@@ -1,28 +1,33 @@
-"""Worker processes sent pickled chunks of rows (forkserver or spawn): the portable path, and the pool the row engine shares."""
+"""Workers started with ``forkserver`` (``spawn`` where missing) and sent pickled chunks: the portable path.
+
+Where fork is not safe (:func:`graders.batch.fork_is_safe`), :func:`pooled` sends
+each worker the grader and the work once, then every chunk's rows pickled; the
+answers come back pickled, in order. A chunk that cannot travel either way (a row
+or an answer nested past pickle's recursion limit) is run here instead, so it
+costs its own time, not the batch.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
-import pickle
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-from .._lazy_grade import packed, unpacked
-from ._forked import GradeList
-from ._local import _grade_all, _Grades, _progress_bar, _travels, gc_paused
+from ._forked import GradeList, scored_list
+from ._local import _Grades
+from ._work import ChunkWork
+
+T = TypeVar("T")
 
 _WORKER_GRADER: Any = None
+_WORKER_WORK: Any = None
 
 
-
-
-# --------------------------------------------------------------------------- worker processes (pickled chunks)
-
-
-def _init_worker(grader: Any) -> None:
-    global _WORKER_GRADER
-    _WORKER_GRADER = grader
+def _init_worker(grader: Any, work: Any = None) -> None:
+    global _WORKER_GRADER, _WORKER_WORK
+    _WORKER_GRADER, _WORKER_WORK = grader, work
 
 
 def worker_grader() -> Any:
@@ -30,56 +35,51 @@ def worker_grader() -> Any:
     return _WORKER_GRADER
 
 
-def worker_pool(grader: Any, workers: int) -> ProcessPoolExecutor:
+def worker_pool(grader: Any, workers: int, work: ChunkWork[Any] | None = None) -> ProcessPoolExecutor:
     """``workers`` processes (``forkserver`` on POSIX, ``spawn`` elsewhere, so safe in threaded programs),
-    each holding ``grader`` (sent once, pickled as its config) for :func:`worker_grader`."""
+    each holding ``grader`` (sent once, pickled as its config) for :func:`worker_grader`, and ``work``."""
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_init_worker, initargs=(grader,))
+                               initializer=_init_worker, initargs=(grader, work))
 
 
-def _grade_chunk(chunk: Sequence[tuple[Any, Any]]) -> bytes:
-    """Grade a chunk in a worker; the grades pickled (see :func:`_pickled`)."""
-    grades: list[Any] = _grade_all(_WORKER_GRADER, chunk)
-    if getattr(_WORKER_GRADER, "_flat_build", None) is not None:
-        # A structured fast-path grade travels back as its values (graders._lazy_grade.packed): pickling the
-        # FieldDetail objects instead cost several times the grading itself.
-        grades = [packed(g) for g in grades]
-    return _pickled(grades)
+def _pooled_chunk(samples: Sequence[Any], items: Sequence[Any], first: int) -> Any:
+    return _WORKER_WORK(_WORKER_GRADER, samples, items, first)
 
 
-def _pickled(grades: list[Any]) -> bytes:
-    """``grades`` pickled, each grade too deep to pickle replaced by None (the parent grades that row again).
+@contextmanager
+def pooled(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[T], bounds: list[tuple[int, int]],
+           workers: int) -> Iterator[Iterator[T]]:
+    """Run ``work`` on the chunks ``bounds`` in a pool of ``workers`` processes; yields the answers, in order.
 
-    A grade's details hold the model's output: one nested a few hundred levels deep (a 1 KB
-    output can be) pickles past Python's recursion limit. Such a row must not cost the batch:
-    the parent, which has the row, grades it again when it is read, as with ``workers=1``.
-    """
-    try:
-        return pickle.dumps(grades, pickle.HIGHEST_PROTOCOL)
-    except RecursionError:
-        return pickle.dumps([g if _travels(g) else None for g in grades], pickle.HIGHEST_PROTOCOL)
+    The exception of the first chunk (in input order) whose work raised propagates when its turn comes."""
+    with worker_pool(grader, workers, work) as pool:
+        futures = [pool.submit(_pooled_chunk, samples[a:b], items[a:b], a) for a, b in bounds]
+        try:
+            yield _answers(grader, samples, items, work, bounds, futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _answers(grader: Any, samples: Sequence[Any], items: Sequence[Any], work: ChunkWork[T], bounds: list[tuple[int, int]],
+             futures: list[Future[T]]) -> Iterator[T]:
+    for (a, b), future in zip(bounds, futures):
+        try:
+            answer = future.result()
+        except RecursionError:  # the chunk or its answer nested too deeply to pickle: run here
+            answer = work(grader, samples[a:b], items[a:b], a)
+        yield answer
 
 
 def _grade_pooled(grader: _Grades, responses: list[Any], references: list[Any], workers: int, progress: bool,
                   size: int) -> GradeList:
-    pairs = list(zip(responses, references))
-    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
-    out = GradeList()
-    build = getattr(grader, "_flat_build", None)
-    with worker_pool(grader, workers) as pool, gc_paused(), _progress_bar(progress, len(pairs)) as advance:
-        futures = [pool.submit(_grade_chunk, chunk) for chunk in chunks]
-        for chunk, future in zip(chunks, futures):
-            try:
-                part = pickle.loads(future.result())
-            except RecursionError:  # a row nested too deeply to send to a worker: the chunk is graded here
-                out.extend(_grade_all(grader, chunk))
-                advance(len(chunk))
-                continue
-            part = [grader.grade(*pair) if p is None else p for pair, p in zip(chunk, part)]  # None: too deep to send
-            out.extend(part if build is None else [unpacked(p, build) for p in part])
-            advance(len(part))
-    return out
+    """Every row graded by a pool of ``workers`` processes in chunks of ``size`` (``grade_batch``'s portable path)."""
+    from ._engine import run_chunks
+    from ._work import Scores
 
-
+    parts = run_chunks(grader, responses, references, Scores(flag=False), workers=workers, transport="pooled",
+                       size=size, progress=progress)
+    return scored_list(grader, responses, references, parts)
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+import graders.batch._engine
+import graders.batch._work
 from graders import StructuredGrader, from_config
 from graders._cli import app
-from graders.batch._rows import grade_rows
+from graders.batch import Costs, grade_rows
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +189,125 @@ def test_ray_backend_on_a_local_ray_matches_local_grading() -> None:
     local = grade_rows(grader, samples, items)
     on_ray = grade_rows(grader, samples, items, workers=2, backend="ray", chunk_size=5)
     assert [r.grade.to_dict() for r in on_ray] == [r.grade.to_dict() for r in local]
+
+
+# --------------------------------------------------------------------------- --workers: the same bytes, from the workers
+
+DEEP = '{"a": ' + "[" * 500 + "]" * 500 + "}"  # its grade's details nest past pickle's recursion limit
+
+
+def mixed_rows(times: int) -> list[dict[str, Any]]:
+    """Rows of every kind: right, wrong, not JSON, a reference that makes grading raise, and a too-deep output."""
+    rows = [{"output": '{"a": 1, "b": ["x", "y"]}', "reference": {"a": 1, "b": ["x"]}},
+            {"output": '{"a": 2, "b": []}', "reference": {"a": 1, "b": ["x"]}},
+            {"output": "not json", "reference": {"a": 1}},
+            {"output": '{"a": 1}', "reference": "{broken"},  # grading raises: a flagged zero with other_error
+            {"output": DEEP, "reference": {"a": 1}},
+            {"output": '{"a": "caf\\u00e9"}', "reference": {"a": "café"}}]
+    return [{"id": f"r{k}", **row} for k, row in enumerate(rows * times)]
+
+
+def graded_bytes(tmp_path: Path, rows: list[dict[str, Any]], *args: str) -> tuple[bytes, str, int]:
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / f"out{'-'.join(args)}.jsonl"
+    result = runner.invoke(app, ["grade", str(data), "-g", str(config(tmp_path, {"type": "structured"})), "-o", str(out),
+                                 *args], env=ENV)
+    return out.read_bytes(), result.output.replace(str(out), "OUT"), result.exit_code
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row's execution_time 0.0, so that outputs compare byte for byte (forked workers inherit the patch)."""
+    monkeypatch.setattr(graders.batch._work, "clock", lambda: 0.0)
+
+
+@pytest.fixture
+def transports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The transports the engine opened, in order (a seam on its table of transports)."""
+    taken: list[str] = []
+    for name, transport in list(graders.batch._engine._TRANSPORTS.items()):
+        def recorded(*args: Any, _name: str = name, _transport: Any = transport, **kwargs: Any) -> Any:
+            taken.append(_name)
+            return _transport(*args, **kwargs)
+        monkeypatch.setitem(graders.batch._engine._TRANSPORTS, name, recorded)
+    return taken
+
+
+def every_worker(costs: Costs, rows: int, workers: int, start: str = "fork") -> int:
+    return workers  # the adaptive choice pinned: the test does not depend on how fast this machine is
+
+
+def test_workers_fork_and_write_the_same_bytes_as_one_process(tmp_path: Path, fixed_clock: None, transports: list[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(graders.batch._engine, "choose_workers", every_worker)
+    rows = mixed_rows(8)
+    one, one_summary, one_code = graded_bytes(tmp_path, rows)
+    assert transports == ["local"]
+    if threading.active_count() > 1:
+        pytest.skip("an earlier test left a Python thread running, so fork is rightly not used in this process")
+    two, two_summary, two_code = graded_bytes(tmp_path, rows, "--workers", "2")
+    assert transports == ["local", "forked"]  # rftkit grade --workers 2 takes the forked path
+    assert two == one and two_summary == one_summary and two_code == one_code == 1
+    written = [json.loads(line) for line in two.decode("utf-8").splitlines()]
+    assert [r["id"] for r in written] == [r["id"] for r in rows]  # every row, in input order
+    assert [r["metadata"]["errors"]["other_error"] for r in written[:6]] == [False, False, False, True, False, False]
+    assert written[3]["reward"] == 0.0 and "grading raised" in written[3]["reason"]
+    assert written[4]["reward"] == 0.0 and written[0]["details"]["b"]["precision"] == 0.5
+    assert "grading raised on 8 row(s)" in two_summary and "line 4" in two_summary
+
+
+def test_workers_in_a_pool_write_the_same_bytes_where_fork_is_not_safe(tmp_path: Path, fixed_clock: None, transports: list[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(graders.batch._engine, "choose_workers", every_worker)
+    rows = mixed_rows(3)
+    one = graded_bytes(tmp_path, rows)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)  # a running thread makes fork unsafe
+    thread.start()
+    try:
+        pooled = graded_bytes(tmp_path, rows, "--workers", "2")
+    finally:
+        stop.set()
+        thread.join()
+    assert transports == ["local", "pooled"]
+    # A pool's workers start afresh (the test's clock is not theirs): each execution_time is the only difference.
+    assert untimed(pooled[0]) == untimed(one[0]) and pooled[1:] == one[1:]
+
+
+def untimed(lines: bytes) -> bytes:
+    return re.sub(rb'"execution_time": [^,]+,', b'"execution_time": 0,', lines)
+
+
+def test_the_adaptive_count_decides_where_the_cli_grades(tmp_path: Path, fixed_clock: None, transports: list[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = mixed_rows(20)
+    one = graded_bytes(tmp_path, rows)
+    asked: list[Costs] = []
+
+    def choose(costs: Costs, rows: int, workers: int, start: str = "fork") -> int:
+        asked.append(costs)
+        return 1  # pinned: the test does not depend on how fast this machine is
+
+    monkeypatch.setattr(graders.batch._engine, "choose_workers", choose)
+    assert graded_bytes(tmp_path, rows, "--workers", "2") == one
+    assert len(asked) == 1 and asked[0].grade_s > 0 and transports == ["local", "local"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_empty_file_grades_to_an_empty_output(tmp_path: Path, workers: str) -> None:
+    data = tmp_path / "empty.jsonl"
+    data.write_text("", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["grade", str(data), "-g", str(config(tmp_path, {"type": "structured"})), "-o", str(out),
+                                 "--workers", workers], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == b"" and "0 rows" in result.output
+
+
+@pytest.mark.slow
+def test_ray_tasks_write_the_same_lines_as_one_process(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    rows = mixed_rows(2)
+    one = graded_bytes(tmp_path, rows)
+    on_ray = graded_bytes(tmp_path, rows, "--workers", "2", "--backend", "ray")
+    assert untimed(on_ray[0]) == untimed(one[0]) and on_ray[1:] == one[1:]
