@@ -37,7 +37,6 @@ import io
 import json
 import os
 import re
-import resource
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from batch_scaling import children_cpu
 from grader_throughput import make_pairs
 
 import graders
@@ -77,7 +77,7 @@ def run(data: Path, output: str, workers: int, pin: bool) -> tuple[float, str, l
             return chosen[-1]
         engine.choose_workers = recorded
     printed = io.StringIO()
-    cpu, children = time.process_time(), _children_cpu()
+    cpu, children = time.process_time(), children_cpu()
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(printed):
@@ -86,16 +86,11 @@ def run(data: Path, output: str, workers: int, pin: bool) -> tuple[float, str, l
         if choose is not None:
             engine.choose_workers = choose
     took = time.perf_counter() - start
-    cpu, children = time.process_time() - cpu, _children_cpu() - children
+    cpu, children = time.process_time() - cpu, children_cpu() - children
     used = chosen[0] if chosen else workers
     path = cpu + children / used  # this process, plus one worker's share: the chunks are handed out as workers ask
     print(f"  CPU: this process {cpu:.2f} s, forked workers {children:.2f} s; critical path {path:.2f} s", flush=True)
     return took, printed.getvalue(), chosen
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
